@@ -1,0 +1,280 @@
+//! The command line: `sam4em info`, `sam4em export`, `sam4em classes`. A bare `sam4em [PATH]`
+//! is reserved for the desktop app.
+//!
+//! Errors are returned as `anyhow` errors; `main` prints them on one line and exits with 2.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::io::{self, ExportFormat, ExportOptions, OpenOptions, TiffCompression};
+use crate::state::{ClassTable, MaskVolume, Volume, VolumeInfo, VoxelSize};
+
+/// The sample stack bundled in `assets/sample` (Drosophila VNC ssTEM, CC BY-NC-SA 3.0).
+pub const SAMPLE_STACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample/raw.tif");
+/// The sample's merged label map (159 glia/ECS, 191 mitochondria, 223 synapse).
+pub const SAMPLE_LABELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample/labels.tif");
+/// The value → class mapping of the sample's label map.
+pub const SAMPLE_LABEL_MAPPING: &str = "159=glia,191=mitochondria,223=psd";
+
+/// SAM4EM Studio: segment and proofread glia, mitochondria and post-synaptic densities in
+/// electron-microscopy stacks.
+#[derive(Debug, Parser)]
+#[command(name = "sam4em", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Stack to open in the app (multi-page TIFF, PNG/TIFF folder); the bundled sample when
+    /// left out.
+    pub path: Option<PathBuf>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a stack's shape, sample type, voxel size, slice count and size on disk.
+    Info(InfoArgs),
+    /// Write masks per class (binary TIFF stacks, PNG sequences, a label-map TIFF) from
+    /// imported binary masks or label maps.
+    Export(ExportArgs),
+    /// Print the class table as JSON (edit it and pass it back with `--classes`).
+    Classes(ClassesArgs),
+}
+
+/// `sam4em info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Stacks: multi-page TIFF/BigTIFF files, PNG files, or folders of PNG/TIFF slices.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sam4em export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Output folder (created if missing). Existing outputs are replaced only when every
+    /// output was written.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// A binary mask stack for one class, as CLASS=PATH (any non-zero pixel is foreground).
+    /// Repeat for several classes.
+    #[arg(long = "mask", value_name = "CLASS=PATH")]
+    pub masks: Vec<String>,
+    /// A label-map stack whose values stand for classes (see --map).
+    #[arg(long, value_name = "PATH")]
+    pub labels: Option<PathBuf>,
+    /// Label value → class, e.g. `159=glia,191=mitochondria,223=psd`. Default: the
+    /// `.classes.json` beside the label map, else value N = class id N.
+    #[arg(long, value_name = "VALUE=CLASS,...", requires = "labels")]
+    pub map: Option<String>,
+    /// What to write; repeat or separate with commas.
+    #[arg(short, long, value_enum, value_delimiter = ',', default_value = "tiff")]
+    pub format: Vec<ExportFormat>,
+    /// TIFF compression.
+    #[arg(long, value_enum, default_value_t = TiffCompression::Deflate)]
+    pub compression: TiffCompression,
+    /// Class table JSON (from `sam4em classes`); default: glia, mitochondria, psd.
+    #[arg(long, value_name = "FILE")]
+    pub classes: Option<PathBuf>,
+    /// The image stack the masks belong to: its shape must match, and its voxel size is
+    /// recorded when the masks carry none.
+    #[arg(long, value_name = "PATH")]
+    pub stack: Option<PathBuf>,
+    /// Voxel size in nm as X,Y,Z (or X,Y): overrides what the files say.
+    #[arg(long, value_name = "X,Y[,Z]")]
+    pub voxel_size: Option<String>,
+}
+
+/// `sam4em classes`.
+#[derive(Debug, Args)]
+pub struct ClassesArgs {
+    /// Write to this file (atomically) instead of standard output.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs a subcommand. `None` is the bare `sam4em [PATH]`.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Info(a)) => info(&a),
+        Some(Command::Export(a)) => export(&a),
+        Some(Command::Classes(a)) => classes(&a),
+        None => bare(cli.path.as_deref()),
+    }
+}
+
+/// `sam4em [PATH]` until the viewer lands: says so and describes the stack it would open.
+fn bare(path: Option<&Path>) -> Result<()> {
+    let path = path.unwrap_or(Path::new(SAMPLE_STACK));
+    let v = io::open_stack(path, &OpenOptions::default())?;
+    eprintln!("The desktop viewer is not part of this build yet; this is the stack it would open:");
+    print!("{}", describe(v.info()));
+    Ok(())
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{v:.1} {} ({bytes} bytes)", UNITS[unit]) }
+}
+
+/// The text `sam4em info` prints for one stack.
+pub fn describe(info: &VolumeInfo) -> String {
+    let voxel = info.voxel_size.map_or_else(|| "unknown (not in the file)".to_owned(), |v| v.to_string());
+    let decoded = info.slice_size_bytes() as u64 * info.depth as u64;
+    format!(
+        "{}\n  format:       {}\n  shape:        {} x {} x {} (z, y, x)\n  dtype:        {}\n  voxel size:   {}\n  slices:       {}\n  size on disk: {}\n  decoded:      {}\n",
+        info.path.display(),
+        info.format,
+        info.depth,
+        info.height,
+        info.width,
+        info.dtype,
+        voxel,
+        info.depth,
+        human_bytes(info.size_on_disk_bytes),
+        human_bytes(decoded),
+    )
+}
+
+fn info(a: &InfoArgs) -> Result<()> {
+    let mut json = Vec::new();
+    for path in &a.paths {
+        let v = io::open_stack(path, &OpenOptions::default())?;
+        if a.json {
+            json.push(serde_json::json!({
+                "path": v.path(),
+                "format": v.info().format,
+                "shape_zyx": [v.depth(), v.height(), v.width()],
+                "dtype": v.info().dtype,
+                "voxel_size_nm": v.info().voxel_size,
+                "slices": v.depth(),
+                "size_on_disk_bytes": v.info().size_on_disk_bytes,
+            }));
+        } else {
+            print!("{}", describe(v.info()));
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    Ok(())
+}
+
+fn load_classes(path: Option<&Path>) -> Result<ClassTable> {
+    let Some(path) = path else {
+        return Ok(ClassTable::default());
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read class table: {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("invalid class table: {}", path.display()))
+}
+
+/// Parses `X,Y[,Z]` in nm.
+pub fn parse_voxel_size(spec: &str) -> Result<VoxelSize> {
+    let parts: Vec<f64> = spec
+        .split(',')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("`{spec}` is not X,Y[,Z] in nm"))?;
+    if !(2..=3).contains(&parts.len()) || parts.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+        bail!("`{spec}` is not X,Y[,Z] with positive sizes in nm");
+    }
+    Ok(VoxelSize { x_nm: parts[0], y_nm: parts[1], z_nm: parts.get(2).copied() })
+}
+
+fn export(a: &ExportArgs) -> Result<()> {
+    let classes = load_classes(a.classes.as_deref())?;
+    let opts = OpenOptions { cache_budget_bytes: 0, ..Default::default() };
+    let mut inputs: Vec<(String, PathBuf)> = Vec::new();
+    for spec in &a.masks {
+        let Some((class, path)) = spec.split_once('=') else { bail!("--mask `{spec}` is not CLASS=PATH") };
+        if classes.find(class).is_none() {
+            let known: Vec<_> = classes.iter().map(|c| c.export_name.as_str()).collect();
+            bail!("--mask `{spec}`: no class `{class}` (classes: {})", known.join(", "));
+        }
+        inputs.push((class.to_owned(), PathBuf::from(path)));
+    }
+    if inputs.is_empty() && a.labels.is_none() {
+        bail!("nothing to export: give --labels PATH and/or --mask CLASS=PATH");
+    }
+    io::export::preflight(&classes, &a.out, &a.format)?;
+
+    // The shape comes from the image stack when given, else from the first input.
+    let shape_from: Volume = match (&a.stack, &a.labels, inputs.first()) {
+        (Some(stack), _, _) => io::open_stack(stack, &opts)?,
+        (None, Some(labels), _) => io::open_stack(labels, &opts)?,
+        (None, None, Some((_, path))) => io::open_stack(path, &opts)?,
+        (None, None, None) => unreachable!("checked above"),
+    };
+    let mut masks = MaskVolume::new(shape_from.width(), shape_from.height(), shape_from.depth());
+    let voxel_size = match &a.voxel_size {
+        Some(spec) => Some(parse_voxel_size(spec)?),
+        None => shape_from.info().voxel_size,
+    };
+
+    if let Some(labels) = &a.labels {
+        let mapping = match &a.map {
+            Some(spec) => io::parse_label_mapping(spec, &classes).map_err(|e| anyhow::anyhow!("--map: {e}"))?,
+            None => match io::sidecar_mapping(labels, &classes)? {
+                Some(m) => m,
+                None => classes.iter().map(|c| (u64::from(c.id.0), c.id)).collect(),
+            },
+        };
+        let report = io::import_label_map(labels, &mapping, &mut masks, &opts)?;
+        if !report.unmapped_values.is_empty() {
+            let values: Vec<String> = report
+                .unmapped_values
+                .iter()
+                .take(12)
+                .map(|(v, n)| if *v == u64::MAX { format!("non-integer ({n} px)") } else { format!("{v} ({n} px)") })
+                .collect();
+            eprintln!("note: label values not mapped to a class: {}", values.join(", "));
+        }
+    }
+    for (class, path) in &inputs {
+        let id = classes.find(class).expect("validated above").id;
+        io::import_binary_masks(path, id, &mut masks, &opts)?;
+    }
+
+    let report = io::export_masks(
+        &masks,
+        &classes,
+        &a.out,
+        &a.format,
+        &ExportOptions { compression: a.compression, voxel_size },
+    )?;
+    for c in classes.iter() {
+        let px: u64 = masks.slices(c.id).map(|(_, e)| e.mask.count_ones()).sum();
+        println!("{:<24} {px} foreground voxels", c.name);
+    }
+    if report.overlapping_px > 0 {
+        eprintln!(
+            "note: {} label-map voxels belong to several classes; the class listed last wins",
+            report.overlapping_px
+        );
+    }
+    for out in &report.outputs {
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn classes(a: &ClassesArgs) -> Result<()> {
+    let json = serde_json::to_string_pretty(&ClassTable::default())? + "\n";
+    match &a.out {
+        Some(path) => io::atomic::write_file_atomic(path, |w| {
+            std::io::Write::write_all(w, json.as_bytes()).map_err(|e| e.to_string())
+        })?,
+        None => print!("{json}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! Exporting masks: per class a binary multi-page TIFF (uint8 0/255, voxel size in ImageJ
+//! metadata and resolution tags) or a PNG sequence, and a label-map TIFF of class ids with a
+//! `.classes.json` sidecar naming them. All outputs of one export are staged and renamed into
+//! place together (see [`super::atomic`]).
+
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+
+use tiff::encoder::colortype::{ColorType, Gray8, Gray16};
+use tiff::encoder::{Compression, DeflateLevel, Rational, TiffEncoder, TiffKind, TiffValue};
+use tiff::tags::{ResolutionUnit, Tag};
+
+use super::atomic::StagedWrites;
+use super::error::{IoError, describe_io};
+use crate::state::{ClassDef, ClassId, ClassTable, MaskVolume, SliceIndex, VoxelSize};
+
+/// TIFF compression for exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TiffCompression {
+    /// No compression: largest, readable everywhere.
+    None,
+    /// LZW.
+    Lzw,
+    /// Deflate (zip): small and lossless; ImageJ, Fiji, napari and tifffile read it.
+    #[default]
+    Deflate,
+    /// PackBits run-length coding.
+    Packbits,
+}
+
+impl TiffCompression {
+    fn to_tiff(self) -> Compression {
+        match self {
+            TiffCompression::None => Compression::Uncompressed,
+            TiffCompression::Lzw => Compression::Lzw,
+            TiffCompression::Deflate => Compression::Deflate(DeflateLevel::Balanced),
+            TiffCompression::Packbits => Compression::Packbits,
+        }
+    }
+}
+
+/// What to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One binary multi-page TIFF per class: `<export name>.tif`.
+    Tiff,
+    /// One folder of binary PNGs per class: `<export name>/<export name>_0000.png`.
+    Png,
+    /// One label-map TIFF of class ids, `labels.tif`, plus `labels.classes.json`.
+    Labels,
+}
+
+/// Export settings.
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    /// TIFF compression.
+    pub compression: TiffCompression,
+    /// Voxel size to record; `None` writes no calibration.
+    pub voxel_size: Option<VoxelSize>,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default)]
+pub struct ExportReport {
+    /// Files and folders written, in order.
+    pub outputs: Vec<PathBuf>,
+    /// Label-map pixels claimed by more than one class (the class later in the table wins).
+    pub overlapping_px: u64,
+}
+
+/// File name of the label map inside the output folder.
+pub const LABELS_FILE: &str = "labels.tif";
+
+/// The sidecar of a label-map TIFF: `labels.tif` → `labels.classes.json`.
+pub fn classes_sidecar(label_map: &Path) -> PathBuf {
+    let stem = label_map.file_stem().unwrap_or_default().to_string_lossy();
+    label_map.with_file_name(format!("{stem}.classes.json"))
+}
+
+/// ImageJ's description for a `depth`-slice stack, with the voxel size in nm, so ImageJ/Fiji
+/// open the file as a calibrated stack.
+fn imagej_description(depth: usize, voxel: Option<&VoxelSize>) -> String {
+    let mut d = format!("ImageJ=1.11a\nimages={depth}\nslices={depth}\n");
+    if let Some(v) = voxel {
+        d.push_str("unit=nm\n");
+        if let Some(z) = v.z_nm {
+            d.push_str(&format!("spacing={z}\n"));
+        }
+    }
+    d.push_str("loop=false\n");
+    d
+}
+
+/// Pixels per nm as a TIFF rational, as precise as `u32` allows.
+fn per_nm(size_nm: f64) -> Rational {
+    let mut scale = 1_000_000.0;
+    while size_nm * scale > f64::from(u32::MAX) && scale > 1.0 {
+        scale /= 10.0;
+    }
+    Rational { n: scale as u32, d: (size_nm * scale).round().max(1.0) as u32 }
+}
+
+/// Writes `depth` pages produced by `page(z)` as one multi-page TIFF.
+fn write_pages<W, K, C>(
+    mut enc: TiffEncoder<W, K>,
+    width: usize,
+    height: usize,
+    depth: usize,
+    opts: &ExportOptions,
+    mut page: impl FnMut(SliceIndex) -> Vec<C::Inner>,
+) -> Result<(), String>
+where
+    W: Write + Seek,
+    K: TiffKind,
+    C: ColorType,
+    [C::Inner]: TiffValue,
+{
+    let description = imagej_description(depth, opts.voxel_size.as_ref());
+    for z in 0..depth {
+        let data = page(SliceIndex(z));
+        let mut img = enc.new_image::<C>(width as u32, height as u32).map_err(|e| e.to_string())?;
+        let dir = img.encoder();
+        if z == 0 {
+            dir.write_tag(Tag::ImageDescription, description.as_str()).map_err(|e| e.to_string())?;
+        }
+        if let Some(v) = &opts.voxel_size {
+            // ImageJ reads resolution as pixels per `unit` (nm here) with ResolutionUnit none.
+            dir.write_tag(Tag::ResolutionUnit, ResolutionUnit::None.to_u16()).map_err(|e| e.to_string())?;
+            dir.write_tag(Tag::XResolution, per_nm(v.x_nm)).map_err(|e| e.to_string())?;
+            dir.write_tag(Tag::YResolution, per_nm(v.y_nm)).map_err(|e| e.to_string())?;
+        }
+        img.write_data(&data).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Writes a multi-page TIFF, switching to BigTIFF when the pixels alone could pass 4 GiB.
+fn write_stack<W: Write + Seek, C: ColorType>(
+    w: W,
+    width: usize,
+    height: usize,
+    depth: usize,
+    opts: &ExportOptions,
+    page: impl FnMut(SliceIndex) -> Vec<C::Inner>,
+) -> Result<(), String>
+where
+    [C::Inner]: TiffValue,
+{
+    let raw_bytes = (width * height * depth * std::mem::size_of::<C::Inner>()) as u64;
+    let compression = opts.compression.to_tiff();
+    if raw_bytes >= (4u64 << 30) - (64 << 20) {
+        let enc = TiffEncoder::new_big(w).map_err(|e| e.to_string())?.with_compression(compression);
+        write_pages::<_, _, C>(enc, width, height, depth, opts, page)
+    } else {
+        let enc = TiffEncoder::new(w).map_err(|e| e.to_string())?.with_compression(compression);
+        write_pages::<_, _, C>(enc, width, height, depth, opts, page)
+    }
+}
+
+/// One class as 0/255 bytes for slice `z` (zeros where nothing is stored).
+fn binary_page(masks: &MaskVolume, class: ClassId, z: SliceIndex) -> Vec<u8> {
+    match masks.mask(class, z) {
+        Some(m) => m.to_dense(255),
+        None => vec![0; masks.width() * masks.height()],
+    }
+}
+
+/// Stages one class as a binary multi-page TIFF.
+pub fn stage_class_tiff(
+    staged: &mut StagedWrites,
+    masks: &MaskVolume,
+    class: ClassId,
+    target: &Path,
+    opts: &ExportOptions,
+) -> Result<(), IoError> {
+    let (w, h, d) = (masks.width(), masks.height(), masks.depth());
+    staged.file(target, |out| write_stack::<_, Gray8>(out, w, h, d, opts, |z| binary_page(masks, class, z)))
+}
+
+/// Stages one class as a folder of binary PNGs named `<export name>_<z>.png`, z zero-padded
+/// to at least four digits.
+pub fn stage_class_pngs(
+    staged: &mut StagedWrites,
+    masks: &MaskVolume,
+    class: &ClassDef,
+    target: &Path,
+) -> Result<(), IoError> {
+    let digits = masks.depth().saturating_sub(1).to_string().len().max(4);
+    staged.dir(target, |dir| {
+        for z in 0..masks.depth() {
+            let path = dir.join(format!("{}_{z:0digits$}.png", class.export_name));
+            let page = binary_page(masks, class.id, SliceIndex(z));
+            image::save_buffer_with_format(
+                &path,
+                &page,
+                masks.width() as u32,
+                masks.height() as u32,
+                image::ExtendedColorType::L8,
+                image::ImageFormat::Png,
+            )
+            .map_err(|e| {
+                let problem = match e {
+                    image::ImageError::IoError(io) => describe_io(&io),
+                    other => other.to_string(),
+                };
+                IoError::write(&target.join(path.file_name().unwrap_or_default()), problem)
+            })?;
+        }
+        Ok(())
+    })
+}
+
+/// Stages the label map (class ids; 0 = background; uint8, or uint16 past id 255) and its
+/// class sidecar. Returns how many pixels more than one class claimed.
+pub fn stage_label_map(
+    staged: &mut StagedWrites,
+    masks: &MaskVolume,
+    classes: &ClassTable,
+    target: &Path,
+    opts: &ExportOptions,
+) -> Result<u64, IoError> {
+    let (w, h, d) = (masks.width(), masks.height(), masks.depth());
+    let mut overlapping_px = 0u64;
+    fn compose<T: Copy + Default + PartialEq>(
+        masks: &MaskVolume,
+        classes: &ClassTable,
+        z: SliceIndex,
+        id: impl Fn(ClassId) -> T,
+        overlaps: &mut u64,
+    ) -> Vec<T> {
+        let mut page = vec![T::default(); masks.width() * masks.height()];
+        for class in classes.iter() {
+            let Some(m) = masks.mask(class.id, z) else {
+                continue;
+            };
+            let value = id(class.id);
+            m.for_each_set(|i| {
+                if page[i] != T::default() {
+                    *overlaps += 1;
+                }
+                page[i] = value;
+            });
+        }
+        page
+    }
+    if classes.max_id() <= u16::from(u8::MAX) {
+        staged.file(target, |out| {
+            write_stack::<_, Gray8>(out, w, h, d, opts, |z| {
+                compose(masks, classes, z, |c| c.0 as u8, &mut overlapping_px)
+            })
+        })?;
+    } else {
+        staged.file(target, |out| {
+            write_stack::<_, Gray16>(out, w, h, d, opts, |z| compose(masks, classes, z, |c| c.0, &mut overlapping_px))
+        })?;
+    }
+    let json = serde_json::to_string_pretty(classes).expect("class tables serialise");
+    staged.file(&classes_sidecar(target), |out| out.write_all(json.as_bytes()).map_err(|e| describe_io(&e)))?;
+    Ok(overlapping_px)
+}
+
+/// The files (`false`) and folders (`true`) an export of `formats` writes into `out_dir`.
+pub fn planned_outputs(classes: &ClassTable, out_dir: &Path, formats: &[ExportFormat]) -> Vec<(PathBuf, bool)> {
+    let mut out = Vec::new();
+    for format in formats {
+        match format {
+            ExportFormat::Tiff => {
+                out.extend(classes.iter().map(|c| (out_dir.join(format!("{}.tif", c.export_name)), false)));
+            }
+            ExportFormat::Png => out.extend(classes.iter().map(|c| (out_dir.join(&c.export_name), true))),
+            ExportFormat::Labels => {
+                let labels = out_dir.join(LABELS_FILE);
+                out.push((classes_sidecar(&labels), false));
+                out.push((labels, false));
+            }
+        }
+    }
+    out
+}
+
+/// Checks before any work that an export can be written: creates `out_dir`, proves it is
+/// writable, and finds outputs blocked by a file or folder of the wrong kind. Long imports call
+/// this first so that a bad `--out` fails in a second, not after minutes.
+pub fn preflight(classes: &ClassTable, out_dir: &Path, formats: &[ExportFormat]) -> Result<(), IoError> {
+    std::fs::create_dir_all(out_dir).map_err(|e| IoError::write(out_dir, describe_io(&e)))?;
+    tempfile::Builder::new()
+        .prefix(".sam4em-write-test.")
+        .tempfile_in(out_dir)
+        .map_err(|e| IoError::write(out_dir, describe_io(&e)))?;
+    for (target, is_dir) in planned_outputs(classes, out_dir, formats) {
+        if is_dir && target.exists() && !target.is_dir() {
+            return Err(IoError::write(&target, "a file of that name is in the way"));
+        }
+        if !is_dir && target.is_dir() {
+            return Err(IoError::write(&target, "a folder of that name is in the way"));
+        }
+    }
+    Ok(())
+}
+
+/// Exports every class of `classes` into `out_dir` in each of `formats`; creates `out_dir` if
+/// needed. Nothing is replaced unless every output was written.
+pub fn export_masks(
+    masks: &MaskVolume,
+    classes: &ClassTable,
+    out_dir: &Path,
+    formats: &[ExportFormat],
+    opts: &ExportOptions,
+) -> Result<ExportReport, IoError> {
+    preflight(classes, out_dir, formats)?;
+    let mut staged = StagedWrites::new();
+
+    let mut report = ExportReport::default();
+    for format in formats {
+        match format {
+            ExportFormat::Tiff => {
+                for class in classes.iter() {
+                    let target = out_dir.join(format!("{}.tif", class.export_name));
+                    stage_class_tiff(&mut staged, masks, class.id, &target, opts)?;
+                }
+            }
+            ExportFormat::Png => {
+                for class in classes.iter() {
+                    stage_class_pngs(&mut staged, masks, class, &out_dir.join(&class.export_name))?;
+                }
+            }
+            ExportFormat::Labels => {
+                report.overlapping_px +=
+                    stage_label_map(&mut staged, masks, classes, &out_dir.join(LABELS_FILE), opts)?;
+            }
+        }
+    }
+    report.outputs = staged.commit()?;
+    Ok(report)
+}

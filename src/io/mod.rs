@@ -1,0 +1,18 @@
+//! Files in and out: EM stacks (multi-page TIFF/BigTIFF, PNG/TIFF sequences), mask import and
+//! export, atomic writes.
+//!
+//! Depends on `state` only (it produces `Volume`s and fills `MaskVolume`s); never on the UI,
+//! the renderer or the model.
+
+pub mod atomic;
+pub mod error;
+pub mod export;
+pub mod import;
+pub mod meta;
+pub mod stack;
+mod tiff;
+
+pub use error::IoError;
+pub use export::{ExportFormat, ExportOptions, ExportReport, TiffCompression, export_masks};
+pub use import::{ImportReport, import_binary_masks, import_label_map, parse_label_mapping, sidecar_mapping};
+pub use stack::{ColorToGray, OpenOptions, open_stack, open_stack_bytes};

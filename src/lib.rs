@@ -1,0 +1,11 @@
+//! SAM4EM Studio: open EM stacks, segment glia, mitochondria and post-synaptic densities with
+//! SAM4EM, proofread the masks and fine-tune the model on the corrections.
+//!
+//! Module map (see the README for the data flow):
+//! - [`state`]: pure data — the volume abstraction, class table, sparse mask store.
+//! - [`io`]: stacks in, masks in and out, atomic writes.
+//! - [`cli`]: the headless command line.
+
+pub mod cli;
+pub mod io;
+pub mod state;

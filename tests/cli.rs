@@ -1,0 +1,159 @@
+//! The `sam4em` binary as a user runs it: `info` on every shared dataset, `export` of the
+//! bundled sample's labels, `--help` everywhere, and bad input → one line, exit code 2.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sam4em(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sam4em")).args(args).env("RUST_BACKTRACE", "1").output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs a command that must fail the way users are promised: exit code 2, one line on stderr
+/// that starts with `error:` and ends with the file, and no panic.
+fn fails_cleanly(args: &[&str], file: &Path, problem: &str) {
+    let o = sam4em(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(problem), "{args:?}: expected `{problem}` in {err}");
+    assert!(err.trim_end().ends_with(&*file.to_string_lossy()), "{args:?}: should end with {}: {err}", file.display());
+}
+
+#[test]
+fn info_on_every_shared_dataset() {
+    let Some(shared) = common::shared() else { return };
+    let data = shared.join("data");
+    for (path, shape, dtype) in [
+        ("drosophila-vnc-sstem/stack1/raw", "20 x 1024 x 1024", "uint8"),
+        ("drosophila-vnc-sstem/stack1/labels", "20 x 1024 x 1024", "uint8"),
+        ("drosophila-vnc-sstem/stack2/raw/00.tif", "1 x 1024 x 1024", "uint8"),
+        ("lucchi-pp-test-z000-049/Test_In", "50 x 768 x 1024", "uint8"),
+        ("lucchi-pp-test-z000-049/Test_Out", "50 x 768 x 1024", "uint8"),
+        ("lucchi-pp-train-z000-049/Train_In", "50 x 768 x 1024", "uint8"),
+        ("lucchi-pp-train-z000-049/Train_Out", "50 x 768 x 1024", "uint8"),
+        ("flyem-medulla-fibsem-neuroproof-sample2/grayscale_maps", "250 x 250 x 250", "uint8"),
+    ] {
+        let o = sam4em(&["info", data.join(path).to_str().unwrap()]);
+        assert!(o.status.success(), "{path}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains(&format!("shape:        {shape} (z, y, x)")), "{path}: {out}");
+        assert!(out.contains(&format!("dtype:        {dtype}")), "{path}: {out}");
+        assert!(out.contains("size on disk:"), "{out}");
+    }
+    // JSON for scripts.
+    let o = sam4em(&["info", "--json", data.join("lucchi-pp-test-z000-049/Test_In").to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["shape_zyx"], serde_json::json!([50, 768, 1024]));
+    assert_eq!(v[0]["slices"], 50);
+}
+
+#[test]
+fn export_sample_labels_per_class() {
+    let out = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let labels = format!("{root}/assets/sample/labels.tif");
+    let o = sam4em(&[
+        "export",
+        "--labels",
+        &labels,
+        "--map",
+        "159=glia,191=mitochondria,223=psd",
+        "--format",
+        "tiff,labels",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    // Pixel counts of the sample crop (see assets/sample/README.md).
+    for line in ["glia                     77624 foreground voxels", "mitochondria             235293", "post-synaptic density    28316"] {
+        assert!(text.contains(line), "{text}");
+    }
+    assert!(stderr(&o).contains("label values not mapped"), "membrane and intracellular values are reported");
+    let info = stdout(&sam4em(&["info", out.path().join("mitochondria.tif").to_str().unwrap()]));
+    assert!(info.contains("shape:        10 x 512 x 512") && info.contains("voxel size:   4.6 x 4.6 x 50 nm"), "{info}");
+    // The exported label map re-imports through its sidecar, and binary masks re-import too.
+    let again = tempfile::tempdir().unwrap();
+    let o = sam4em(&[
+        "export",
+        "--labels",
+        out.path().join("labels.tif").to_str().unwrap(),
+        "--mask",
+        &format!("psd={}", out.path().join("psd.tif").display()),
+        "--format",
+        "png",
+        "--out",
+        again.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("mitochondria             235293"), "{}", stdout(&o));
+    assert_eq!(std::fs::read_dir(again.path().join("mitochondria")).unwrap().count(), 10);
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [vec!["--help"], vec!["info", "--help"], vec!["export", "--help"], vec!["classes", "--help"]] {
+        let o = sam4em(&args);
+        assert!(o.status.success(), "{args:?}");
+        assert!(stdout(&o).contains("Usage: sam4em"), "{args:?}");
+    }
+    let o = sam4em(&["classes"]);
+    let table: sam4em::state::ClassTable = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(table, sam4em::state::ClassTable::default());
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tiff = std::fs::read(common::test_data("tiff/u8_le_none_strips.tif")).unwrap();
+    let truncated = d.join("truncated.tif");
+    std::fs::write(&truncated, &tiff[..tiff.len() / 2]).unwrap();
+    let text = d.join("notes.png");
+    std::fs::write(&text, "these are not pixels").unwrap();
+    let i16 = common::test_data("tiff/i16.tif");
+    let mixed = d.join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    for (i, (w, h)) in [(8u32, 8u32), (8, 8), (9, 8)].into_iter().enumerate() {
+        image::save_buffer(mixed.join(format!("{i}.png")), &vec![0u8; (w * h) as usize], w, h, image::ExtendedColorType::L8)
+            .unwrap();
+    }
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    // `info` reads metadata only, so the truncated TIFF is caught by the data-extent check.
+    fails_cleanly(&["info", &s(&truncated)], &truncated, "truncated TIFF");
+    fails_cleanly(&["info", &s(&text)], &text, "not a TIFF or PNG image");
+    fails_cleanly(&["info", &s(&i16)], &i16, "unsupported bit depth: 16-bit signed integer");
+    fails_cleanly(&["info", &s(&mixed)], &mixed.join("2.png"), "slice 2 is 9x8 px");
+    fails_cleanly(&["info", &s(&d.join("nope.tif"))], &d.join("nope.tif"), "No such file or directory");
+
+    // An unwritable output: the target is a folder. Nothing that was there is touched.
+    let labels = format!("{}/assets/sample/labels.tif", env!("CARGO_MANIFEST_DIR"));
+    let out = d.join("out");
+    std::fs::create_dir_all(out.join("glia.tif")).unwrap();
+    std::fs::write(out.join("mitochondria.tif"), b"keep me").unwrap();
+    fails_cleanly(
+        &["export", "--labels", &labels, "--map", "159=glia,191=mitochondria", "--out", &s(&out)],
+        &out.join("glia.tif"),
+        "a folder of that name is in the way",
+    );
+    assert_eq!(std::fs::read(out.join("mitochondria.tif")).unwrap(), b"keep me");
+    // A label map whose shape differs from the given stack.
+    fails_cleanly(
+        &["export", "--labels", &s(&common::test_data("tiff/u8_le_none_strips.tif")), "--stack", &labels, "--out", &s(&d.join("out2"))],
+
+        &common::test_data("tiff/u8_le_none_strips.tif"),
+        "masks are 40x24 px x 3 slices but the stack is 512x512 px x 10 slices",
+    );
+}

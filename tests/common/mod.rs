@@ -1,0 +1,41 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// `../shared` (or `$SAM4EM_SHARED`). When it is missing the test fails under `CI=true` and is
+/// skipped with a printed reason otherwise.
+pub fn shared() -> Option<PathBuf> {
+    let dir = std::env::var_os("SAM4EM_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    if dir.join("data").is_dir() {
+        return Some(dir);
+    }
+    let reason = format!("shared data not found at {} (set SAM4EM_SHARED)", dir.display());
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{reason}");
+    }
+    eprintln!("skipping: {reason}");
+    None
+}
+
+/// A file under `tests/data`.
+pub fn test_data(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+}
+
+/// Values of the tifffile fixtures (see `tests/data/make_tiff_fixtures.py`).
+pub fn fixture_u8(z: usize, y: usize, x: usize) -> f64 {
+    ((x * 7 + y * 13 + z * 29) % 256) as f64
+}
+
+/// See [`fixture_u8`].
+pub fn fixture_u16(z: usize, y: usize, x: usize) -> f64 {
+    ((x * 257 + y * 1031 + z * 4099) % 65536) as f64
+}
+
+/// See [`fixture_u8`].
+pub fn fixture_f32(z: usize, y: usize, x: usize) -> f64 {
+    f64::from(x as f32 * 0.5 - y as f32 * 0.25 + z as f32 * 10.125)
+}
