@@ -78,12 +78,19 @@ fn export_sample_labels_per_class() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     // Pixel counts of the sample crop (see assets/sample/README.md).
-    for line in ["glia                     77624 foreground voxels", "mitochondria             235293", "post-synaptic density    28316"] {
+    for line in [
+        "glia                     77624 foreground voxels",
+        "mitochondria             235293",
+        "post-synaptic density    28316",
+    ] {
         assert!(text.contains(line), "{text}");
     }
     assert!(stderr(&o).contains("label values not mapped"), "membrane and intracellular values are reported");
     let info = stdout(&sam4em(&["info", out.path().join("mitochondria.tif").to_str().unwrap()]));
-    assert!(info.contains("shape:        10 x 512 x 512") && info.contains("voxel size:   4.6 x 4.6 x 50 nm"), "{info}");
+    assert!(
+        info.contains("shape:        10 x 512 x 512") && info.contains("voxel size:   4.6 x 4.6 x 50 nm"),
+        "{info}"
+    );
     // The exported label map re-imports through its sidecar, and binary masks re-import too.
     let again = tempfile::tempdir().unwrap();
     let o = sam4em(&[
@@ -127,13 +134,23 @@ fn bad_input_is_one_line_and_exit_code_2() {
     let mixed = d.join("mixed");
     std::fs::create_dir(&mixed).unwrap();
     for (i, (w, h)) in [(8u32, 8u32), (8, 8), (9, 8)].into_iter().enumerate() {
-        image::save_buffer(mixed.join(format!("{i}.png")), &vec![0u8; (w * h) as usize], w, h, image::ExtendedColorType::L8)
-            .unwrap();
+        image::save_buffer(
+            mixed.join(format!("{i}.png")),
+            &vec![0u8; (w * h) as usize],
+            w,
+            h,
+            image::ExtendedColorType::L8,
+        )
+        .unwrap();
     }
     let s = |p: &Path| p.to_str().unwrap().to_owned();
     // `info` reads metadata only, so the truncated TIFF is caught by the data-extent check.
     fails_cleanly(&["info", &s(&truncated)], &truncated, "truncated TIFF");
     fails_cleanly(&["info", &s(&text)], &text, "not a TIFF or PNG image");
+    let h5 = d.join("stack.h5");
+    std::fs::write(&h5, b"\x89HDF\r\n\x1a\n\0\0\0\0").unwrap();
+    fails_cleanly(&["info", &s(&h5)], &h5, "unsupported file type: HDF5");
+
     fails_cleanly(&["info", &s(&i16)], &i16, "unsupported bit depth: 16-bit signed integer");
     fails_cleanly(&["info", &s(&mixed)], &mixed.join("2.png"), "slice 2 is 9x8 px");
     fails_cleanly(&["info", &s(&d.join("nope.tif"))], &d.join("nope.tif"), "No such file or directory");
@@ -151,8 +168,15 @@ fn bad_input_is_one_line_and_exit_code_2() {
     assert_eq!(std::fs::read(out.join("mitochondria.tif")).unwrap(), b"keep me");
     // A label map whose shape differs from the given stack.
     fails_cleanly(
-        &["export", "--labels", &s(&common::test_data("tiff/u8_le_none_strips.tif")), "--stack", &labels, "--out", &s(&d.join("out2"))],
-
+        &[
+            "export",
+            "--labels",
+            &s(&common::test_data("tiff/u8_le_none_strips.tif")),
+            "--stack",
+            &labels,
+            "--out",
+            &s(&d.join("out2")),
+        ],
         &common::test_data("tiff/u8_le_none_strips.tif"),
         "masks are 40x24 px x 3 slices but the stack is 512x512 px x 10 slices",
     );

@@ -12,6 +12,19 @@ use sam4em::io::{
 };
 use sam4em::state::{ClassId, ClassTable, MaskVolume, Provenance, SliceIndex, SliceMask, VoxelSize};
 
+/// Builds a mask pixel by pixel with `set`, independently of the bulk paths under test.
+fn mask_from(w: usize, h: usize, is_set: impl Fn(usize, usize) -> bool) -> SliceMask {
+    let mut m = SliceMask::new(w, h);
+    for y in 0..h {
+        for x in 0..w {
+            if is_set(x, y) {
+                m.set(x, y, true);
+            }
+        }
+    }
+    m
+}
+
 /// Three classes of pseudo-random blobs on a 70 x 45 x 5 stack (odd sizes cross tile edges);
 /// slice 3 is left untouched and PSD is empty on slice 1.
 fn sample_masks() -> MaskVolume {
@@ -30,10 +43,7 @@ fn sample_masks() -> MaskVolume {
                 continue;
             }
             let (cx, cy, r) = ((rnd() % w as u64) as i64, (rnd() % h as u64) as i64, 4 + (rnd() % 12) as i64);
-            let mask = SliceMask::from_fn(w, h, |i| {
-                let (x, y) = ((i % w) as i64, (i / w) as i64);
-                (x - cx).pow(2) + (y - cy).pow(2) <= r * r
-            });
+            let mask = mask_from(w, h, |x, y| (x as i64 - cx).pow(2) + (y as i64 - cy).pow(2) <= r * r);
             m.put(ClassId(class), SliceIndex(z), mask, Provenance::User).unwrap();
         }
     }
@@ -54,7 +64,8 @@ fn export_then_import_is_bit_identical_in_every_format() {
     let classes = ClassTable::default();
     let out = tempfile::tempdir().unwrap();
     let voxel = VoxelSize { x_nm: 4.6, y_nm: 4.6, z_nm: Some(45.0) };
-    for compression in [TiffCompression::Deflate, TiffCompression::None, TiffCompression::Lzw, TiffCompression::Packbits]
+    for compression in
+        [TiffCompression::Deflate, TiffCompression::None, TiffCompression::Lzw, TiffCompression::Packbits]
     {
         let opts = ExportOptions { compression, voxel_size: Some(voxel) };
         let formats = [ExportFormat::Tiff, ExportFormat::Png, ExportFormat::Labels];
@@ -94,9 +105,7 @@ fn export_then_import_is_bit_identical_in_every_format() {
                 let later: Vec<&SliceMask> =
                     classes.iter().filter(|o| o.id > c.id).filter_map(|o| masks.mask(o.id, z)).collect();
                 let (w, h) = (mine.width(), mine.height());
-                let kept = SliceMask::from_fn(w, h, |i| {
-                    mine.get(i % w, i / w) && !later.iter().any(|m| m.get(i % w, i / w))
-                });
+                let kept = mask_from(w, h, |x, y| mine.get(x, y) && !later.iter().any(|m| m.get(x, y)));
                 expected.put(c.id, z, kept, Provenance::User).unwrap();
             }
             assert_same_pixels(&expected, &back, c.id);
@@ -190,8 +199,7 @@ fn mapping_parser_reports_mistakes() {
 fn masks_must_match_the_stack_shape() {
     let masks = sample_masks();
     let out = tempfile::tempdir().unwrap();
-    export_masks(&masks, &ClassTable::default(), out.path(), &[ExportFormat::Tiff], &ExportOptions::default())
-        .unwrap();
+    export_masks(&masks, &ClassTable::default(), out.path(), &[ExportFormat::Tiff], &ExportOptions::default()).unwrap();
     let mut wrong = MaskVolume::new(70, 45, 6);
     let err = import_binary_masks(&out.path().join("glia.tif"), ClassId(1), &mut wrong, &OpenOptions::default())
         .unwrap_err()

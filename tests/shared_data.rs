@@ -24,8 +24,19 @@ fn drosophila_vnc_big_endian_tiffs() {
     assert_eq!((one.depth(), one.height(), one.width(), one.info().dtype), (1, 1024, 1024, DType::U8));
     let v = open(&dir);
     assert_eq!((v.depth(), v.height(), v.width()), (20, 1024, 1024));
-    assert_eq!(v.info().size_on_disk_bytes, (0..20).map(|i| dir.join(format!("{i:02}.tif")).metadata().unwrap().len()).sum::<u64>());
-    for (z, y, x, want) in [(7, 0, 0, 190.0), (7, 100, 200, 158.0), (7, 1023, 1023, 167.0), (7, 512, 3, 186.0), (19, 0, 0, 155.0), (19, 100, 200, 33.0), (19, 1023, 1023, 77.0)] {
+    assert_eq!(
+        v.info().size_on_disk_bytes,
+        (0..20).map(|i| dir.join(format!("{i:02}.tif")).metadata().unwrap().len()).sum::<u64>()
+    );
+    for (z, y, x, want) in [
+        (7, 0, 0, 190.0),
+        (7, 100, 200, 158.0),
+        (7, 1023, 1023, 167.0),
+        (7, 512, 3, 186.0),
+        (19, 0, 0, 155.0),
+        (19, 100, 200, 33.0),
+        (19, 1023, 1023, 77.0),
+    ] {
         assert_eq!(value(&v, z, y, x), want, "z={z} y={y} x={x}");
     }
 }
@@ -52,7 +63,12 @@ fn lucchi_numeric_order_and_rgba_vs_l_labels() {
     let Some(shared) = common::shared() else { return };
     let test_in = open(&shared.join("data/lucchi-pp-test-z000-049/Test_In"));
     assert_eq!((test_in.depth(), test_in.height(), test_in.width(), test_in.info().dtype), (50, 768, 1024, DType::U8));
-    for (z, want) in [(0, [145.0, 91.0, 181.0]), (9, [134.0, 152.0, 182.0]), (10, [134.0, 151.0, 173.0]), (49, [181.0, 100.0, 158.0])] {
+    for (z, want) in [
+        (0, [145.0, 91.0, 181.0]),
+        (9, [134.0, 152.0, 182.0]),
+        (10, [134.0, 151.0, 173.0]),
+        (49, [181.0, 100.0, 158.0]),
+    ] {
         let got = [value(&test_in, z, 0, 0), value(&test_in, z, 100, 200), value(&test_in, z, 767, 1023)];
         assert_eq!(got, want, "mask{z:04}.png");
     }
@@ -62,7 +78,10 @@ fn lucchi_numeric_order_and_rgba_vs_l_labels() {
     let report = import_binary_masks(&rgba, ClassId(2), &mut masks, &OpenOptions::default()).unwrap();
     assert_eq!(report.foreground_px[&ClassId(2)], 3_378_095);
     let per_slice = |m: &MaskVolume, z| m.mask(ClassId(2), SliceIndex(z)).unwrap().count_ones();
-    assert_eq!([per_slice(&masks, 0), per_slice(&masks, 2), per_slice(&masks, 10), per_slice(&masks, 11)], [77_457, 79_777, 77_269, 77_513]);
+    assert_eq!(
+        [per_slice(&masks, 0), per_slice(&masks, 2), per_slice(&masks, 10), per_slice(&masks, 11)],
+        [77_457, 79_777, 77_269, 77_513]
+    );
     // Train_Out: single-channel L.
     let mut masks = MaskVolume::new(1024, 768, 50);
     let l = shared.join("data/lucchi-pp-train-z000-049/Train_Out");

@@ -91,9 +91,27 @@ fn sniff(path: &Path) -> Result<(File, u64, Signature), IoError> {
     let mut head = [0u8; 8];
     let n = file.read(&mut head).map_err(|e| IoError::read(path, describe_io(&e)))?;
     file.rewind().map_err(|e| IoError::read(path, describe_io(&e)))?;
-    let sig = signature(&head[..n])
-        .ok_or_else(|| IoError::read(path, "not a TIFF or PNG image (unrecognised file signature)"))?;
+    let sig = signature(&head[..n]).ok_or_else(|| unknown_format(path, &head[..n]))?;
     Ok((file, len, sig))
+}
+
+/// The error for a file that is neither TIFF nor PNG, naming what it is when we can tell, so
+/// the user knows to convert it rather than suspect a broken file.
+fn unknown_format(path: &Path, head: &[u8]) -> IoError {
+    let known = match head {
+        [0x89, b'H', b'D', b'F', ..] => Some("HDF5"),
+        [0x1f, 0x8b, ..] => Some("gzip-compressed"),
+        [0xff, 0xd8, 0xff, ..] => Some("JPEG"),
+        [b'P', b'K', 3, 4, ..] => Some("ZIP"),
+        [b'N', b'R', b'R', b'D', ..] => Some("NRRD"),
+        _ => None,
+    };
+    match known {
+        Some(kind) => {
+            IoError::unsupported(path, format!("file type: {kind} (stacks are read from TIFF or PNG for now)"))
+        }
+        None => IoError::read(path, "not a TIFF or PNG image (unrecognised file signature)"),
+    }
 }
 
 /// Opens a stack: a TIFF/BigTIFF file (all pages), a PNG file (one slice) or a folder of
@@ -137,7 +155,7 @@ pub fn open_stack_bytes(bytes: Vec<u8>, name: &Path, opts: &OpenOptions) -> Resu
             let source = PngBytes { bytes, name: name.to_owned(), opts: opts.clone() };
             Ok(Volume::new(info, Box::new(source), opts.cache_budget_bytes))
         }
-        None => Err(IoError::read(name, "not a TIFF or PNG image (unrecognised file signature)")),
+        None => Err(unknown_format(name, &bytes[..bytes.len().min(8)])),
     }
 }
 
@@ -222,6 +240,15 @@ pub fn list_slice_files(dir: &Path) -> Result<Vec<PathBuf>, IoError> {
 }
 
 fn open_sequence(dir: &Path, opts: &OpenOptions) -> Result<Volume, IoError> {
+    for (marker, kind) in [(".zarray", "Zarr"), (".zgroup", "Zarr"), ("zarr.json", "Zarr"), ("attributes.json", "N5")] {
+        if dir.join(marker).exists() {
+            return Err(IoError::unsupported(
+                dir,
+                format!("container: {kind} (stacks are read from TIFF or PNG for now)"),
+            ));
+        }
+    }
+
     let files = list_slice_files(dir)?;
     open_files(dir, files, opts)
 }

@@ -57,14 +57,7 @@ impl PageFormat {
             SAMPLE_FLOAT => "floating point",
             _ => "unknown-format",
         };
-        let bits = match self.color {
-            ColorType::Gray(b)
-            | ColorType::GrayA(b)
-            | ColorType::RGB(b)
-            | ColorType::RGBA(b)
-            | ColorType::Palette(b) => b,
-            other => return Err(format!("colour model {other:?}")),
-        };
+        let bits = self.bits().ok_or_else(|| format!("colour model {:?}", self.color))?;
         let is_color = matches!(self.color, ColorType::RGB(_) | ColorType::RGBA(_));
         if is_color && self.planar {
             return Err("separate-plane (planar) colour pages".into());
@@ -78,22 +71,33 @@ impl PageFormat {
         }
     }
 
-    fn bytes_per_slice(&self) -> u64 {
-        let samples = match self.color {
-            ColorType::GrayA(_) => 2,
-            ColorType::RGB(_) => 3,
-            ColorType::RGBA(_) => 4,
-            _ => 1,
-        };
-        let bits = match self.color {
+    /// Bits per sample, for the colour models this reader handles.
+    fn bits(&self) -> Option<u8> {
+        match self.color {
             ColorType::Gray(b)
             | ColorType::GrayA(b)
             | ColorType::RGB(b)
             | ColorType::RGBA(b)
-            | ColorType::Palette(b) => b,
-            _ => 8,
-        };
-        u64::from(self.width) * u64::from(self.height) * samples * u64::from(bits).div_ceil(8)
+            | ColorType::Palette(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Interleaved samples per pixel.
+    fn channels(&self) -> usize {
+        match self.color {
+            ColorType::GrayA(_) => 2,
+            ColorType::RGB(_) => 3,
+            ColorType::RGBA(_) => 4,
+            _ => 1,
+        }
+    }
+
+    /// Bytes of one uncompressed page (bit-packed pages counted at a byte per sample: an upper
+    /// bound, as the size limit needs).
+    fn bytes_per_slice(&self) -> u64 {
+        let bytes_per_sample = u64::from(self.bits().unwrap_or(8)).div_ceil(8);
+        u64::from(self.width) * u64::from(self.height) * self.channels() as u64 * bytes_per_sample
     }
 }
 
@@ -163,12 +167,15 @@ fn compression_name(code: Option<u16>) -> String {
     }
 }
 
+/// Where a page's strips or tiles are in the file.
+struct ChunkExtents {
+    tiled: bool,
+    offsets: Vec<u64>,
+    lengths: Vec<u64>,
+}
+
 /// Reads the page's chunk offsets and sizes and checks they lie inside the file.
-fn check_chunks<R: Read + Seek>(
-    dec: &mut Decoder<R>,
-    page: usize,
-    file_len: u64,
-) -> Result<(Vec<u64>, Vec<u64>), String> {
+fn check_chunks<R: Read + Seek>(dec: &mut Decoder<R>, page: usize, file_len: u64) -> Result<ChunkExtents, String> {
     let tiled = dec.find_tag(Tag::TileOffsets).map_err(|e| describe(&e))?.is_some();
     let (off_tag, len_tag) =
         if tiled { (Tag::TileOffsets, Tag::TileByteCounts) } else { (Tag::StripOffsets, Tag::StripByteCounts) };
@@ -189,7 +196,7 @@ fn check_chunks<R: Read + Seek>(
             ));
         }
     }
-    Ok((offsets, lengths))
+    Ok(ChunkExtents { tiled, offsets, lengths })
 }
 
 /// Opens a TIFF from any seekable reader. `path` is used in messages; `file_len` bounds the
@@ -225,7 +232,7 @@ pub(crate) fn open<R: Read + Seek + Send>(
     // A description that is not valid text is ignored: it only carries optional metadata.
     let description = dec.get_tag_ascii_string(Tag::ImageDescription).ok();
     let resolution = read_resolution(&mut dec);
-    let (offsets0, lengths0) = check_chunks(&mut dec, 0, file_len).map_err(err)?;
+    let ChunkExtents { offsets: offsets0, lengths: lengths0, .. } = check_chunks(&mut dec, 0, file_len).map_err(err)?;
 
     let mut pages = vec![0usize];
     let mut ifd = 0usize;
@@ -429,12 +436,7 @@ fn raw_to_slice(bytes: &[u8], format: &PageFormat, big_endian: bool) -> Result<S
 /// Converts a decoded page to the stack's sample type.
 fn convert(result: DecodingResult, format: &PageFormat, mode: ColorToGray) -> Result<SliceData, String> {
     let (w, h) = (format.width as usize, format.height as usize);
-    let channels = match format.color {
-        ColorType::GrayA(_) => 2,
-        ColorType::RGB(_) => 3,
-        ColorType::RGBA(_) => 4,
-        _ => 1,
-    };
+    let channels = format.channels();
     let data = match (result, format.color) {
         (DecodingResult::U8(bits), ColorType::Gray(1)) => {
             // Rows of 1-bit pixels are padded to whole bytes, most significant bit first.
@@ -473,13 +475,7 @@ fn convert(result: DecodingResult, format: &PageFormat, mode: ColorToGray) -> Re
 /// predictor; anything else is left to the `tiff` crate's error.
 fn decode_lzw_page<R: Read + Seek>(dec: &mut Decoder<R>, format: &PageFormat) -> Result<DecodingResult, String> {
     let (w, h) = (format.width as usize, format.height as usize);
-    let (channels, bits) = match format.color {
-        ColorType::Gray(b) | ColorType::Palette(b) => (1, b),
-        ColorType::GrayA(b) => (2, b),
-        ColorType::RGB(b) => (3, b),
-        ColorType::RGBA(b) => (4, b),
-        _ => return Err("colour model".into()),
-    };
+    let (channels, bits) = (format.channels(), format.bits().ok_or("colour model")?);
     if !matches!(bits, 8 | 16 | 32) || format.planar {
         return Err("layout".into());
     }
@@ -489,14 +485,15 @@ fn decode_lzw_page<R: Read + Seek>(dec: &mut Decoder<R>, format: &PageFormat) ->
     if predictor > 2 || (predictor == 2 && format.sample_format == SAMPLE_FLOAT) {
         return Err("predictor".into());
     }
-    let tiled = dec.find_tag(Tag::TileOffsets).map_err(|e| describe(&e))?.is_some();
-    let (chunk_w, chunk_h, off_tag, len_tag) = if tiled {
+    // The page passed the extent check when the stack was opened.
+    let ChunkExtents { tiled, offsets, lengths } = check_chunks(dec, 0, u64::MAX)?;
+    let (chunk_w, chunk_h) = if tiled {
         let tw = dec.get_tag_u32(Tag::TileWidth).map_err(|e| describe(&e))? as usize;
         let th = dec.get_tag_u32(Tag::TileLength).map_err(|e| describe(&e))? as usize;
-        (tw, th, Tag::TileOffsets, Tag::TileByteCounts)
+        (tw, th)
     } else {
         let rows = dec.find_tag_unsigned::<u32>(Tag::RowsPerStrip).map_err(|e| describe(&e))?.map_or(h, |r| r as usize);
-        (w, rows.clamp(1, h), Tag::StripOffsets, Tag::StripByteCounts)
+        (w, rows.clamp(1, h))
     };
     // Tiles may overhang small images, but a chunk far larger than the image is corrupt and
     // would only make us allocate without bound.
@@ -505,12 +502,9 @@ fn decode_lzw_page<R: Read + Seek>(dec: &mut Decoder<R>, format: &PageFormat) ->
         return Err("chunk size".into());
     }
 
-
-    let offsets = dec.get_tag_u64_vec(off_tag).map_err(|e| describe(&e))?;
-    let lengths = dec.get_tag_u64_vec(len_tag).map_err(|e| describe(&e))?;
     let across = w.div_ceil(chunk_w);
     let needed = across * h.div_ceil(chunk_h);
-    if offsets.len() < needed || lengths.len() < offsets.len() {
+    if offsets.len() < needed {
         return Err("chunk count".into());
     }
     let swap = dec.byte_order() != tiff::tags::ByteOrder::native();
