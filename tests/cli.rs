@@ -154,6 +154,9 @@ fn bad_input_is_one_line_and_exit_code_2() {
     fails_cleanly(&["info", &s(&i16)], &i16, "unsupported bit depth: 16-bit signed integer");
     fails_cleanly(&["info", &s(&mixed)], &mixed.join("2.png"), "slice 2 is 9x8 px");
     fails_cleanly(&["info", &s(&d.join("nope.tif"))], &d.join("nope.tif"), "No such file or directory");
+    // The bare app command too.
+    fails_cleanly(&[&s(&truncated)], &truncated, "truncated TIFF");
+
 
     // An unwritable output: the target is a folder. Nothing that was there is touched.
     let labels = format!("{}/assets/sample/labels.tif", env!("CARGO_MANIFEST_DIR"));
