@@ -81,7 +81,8 @@ pub struct ExportArgs {
     #[arg(long, value_name = "FILE")]
     pub classes: Option<PathBuf>,
     /// The image stack the masks belong to: its shape must match, and its voxel size is
-    /// recorded when the masks carry none.
+    /// recorded in the outputs (else the labels' or masks' own).
+
     #[arg(long, value_name = "PATH")]
     pub stack: Option<PathBuf>,
     /// Voxel size in nm as X,Y,Z (or X,Y): overrides what the files say.
@@ -216,9 +217,19 @@ fn export(a: &ExportArgs) -> Result<()> {
         (None, None, None) => unreachable!("checked above"),
     };
     let mut masks = MaskVolume::new(shape_from.width(), shape_from.height(), shape_from.depth());
+    // Voxel size: --voxel-size, else the first input that records one (stack, labels, masks).
     let voxel_size = match &a.voxel_size {
         Some(spec) => Some(parse_voxel_size(spec)?),
-        None => shape_from.info().voxel_size,
+        None => {
+            let mut found = shape_from.info().voxel_size;
+            for path in a.labels.iter().chain(inputs.iter().map(|(_, p)| p)) {
+                if found.is_some() {
+                    break;
+                }
+                found = io::open_stack(path, &opts)?.info().voxel_size;
+            }
+            found
+        }
     };
 
     if let Some(labels) = &a.labels {

@@ -107,6 +107,22 @@ fn export_sample_labels_per_class() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("mitochondria             235293"), "{}", stdout(&o));
     assert_eq!(std::fs::read_dir(again.path().join("mitochondria")).unwrap().count(), 10);
+    // A --stack without calibration (a PNG folder): the labels' voxel size is kept.
+    let third = tempfile::tempdir().unwrap();
+    let o = sam4em(&[
+        "export",
+        "--stack",
+        again.path().join("mitochondria").to_str().unwrap(),
+        "--labels",
+        &labels,
+        "--map",
+        "191=mitochondria",
+        "--out",
+        third.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info = stdout(&sam4em(&["info", third.path().join("mitochondria.tif").to_str().unwrap()]));
+    assert!(info.contains("voxel size:   4.6 x 4.6 x 50 nm"), "{info}");
 }
 
 #[test]
@@ -156,7 +172,6 @@ fn bad_input_is_one_line_and_exit_code_2() {
     fails_cleanly(&["info", &s(&d.join("nope.tif"))], &d.join("nope.tif"), "No such file or directory");
     // The bare app command too.
     fails_cleanly(&[&s(&truncated)], &truncated, "truncated TIFF");
-
 
     // An unwritable output: the target is a folder. Nothing that was there is touched.
     let labels = format!("{}/assets/sample/labels.tif", env!("CARGO_MANIFEST_DIR"));
