@@ -82,7 +82,6 @@ pub struct ExportArgs {
     pub classes: Option<PathBuf>,
     /// The image stack the masks belong to: its shape must match, and its voxel size is
     /// recorded in the outputs (else the labels' or masks' own).
-
     #[arg(long, value_name = "PATH")]
     pub stack: Option<PathBuf>,
     /// Voxel size in nm as X,Y,Z (or X,Y): overrides what the files say.
@@ -217,19 +216,11 @@ fn export(a: &ExportArgs) -> Result<()> {
         (None, None, None) => unreachable!("checked above"),
     };
     let mut masks = MaskVolume::new(shape_from.width(), shape_from.height(), shape_from.depth());
-    // Voxel size: --voxel-size, else the first input that records one (stack, labels, masks).
-    let voxel_size = match &a.voxel_size {
+    // Voxel size: --voxel-size, else the first input that records one (stack, labels, masks,
+    // as each import reports it).
+    let mut voxel_size = match &a.voxel_size {
         Some(spec) => Some(parse_voxel_size(spec)?),
-        None => {
-            let mut found = shape_from.info().voxel_size;
-            for path in a.labels.iter().chain(inputs.iter().map(|(_, p)| p)) {
-                if found.is_some() {
-                    break;
-                }
-                found = io::open_stack(path, &opts)?.info().voxel_size;
-            }
-            found
-        }
+        None => shape_from.info().voxel_size,
     };
 
     if let Some(labels) = &a.labels {
@@ -241,6 +232,7 @@ fn export(a: &ExportArgs) -> Result<()> {
             },
         };
         let report = io::import_label_map(labels, &mapping, &mut masks, &opts)?;
+        voxel_size = voxel_size.or(report.voxel_size);
         if !report.unmapped_values.is_empty() {
             let values: Vec<String> = report
                 .unmapped_values
@@ -253,7 +245,8 @@ fn export(a: &ExportArgs) -> Result<()> {
     }
     for (class, path) in &inputs {
         let id = classes.find(class).expect("validated above").id;
-        io::import_binary_masks(path, id, &mut masks, &opts)?;
+        let report = io::import_binary_masks(path, id, &mut masks, &opts)?;
+        voxel_size = voxel_size.or(report.voxel_size);
     }
 
     let report = io::export_masks(

@@ -9,10 +9,10 @@ use std::path::Path;
 use super::error::IoError;
 use super::export::classes_sidecar;
 use super::stack::{ColorToGray, OpenOptions, open_stack};
-use crate::state::{ClassId, ClassTable, MaskVolume, Provenance, SliceIndex, SliceMask, Volume};
+use crate::state::{ClassId, ClassTable, MaskVolume, Provenance, SliceIndex, SliceMask, Volume, VoxelSize};
 
 /// What an import did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImportReport {
     /// Slices read.
     pub slices: usize,
@@ -21,6 +21,8 @@ pub struct ImportReport {
     /// Label values present in the file that no mapping entry covers (value → pixel count),
     /// background 0 excluded. Worth showing: a wrong mapping silently drops a class otherwise.
     pub unmapped_values: BTreeMap<u64, u64>,
+    /// The voxel size the imported file records, if any.
+    pub voxel_size: Option<VoxelSize>,
 }
 
 fn open_masks(path: &Path, masks: &MaskVolume, opts: &OpenOptions) -> Result<Volume, IoError> {
@@ -52,7 +54,7 @@ pub fn import_binary_masks(
     opts: &OpenOptions,
 ) -> Result<ImportReport, IoError> {
     let v = open_masks(path, masks, opts)?;
-    let mut report = ImportReport { slices: v.depth(), ..Default::default() };
+    let mut report = ImportReport { slices: v.depth(), voxel_size: v.info().voxel_size, ..Default::default() };
     for z in (0..v.depth()).map(SliceIndex) {
         let slice = v.slice(z)?;
         let mask = SliceMask::from_fn(v.width(), v.height(), |i| slice.data.is_nonzero(i));
@@ -121,7 +123,7 @@ pub fn import_label_map(
     opts: &OpenOptions,
 ) -> Result<ImportReport, IoError> {
     let v = open_masks(path, masks, opts)?;
-    let mut report = ImportReport { slices: v.depth(), ..Default::default() };
+    let mut report = ImportReport { slices: v.depth(), voxel_size: v.info().voxel_size, ..Default::default() };
     let mut targets: Vec<ClassId> = mapping.iter().map(|(_, c)| *c).collect();
     targets.sort();
     targets.dedup();

@@ -95,6 +95,9 @@ fn sniff(path: &Path) -> Result<(File, u64, Signature), IoError> {
     Ok((file, len, sig))
 }
 
+/// Said of formats we recognise but do not read yet.
+const READ_FOR_NOW: &str = "stacks are read from TIFF or PNG for now";
+
 /// The error for a file that is neither TIFF nor PNG, naming what it is when we can tell, so
 /// the user knows to convert it rather than suspect a broken file.
 fn unknown_format(path: &Path, head: &[u8]) -> IoError {
@@ -107,9 +110,7 @@ fn unknown_format(path: &Path, head: &[u8]) -> IoError {
         _ => None,
     };
     match known {
-        Some(kind) => {
-            IoError::unsupported(path, format!("file type: {kind} (stacks are read from TIFF or PNG for now)"))
-        }
+        Some(kind) => IoError::unsupported(path, format!("file type: {kind} ({READ_FOR_NOW})")),
         None => IoError::read(path, "not a TIFF or PNG image (unrecognised file signature)"),
     }
 }
@@ -242,10 +243,7 @@ pub fn list_slice_files(dir: &Path) -> Result<Vec<PathBuf>, IoError> {
 fn open_sequence(dir: &Path, opts: &OpenOptions) -> Result<Volume, IoError> {
     for (marker, kind) in [(".zarray", "Zarr"), (".zgroup", "Zarr"), ("zarr.json", "Zarr"), ("attributes.json", "N5")] {
         if dir.join(marker).exists() {
-            return Err(IoError::unsupported(
-                dir,
-                format!("container: {kind} (stacks are read from TIFF or PNG for now)"),
-            ));
+            return Err(IoError::unsupported(dir, format!("container: {kind} ({READ_FOR_NOW})")));
         }
     }
 
