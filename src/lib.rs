@@ -4,8 +4,11 @@
 //! Module map (see the README for the data flow):
 //! - [`state`]: pure data — the volume abstraction, class table, sparse mask store.
 //! - [`io`]: stacks in, masks in and out, atomic writes.
+//! - [`model`]: SAM4EM in burn (feature `model`).
 //! - [`cli`]: the headless command line.
 
 pub mod cli;
 pub mod io;
+#[cfg(feature = "model")]
+pub mod model;
 pub mod state;

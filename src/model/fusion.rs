@@ -1,0 +1,107 @@
+//! SAM4EM's `FPNFusionResidual` (the paper's "Feature Enhancer Block"): fuses the three neck
+//! levels (plus their sine position encodings) into one map at the finest level.
+
+use burn::tensor::activation::relu;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::Tensor;
+
+use super::nn::{Init, BatchNorm2d, Conv2d, Visitor, key};
+
+/// Conv3×3 → BatchNorm, the repeated unit of the head.
+#[derive(Clone, Debug)]
+pub struct ConvBn {
+    /// Convolution.
+    pub conv: Conv2d,
+    /// Its BatchNorm.
+    pub bn: BatchNorm2d,
+}
+
+impl ConvBn {
+    fn new(c_in: usize, c_out: usize, kernel: usize, init: &Init) -> Self {
+        ConvBn { conv: Conv2d::kaiming_normal_fan_out(c_in, c_out, kernel, kernel / 2, init), bn: BatchNorm2d::new(c_out, init) }
+    }
+
+    fn forward(&mut self, x: Tensor<4>, train: bool) -> Tensor<4> {
+        let y = self.conv.forward(x);
+        if train { self.bn.forward_train(y) } else { self.bn.forward_eval(y) }
+    }
+
+    /// Lists the conv at `prefix.{i}` and the norm at `prefix.{i+1}` (Sequential indices).
+    fn visit(&mut self, prefix: &str, i: usize, v: &mut dyn Visitor) {
+        self.conv.visit(&key(prefix, &i.to_string()), v);
+        self.bn.visit(&key(prefix, &(i + 1).to_string()), v);
+    }
+}
+
+/// The fusion head. Its `downsampling_128/64` branches exist in the reference's checkpoints
+/// but are never called; they are kept so that its checkpoints load and parameter counts
+/// match, and they never run.
+#[derive(Clone, Debug)]
+pub struct FusionHead {
+    /// `smooth_32` (Conv3×3 → BN → ReLU): refines the upsampled coarsest level.
+    pub smooth_32: ConvBn,
+    /// `smooth_64`: refines the upsampled middle level.
+    pub smooth_64: ConvBn,
+    /// `fusion.{0,1}`, `{3,4}`, `{6,7}`: 1×1 (3d → d) then two 3×3.
+    pub fusion: [ConvBn; 3],
+    /// `out_proj.0`: final 1×1.
+    pub out_proj: Conv2d,
+    /// Unused `downsampling_128.{0,1,3,4}`.
+    pub downsampling_128: [ConvBn; 2],
+    /// Unused `downsampling_64.{0,1,3,4}`.
+    pub downsampling_64: [ConvBn; 2],
+}
+
+impl FusionHead {
+    /// Initialised as the reference does (kaiming-normal fan-out convolutions, zero biases).
+    pub fn new(d: usize, init: &Init) -> Self {
+        FusionHead {
+            smooth_32: ConvBn::new(d, d, 3, init),
+            smooth_64: ConvBn::new(d, d, 3, init),
+            fusion: [ConvBn::new(3 * d, d, 1, init), ConvBn::new(d, d, 3, init), ConvBn::new(d, d, 3, init)],
+            out_proj: Conv2d::kaiming_normal_fan_out(d, d, 1, 0, init),
+            downsampling_128: [ConvBn::new(d, d, 3, init), ConvBn::new(d, d, 3, init)],
+            downsampling_64: [ConvBn::new(d, d, 3, init), ConvBn::new(d, d, 3, init)],
+        }
+    }
+
+    /// `train` selects batch statistics (and updates the running ones) instead of the running
+    /// statistics.
+    ///
+    /// # Shapes
+    /// `p3 [B, d, g, g]`, `p4 [B, d, g/2, g/2]`, `p5 [B, d, g/4, g/4]` → `[B, d, g, g]`.
+    pub fn forward(&mut self, p3: Tensor<4>, p4: Tensor<4>, p5: Tensor<4>, train: bool) -> Tensor<4> {
+        let [_, _, h, w] = p3.dims();
+        let up = |t: Tensor<4>| {
+            interpolate(t, InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false).with_output_size([h, w]))
+        };
+        let u32_ = up(p5);
+        // smooth_* end in a ReLU of their own, inside the residual.
+        let u32_ = relu(u32_.clone() + relu(self.smooth_32.forward(u32_, train)));
+        let u64_ = up(p4);
+        let u64_ = relu(u64_.clone() + relu(self.smooth_64.forward(u64_, train)));
+        let c = Tensor::cat(vec![p3.clone(), u64_, u32_], 1);
+        let y = relu(self.fusion[0].forward(c, train));
+        let y = relu(self.fusion[1].forward(y, train));
+        let y = self.fusion[2].forward(y, train);
+        let y = relu(y + p3);
+        self.out_proj.forward(y)
+    }
+
+    /// Lists the head's tensors under `prefix` (`fpn`).
+    pub fn visit(&mut self, prefix: &str, v: &mut dyn Visitor) {
+        self.smooth_32.visit(&key(prefix, "smooth_32"), 0, v);
+        self.smooth_64.visit(&key(prefix, "smooth_64"), 0, v);
+        for (i, f) in self.fusion.iter_mut().enumerate() {
+            f.visit(&key(prefix, "fusion"), 3 * i, v);
+        }
+        self.out_proj.visit(&key(prefix, "out_proj.0"), v);
+        for (i, f) in self.downsampling_128.iter_mut().enumerate() {
+            f.visit(&key(prefix, "downsampling_128"), 3 * i, v);
+        }
+        for (i, f) in self.downsampling_64.iter_mut().enumerate() {
+            f.visit(&key(prefix, "downsampling_64"), 3 * i, v);
+        }
+    }
+}

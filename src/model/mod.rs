@@ -1,0 +1,25 @@
+//! SAM4EM in burn: SAM 2's Hiera encoder with SAM4EM's LoRA, the FPN fusion head, the slice
+//! memory, prompt encoders and the two-stage mask decoder; checkpoint loading; loss and
+//! metrics. One code path for every burn device (CPU "Flex", wgpu).
+//!
+//! Depends on burn and on `io::atomic` for writing files; knows nothing of the UI, the stack
+//! or the mask store. `config`, `metrics`, `preprocess` and `pe` are plain host code.
+
+pub mod config;
+pub mod decoder;
+pub mod fusion;
+pub mod hiera;
+pub mod loss;
+pub mod memory;
+pub mod metrics;
+pub mod nn;
+pub mod pe;
+pub mod preprocess;
+pub mod prompt;
+pub mod sam4em;
+pub mod weights;
+
+pub use config::{HieraSize, Sam4emConfig};
+pub use nn::Init;
+pub use sam4em::{Direction, Sam2Mapping, Sam4em, SliceOutput, StreamMode, StreamState};
+pub use weights::{HostTensor, StateDict, WeightsError};

@@ -1,0 +1,513 @@
+//! Building blocks shared by the SAM4EM modules (linear, convolutions, norms, MLPs) and the
+//! named-parameter walk that loading, saving, counting and the optimiser all go through.
+//!
+//! Parameters are plain burn tensors owned by the modules. Each module lists its tensors under
+//! the reference's key names in `visit`, so the names exist in exactly one place and loaders
+//! need no remap table for our own format. Linear weights are stored `[in, out]` (burn's
+//! layout); the walk marks them so that checkpoints, which store `[out, in]`, are transposed
+//! on the way in and out.
+
+use burn::tensor::activation::{gelu, relu};
+use burn::tensor::module::{conv2d, conv_transpose2d, linear};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+
+/// Whether a tensor is learned (a PyTorch parameter) or derived state (a buffer: BatchNorm
+/// running statistics, the slice memory, fixed position encodings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A parameter.
+    Param,
+    /// A buffer: saved with the model, never trained.
+    Buffer,
+}
+
+/// A mutable reference to one tensor of the model, by rank. `Linear` is a rank-2 weight
+/// stored transposed with respect to the checkpoint layout.
+pub enum Slot<'a> {
+    /// Rank 1.
+    T1(&'a mut Tensor<1>),
+    /// Rank 2, same layout as the checkpoint.
+    T2(&'a mut Tensor<2>),
+    /// Rank 2 linear weight, stored `[in, out]`, checkpoint `[out, in]`.
+    Linear(&'a mut Tensor<2>),
+    /// Rank 3.
+    T3(&'a mut Tensor<3>),
+    /// Rank 4.
+    T4(&'a mut Tensor<4>),
+}
+
+impl Slot<'_> {
+    /// The shape in checkpoint (PyTorch) order.
+    pub fn checkpoint_shape(&self) -> Vec<usize> {
+        match self {
+            Slot::T1(t) => t.dims().to_vec(),
+            Slot::T2(t) => t.dims().to_vec(),
+            Slot::Linear(t) => {
+                let [i, o] = t.dims();
+                vec![o, i]
+            }
+            Slot::T3(t) => t.dims().to_vec(),
+            Slot::T4(t) => t.dims().to_vec(),
+        }
+    }
+
+    /// Number of values.
+    pub fn numel(&self) -> usize {
+        self.checkpoint_shape().iter().product()
+    }
+
+    /// Replaces the value with `data` given in checkpoint layout (shape already checked).
+    pub fn set_from_host(&mut self, data: Vec<f32>, device: &Device) {
+        let shape = self.checkpoint_shape();
+        match self {
+            Slot::T1(t) => **t = Tensor::from_data(TensorData::new(data, [shape[0]]), device),
+            Slot::T2(t) => **t = Tensor::from_data(TensorData::new(data, [shape[0], shape[1]]), device),
+            Slot::Linear(t) => {
+                **t = Tensor::<2>::from_data(TensorData::new(data, [shape[0], shape[1]]), device).transpose();
+                // A transposed view would make every matmul strided; store it contiguous.
+                **t = Tensor::from_data(t.to_data(), device);
+            }
+            Slot::T3(t) => **t = Tensor::from_data(TensorData::new(data, [shape[0], shape[1], shape[2]]), device),
+            Slot::T4(t) => **t = Tensor::from_data(TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]), device),
+        }
+    }
+
+    /// The value in checkpoint layout, read back to the host.
+    pub fn to_host(&self) -> Vec<f32> {
+        let data = match self {
+            Slot::T1(t) => t.to_data(),
+            Slot::T2(t) => t.to_data(),
+            Slot::Linear(t) => (**t).clone().transpose().to_data(),
+            Slot::T3(t) => t.to_data(),
+            Slot::T4(t) => t.to_data(),
+        };
+        data.convert::<f32>().try_into_vec::<f32>().unwrap_or_default()
+    }
+
+    /// Applies `f` to the tensor whatever its rank (used by the optimiser, which works on
+    /// burn-layout values).
+    pub fn map_any(&mut self, f: &mut dyn FnMut(AnyTensor) -> AnyTensor) {
+        match self {
+            Slot::T1(t) => **t = f(AnyTensor::T1(t.clone())).into_t1(),
+            Slot::T2(t) | Slot::Linear(t) => **t = f(AnyTensor::T2(t.clone())).into_t2(),
+            Slot::T3(t) => **t = f(AnyTensor::T3(t.clone())).into_t3(),
+            Slot::T4(t) => **t = f(AnyTensor::T4(t.clone())).into_t4(),
+        }
+    }
+}
+
+/// A tensor of rank 1–4, for code that treats every parameter alike.
+#[derive(Clone, Debug)]
+pub enum AnyTensor {
+    /// Rank 1.
+    T1(Tensor<1>),
+    /// Rank 2.
+    T2(Tensor<2>),
+    /// Rank 3.
+    T3(Tensor<3>),
+    /// Rank 4.
+    T4(Tensor<4>),
+}
+
+impl AnyTensor {
+    fn into_t1(self) -> Tensor<1> {
+        match self {
+            AnyTensor::T1(t) => t,
+            other => panic!("rank changed in a parameter update: {other:?}"),
+        }
+    }
+    fn into_t2(self) -> Tensor<2> {
+        match self {
+            AnyTensor::T2(t) => t,
+            other => panic!("rank changed in a parameter update: {other:?}"),
+        }
+    }
+    fn into_t3(self) -> Tensor<3> {
+        match self {
+            AnyTensor::T3(t) => t,
+            other => panic!("rank changed in a parameter update: {other:?}"),
+        }
+    }
+    fn into_t4(self) -> Tensor<4> {
+        match self {
+            AnyTensor::T4(t) => t,
+            other => panic!("rank changed in a parameter update: {other:?}"),
+        }
+    }
+}
+
+/// Receives every tensor of a module with its full key.
+pub trait Visitor {
+    /// Called once per tensor.
+    fn visit(&mut self, key: &str, kind: Kind, slot: Slot<'_>);
+}
+
+/// Joins a key prefix and a name with a dot.
+pub fn key(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
+}
+
+/// How new tensors are filled: with the reference's random initialisation, or left
+/// unfilled when only the model's structure (names, shapes, counts) is wanted — building
+/// Hiera-L that way costs no time and no touched memory.
+#[derive(Clone, Debug)]
+pub struct Init {
+    /// Device the tensors live on.
+    pub device: Device,
+    /// Skip filling values (structure only).
+    pub shapes_only: bool,
+}
+
+impl Init {
+    /// Random initialisation on `device`.
+    pub fn random(device: &Device) -> Self {
+        Init { device: device.clone(), shapes_only: false }
+    }
+
+    /// Structure only: tensors are allocated lazily and hold arbitrary values.
+    pub fn shapes_only(device: &Device) -> Self {
+        Init { device: device.clone(), shapes_only: true }
+    }
+
+    fn fill<const D: usize>(&self, shape: [usize; D], dist: Distribution) -> Tensor<D> {
+        if self.shapes_only { Tensor::empty(shape, &self.device) } else { Tensor::random(shape, dist, &self.device) }
+    }
+
+    /// U(−bound, bound).
+    pub fn uniform<const D: usize>(&self, shape: [usize; D], bound: f64) -> Tensor<D> {
+        self.fill(shape, Distribution::Uniform(-bound, bound))
+    }
+
+    /// PyTorch's default for Linear/Conv weights and biases: U(±1/√fan_in) (kaiming_uniform
+    /// with a = √5 gives the same bound).
+    pub fn fan_in_uniform<const D: usize>(&self, shape: [usize; D], fan_in: usize) -> Tensor<D> {
+        self.uniform(shape, 1.0 / (fan_in.max(1) as f64).sqrt())
+    }
+
+    /// N(0, std²).
+    pub fn normal<const D: usize>(&self, shape: [usize; D], std: f64) -> Tensor<D> {
+        self.fill(shape, Distribution::Normal(0.0, std))
+    }
+
+    /// Zeros.
+    pub fn zeros<const D: usize>(&self, shape: [usize; D]) -> Tensor<D> {
+        if self.shapes_only { Tensor::empty(shape, &self.device) } else { Tensor::zeros(shape, &self.device) }
+    }
+
+    /// Ones.
+    pub fn ones<const D: usize>(&self, shape: [usize; D]) -> Tensor<D> {
+        if self.shapes_only { Tensor::empty(shape, &self.device) } else { Tensor::ones(shape, &self.device) }
+    }
+}
+
+/// `nn.Linear`: weight stored `[in, out]`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// Weight `[d_in, d_out]`.
+    pub weight: Tensor<2>,
+    /// Bias `[d_out]`.
+    pub bias: Option<Tensor<1>>,
+}
+
+impl Linear {
+    /// PyTorch-default initialised layer.
+    pub fn new(d_in: usize, d_out: usize, bias: bool, init: &Init) -> Self {
+        Linear { weight: init.fan_in_uniform([d_in, d_out], d_in), bias: bias.then(|| init.fan_in_uniform([d_out], d_in)) }
+    }
+
+    /// `x @ W + b` over the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        linear(x, self.weight.clone(), self.bias.clone())
+    }
+
+    /// Lists `weight` and `bias`.
+    pub fn visit(&mut self, prefix: &str, v: &mut dyn Visitor) {
+        v.visit(&key(prefix, "weight"), Kind::Param, Slot::Linear(&mut self.weight));
+        if let Some(b) = &mut self.bias {
+            v.visit(&key(prefix, "bias"), Kind::Param, Slot::T1(b));
+        }
+    }
+}
+
+/// `nn.Conv2d` with square kernel, stride and symmetric padding.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    /// Weight `[out, in, k, k]`.
+    pub weight: Tensor<4>,
+    /// Bias `[out]`.
+    pub bias: Option<Tensor<1>>,
+    /// Stride in pixels.
+    pub stride: usize,
+    /// Zero padding in pixels on every side.
+    pub padding: usize,
+}
+
+impl Conv2d {
+    /// PyTorch-default initialised convolution.
+    pub fn new(c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize, init: &Init) -> Self {
+        let fan_in = c_in * kernel * kernel;
+        Conv2d {
+            weight: init.fan_in_uniform([c_out, c_in, kernel, kernel], fan_in),
+            bias: Some(init.fan_in_uniform([c_out], fan_in)),
+            stride,
+            padding,
+        }
+    }
+
+    /// Kaiming-normal (fan_out, ReLU gain) weights and zero bias, as SAM4EM's fusion head
+    /// initialises its convolutions.
+    pub fn kaiming_normal_fan_out(c_in: usize, c_out: usize, kernel: usize, padding: usize, init: &Init) -> Self {
+        let std = (2.0 / (c_out * kernel * kernel) as f64).sqrt();
+        Conv2d {
+            weight: init.normal([c_out, c_in, kernel, kernel], std),
+            bias: Some(init.zeros([c_out])),
+            stride: 1,
+            padding,
+        }
+    }
+
+    /// # Shapes
+    /// `[B, in, H, W]` → `[B, out, H', W']`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let options = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
+        conv2d(x, self.weight.clone(), self.bias.clone(), options)
+    }
+
+    /// Lists `weight` and `bias`.
+    pub fn visit(&mut self, prefix: &str, v: &mut dyn Visitor) {
+        v.visit(&key(prefix, "weight"), Kind::Param, Slot::T4(&mut self.weight));
+        if let Some(b) = &mut self.bias {
+            v.visit(&key(prefix, "bias"), Kind::Param, Slot::T1(b));
+        }
+    }
+}
+
+/// `nn.ConvTranspose2d(kernel 2, stride 2)`, the upscaler of the mask decoder.
+#[derive(Clone, Debug)]
+pub struct ConvTranspose2x2 {
+    /// Weight `[in, out, 2, 2]` (PyTorch layout).
+    pub weight: Tensor<4>,
+    /// Bias `[out]`.
+    pub bias: Tensor<1>,
+}
+
+impl ConvTranspose2x2 {
+    /// PyTorch-default initialised layer (fan_in is computed from dim 1, as PyTorch does).
+    pub fn new(c_in: usize, c_out: usize, init: &Init) -> Self {
+        let fan_in = c_out * 4;
+        ConvTranspose2x2 { weight: init.fan_in_uniform([c_in, c_out, 2, 2], fan_in), bias: init.fan_in_uniform([c_out], fan_in) }
+    }
+
+    /// # Shapes
+    /// `[B, in, H, W]` → `[B, out, 2H, 2W]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let options = ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1);
+        conv_transpose2d(x, self.weight.clone(), Some(self.bias.clone()), options)
+    }
+
+    /// Lists `weight` and `bias`.
+    pub fn visit(&mut self, prefix: &str, v: &mut dyn Visitor) {
+        v.visit(&key(prefix, "weight"), Kind::Param, Slot::T4(&mut self.weight));
+        v.visit(&key(prefix, "bias"), Kind::Param, Slot::T1(&mut self.bias));
+    }
+}
+
+/// `nn.LayerNorm` over the last dimension.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    /// Scale.
+    pub weight: Tensor<1>,
+    /// Shift.
+    pub bias: Tensor<1>,
+    /// ε inside the square root.
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// Identity-initialised norm.
+    pub fn new(dim: usize, eps: f64, init: &Init) -> Self {
+        LayerNorm { weight: init.ones([dim]), bias: init.zeros([dim]), eps }
+    }
+
+    /// Normalises the last dimension (biased variance, as PyTorch).
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let (var, mean) = x.clone().var_mean_bias(D - 1);
+        let x = (x - mean) / (var + self.eps).sqrt();
+        x * self.weight.clone().unsqueeze() + self.bias.clone().unsqueeze()
+    }
+
+    /// Lists `weight` and `bias`.
+    pub fn visit(&mut self, prefix: &str, v: &mut dyn Visitor) {
+        v.visit(&key(prefix, "weight"), Kind::Param, Slot::T1(&mut self.weight));
+        v.visit(&key(prefix, "bias"), Kind::Param, Slot::T1(&mut self.bias));
+    }
+}
+
+/// SAM's `LayerNorm2d`: normalises the channel dimension of an NCHW tensor.
+#[derive(Clone, Debug)]
+pub struct LayerNorm2d {
+    /// Scale per channel.
+    pub weight: Tensor<1>,
+    /// Shift per channel.
+    pub bias: Tensor<1>,
+    /// ε (1e-6 in SAM).
+    pub eps: f64,
+}
+
+impl LayerNorm2d {
+    /// Identity-initialised norm.
+    pub fn new(channels: usize, eps: f64, init: &Init) -> Self {
+        LayerNorm2d { weight: init.ones([channels]), bias: init.zeros([channels]), eps }
+    }
+
+    /// # Shapes
+    /// `[B, C, H, W]` → same.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let (var, mean) = x.clone().var_mean_bias(1);
+        let x = (x - mean) / (var + self.eps).sqrt();
+        let c = self.weight.dims()[0];
+        x * self.weight.clone().reshape([1, c, 1, 1]) + self.bias.clone().reshape([1, c, 1, 1])
+    }
+
+    /// Lists `weight` and `bias`.
+    pub fn visit(&mut self, prefix: &str, v: &mut dyn Visitor) {
+        v.visit(&key(prefix, "weight"), Kind::Param, Slot::T1(&mut self.weight));
+        v.visit(&key(prefix, "bias"), Kind::Param, Slot::T1(&mut self.bias));
+    }
+}
+
+/// `nn.BatchNorm2d` (ε 1e-5, momentum 0.1) with its running statistics.
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d {
+    /// γ.
+    pub weight: Tensor<1>,
+    /// β.
+    pub bias: Tensor<1>,
+    /// Running mean (buffer).
+    pub running_mean: Tensor<1>,
+    /// Running variance, unbiased (buffer).
+    pub running_var: Tensor<1>,
+}
+
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+impl BatchNorm2d {
+    /// γ = 1, β = 0, mean 0, variance 1.
+    pub fn new(channels: usize, init: &Init) -> Self {
+        BatchNorm2d {
+            weight: init.ones([channels]),
+            bias: init.zeros([channels]),
+            running_mean: init.zeros([channels]),
+            running_var: init.ones([channels]),
+        }
+    }
+
+    fn affine(&self, x: Tensor<4>, mean: Tensor<4>, var: Tensor<4>) -> Tensor<4> {
+        let c = self.weight.dims()[0];
+        (x - mean) / (var + BN_EPS).sqrt() * self.weight.clone().reshape([1, c, 1, 1])
+            + self.bias.clone().reshape([1, c, 1, 1])
+    }
+
+    /// Inference: normalises with the running statistics.
+    pub fn forward_eval(&self, x: Tensor<4>) -> Tensor<4> {
+        let c = self.weight.dims()[0];
+        let mean = self.running_mean.clone().reshape([1, c, 1, 1]);
+        let var = self.running_var.clone().reshape([1, c, 1, 1]);
+        self.affine(x, mean, var)
+    }
+
+    /// Training: normalises with the batch statistics (biased variance) and moves the running
+    /// statistics towards them (unbiased variance), as PyTorch does.
+    pub fn forward_train(&mut self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let n = b * h * w;
+        let flat = x.clone().swap_dims(0, 1).reshape([c, n]);
+        let (var, mean) = flat.var_mean_bias(1);
+        let mean1: Tensor<1> = mean.clone().reshape([c]).detach();
+        let unbiased: Tensor<1> = var.clone().reshape([c]).detach() * (n as f64 / (n.max(2) - 1) as f64);
+        self.running_mean = self.running_mean.clone() * (1.0 - BN_MOMENTUM) + mean1 * BN_MOMENTUM;
+        self.running_var = self.running_var.clone() * (1.0 - BN_MOMENTUM) + unbiased * BN_MOMENTUM;
+        self.affine(x, mean.reshape([1, c, 1, 1]), var.reshape([1, c, 1, 1]))
+    }
+
+    /// Lists γ, β and the running statistics.
+    pub fn visit(&mut self, prefix: &str, v: &mut dyn Visitor) {
+        v.visit(&key(prefix, "weight"), Kind::Param, Slot::T1(&mut self.weight));
+        v.visit(&key(prefix, "bias"), Kind::Param, Slot::T1(&mut self.bias));
+        v.visit(&key(prefix, "running_mean"), Kind::Buffer, Slot::T1(&mut self.running_mean));
+        v.visit(&key(prefix, "running_var"), Kind::Buffer, Slot::T1(&mut self.running_var));
+    }
+}
+
+/// Activation between the layers of an [`Mlp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// ReLU (SAM decoder).
+    Relu,
+    /// Exact (erf) GELU (Hiera).
+    Gelu,
+}
+
+impl Act {
+    /// Applies the activation.
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Act::Relu => relu(x),
+            Act::Gelu => gelu(x),
+        }
+    }
+}
+
+/// SAM's `MLP`: `layers.{i}` linears with an activation between them (none after the last).
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    /// The linears.
+    pub layers: Vec<Linear>,
+    /// Activation between them.
+    pub act: Act,
+}
+
+impl Mlp {
+    /// `num_layers` linears: d_in → hidden → … → d_out.
+    pub fn new(d_in: usize, hidden: usize, d_out: usize, num_layers: usize, act: Act, init: &Init) -> Self {
+        let layers = (0..num_layers)
+            .map(|i| {
+                let a = if i == 0 { d_in } else { hidden };
+                let b = if i + 1 == num_layers { d_out } else { hidden };
+                Linear::new(a, b, true, init)
+            })
+            .collect();
+        Mlp { layers, act }
+    }
+
+    /// Runs the layers.
+    pub fn forward<const D: usize>(&self, mut x: Tensor<D>) -> Tensor<D> {
+        let n = self.layers.len();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x);
+            if i + 1 < n {
+                x = self.act.apply(x);
+            }
+        }
+        x
+    }
+
+    /// Lists `layers.{i}.*`.
+    pub fn visit(&mut self, prefix: &str, v: &mut dyn Visitor) {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.visit(&key(prefix, &format!("layers.{i}")), v);
+        }
+    }
+}
+
+/// Reads a tensor back as f32 values (tests, host-side post-processing).
+pub fn to_vec<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
+    t.to_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default()
+}
+
+/// Uploads host values as a tensor.
+pub fn from_vec<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
