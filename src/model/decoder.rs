@@ -250,9 +250,13 @@ impl MaskDecoder {
             None => upscaled.clone(),
         };
         let n_tokens = self.mask_tokens.dims()[0];
-        // Only mask token 0 is used (multimask_output = False), so only its hypernetwork runs;
-        // the logits of the others would be discarded.
-        let hyper = self.hypernetworks[0].forward(queries.clone().narrow(1, 1, 1)); // [B, 1, d/8]
+        // Only mask token 0's logits are used (multimask_output = False). Every hypernetwork
+        // still runs, as in the reference: the others are then in the training graph with a
+        // zero gradient, so AdamW's weight decay reaches them exactly as it does there. Only
+        // token 0 is multiplied out to full resolution.
+        let hyper_all: Vec<Tensor<3>> =
+            self.hypernetworks.iter().enumerate().map(|(i, m)| m.forward(queries.clone().narrow(1, 1 + i, 1))).collect();
+        let hyper = Tensor::cat(hyper_all, 1).narrow(1, 0, 1); // [B, 1, d/8]
         let [_, c8, sh, sw] = fused.dims();
         let logits = hyper.matmul(fused.reshape([b, c8, sh * sw])).reshape([b, 1, sh, sw]);
         let iou = self.iou_head.forward(queries.clone().narrow(1, 0, 1)).reshape([b, n_tokens]);

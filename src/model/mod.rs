@@ -13,6 +13,7 @@ pub mod loss;
 pub mod memory;
 pub mod metrics;
 pub mod nn;
+pub mod optim;
 pub mod pe;
 pub mod preprocess;
 pub mod prompt;

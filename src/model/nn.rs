@@ -423,8 +423,14 @@ impl BatchNorm2d {
     pub fn forward_train(&mut self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let n = b * h * w;
-        let flat = x.clone().swap_dims(0, 1).reshape([c, n]);
-        let (var, mean) = flat.var_mean_bias(1);
+        // Two-level reductions (rows, then rows of rows) keep f32 rounding of these long sums
+        // near what PyTorch's pairwise reductions give; one flat sum over B·H·W values drifts
+        // enough to show in the logits.
+        let grouped: Tensor<3> = x.clone().swap_dims(0, 1).reshape([c, b * h, w]);
+        let mean = grouped.clone().mean_dim(2).mean_dim(1); // [c, 1, 1]
+        let centred = grouped - mean.clone();
+        let var = (centred.clone() * centred).mean_dim(2).mean_dim(1);
+        let (var, mean): (Tensor<2>, Tensor<2>) = (var.reshape([c, 1]), mean.reshape([c, 1]));
         let mean1: Tensor<1> = mean.clone().reshape([c]).detach();
         let unbiased: Tensor<1> = var.clone().reshape([c]).detach() * (n as f64 / (n.max(2) - 1) as f64);
         self.running_mean = self.running_mean.clone() * (1.0 - BN_MOMENTUM) + mean1 * BN_MOMENTUM;

@@ -55,6 +55,17 @@ pub struct SliceOutput {
     pub keys1: Tensor<3>,
 }
 
+/// What [`Sam4em::forward_train_batch`] returns.
+#[derive(Clone, Debug)]
+pub struct TrainBatch {
+    /// Stage-1 logits `[B, 1, S, S]`.
+    pub logits1: Tensor<4>,
+    /// Stage-2 logits `[B, 1, S, S]`.
+    pub logits2: Tensor<4>,
+    /// Prompt for the first slice of the next batch `[1, 1, S, S]`.
+    pub next_prompt: Tensor<4>,
+}
+
 /// How a stack is streamed; see the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamMode {
@@ -468,6 +479,32 @@ impl Sam4em {
         (out, next)
     }
 
+    /// The reference's training forward for one batch of consecutive slices (`process_batch`
+    /// in train mode): the fusion head's BatchNorm uses the batch statistics (and updates its
+    /// running ones); slice 0 is prompted with `prompt`, each later slice with the previous
+    /// slice's stage-2 mask at 0.5; the memory advances slice by slice.
+    ///
+    /// Returns stacked logits `[B, 1, S, S]` of both stages and the prompt for the next batch
+    /// (the last slice's reported prediction, as the reference carries it).
+    ///
+    /// # Shapes
+    /// `x [B, 3, S, S]`, `prompt [1, 1, S, S]`.
+    pub fn forward_train_batch(&mut self, x: Tensor<4>, prompt: Tensor<4>, memory: &mut MemoryState) -> TrainBatch {
+        let fused = self.embed_train(x);
+        let b = fused.dims()[0];
+        let (mut l1, mut l2) = (Vec::with_capacity(b), Vec::with_capacity(b));
+        let mut prompt = prompt;
+        for i in 0..b {
+            let (out, next) = self.decode(fused.clone().narrow(0, i, 1), prompt, memory);
+            *memory = next;
+            prompt = out.logits2.clone().detach().greater_elem(logit(self.config.stream.intra_batch_threshold)).float();
+            l1.push(out.logits1);
+            l2.push(out.logits2);
+        }
+        let next_prompt = self.predict_mask(l1[b - 1].clone().detach(), l2[b - 1].clone().detach());
+        TrainBatch { logits1: Tensor::cat(l1, 0), logits2: Tensor::cat(l2, 0), next_prompt }
+    }
+
     /// A fresh streaming state: zero memory with the checkpoint's slot count (or one slot
     /// when `single_slot`) and `seed` (binary `[1, 1, S, S]`) or an empty mask as the first
     /// prompt.
@@ -490,9 +527,7 @@ impl Sam4em {
         let st = &self.config.stream;
         let batch_end = state.position % st.batch_size == 0;
         state.prompt = if mode == StreamMode::Faithful && batch_end {
-            let across =
-                if st.use_two_mask { (out.logits1.clone() + out.logits2.clone()) * 0.5 } else { out.logits1.clone() };
-            across.greater_elem(logit(st.cross_batch_threshold)).float()
+            self.predict_mask(out.logits1.clone(), out.logits2.clone())
         } else {
             out.logits2.clone().greater_elem(logit(st.intra_batch_threshold)).float()
         };
@@ -502,8 +537,13 @@ impl Sam4em {
     /// The reported prediction of a slice: stage-1 logits above the cross-batch threshold
     /// (0.4), or the mean of both stages with `use_two_mask`.
     pub fn prediction(&self, out: &SliceOutput) -> Tensor<4> {
+        self.predict_mask(out.logits1.clone(), out.logits2.clone())
+    }
+
+    /// [`Sam4em::prediction`] from the two stages' logits.
+    pub fn predict_mask(&self, logits1: Tensor<4>, logits2: Tensor<4>) -> Tensor<4> {
         let st = &self.config.stream;
-        let l = if st.use_two_mask { (out.logits1.clone() + out.logits2.clone()) * 0.5 } else { out.logits1.clone() };
+        let l = if st.use_two_mask { (logits1 + logits2) * 0.5 } else { logits1 };
         l.greater_elem(logit(st.cross_batch_threshold)).float()
     }
 

@@ -1,0 +1,159 @@
+//! AdamW exactly as `torch.optim.AdamW` computes it (decoupled weight decay applied to every
+//! trainable parameter in the graph, bias-corrected moments), over the model's named
+//! parameters. Parameters that received no gradient (`None`, not in the graph) are left
+//! untouched, as PyTorch does; parameters with an all-zero gradient still decay.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Gradients;
+
+use super::config::OptimizerConfig;
+use super::nn::{AnyTensor, Kind, Slot, Visitor};
+use super::sam4em::Sam4em;
+
+/// First and second moment of one parameter.
+#[derive(Clone, Debug)]
+struct Moments {
+    m: AnyTensor,
+    v: AnyTensor,
+    step: u64,
+}
+
+/// The optimiser and its per-parameter state.
+#[derive(Clone, Debug)]
+pub struct AdamW {
+    /// Hyper-parameters (the learning rate can be changed between steps).
+    pub config: OptimizerConfig,
+    state: BTreeMap<String, Moments>,
+}
+
+/// What one step did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepReport {
+    /// Parameters updated.
+    pub updated: Vec<String>,
+    /// Trainable parameters that had no gradient (not in the graph) and were left as they are.
+    pub without_gradient: Vec<String>,
+}
+
+/// Marks every trainable parameter of `model` as requiring a gradient (the model must live on
+/// an autodiff device) and every frozen one as not.
+pub fn prepare_for_training(model: &mut Sam4em) {
+    struct Mark;
+    impl Visitor for Mark {
+        fn visit(&mut self, key: &str, kind: Kind, mut slot: Slot<'_>) {
+            let train = kind == Kind::Param && Sam4em::is_trainable(key);
+            slot.map_any(&mut |t| match t {
+                AnyTensor::T1(t) => AnyTensor::T1(t.detach().set_require_grad(train)),
+                AnyTensor::T2(t) => AnyTensor::T2(t.detach().set_require_grad(train)),
+                AnyTensor::T3(t) => AnyTensor::T3(t.detach().set_require_grad(train)),
+                AnyTensor::T4(t) => AnyTensor::T4(t.detach().set_require_grad(train)),
+            });
+        }
+    }
+    model.visit(&mut Mark);
+}
+
+macro_rules! adamw_update {
+    ($p:expr, $g:expr, $mom:expr, $variant:ident, $c:expr) => {{
+        let (p, g) = ($p, $g);
+        let (m, v) = match ($mom.m.clone(), $mom.v.clone()) {
+            (AnyTensor::$variant(m), AnyTensor::$variant(v)) => (m, v),
+            _ => (g.zeros_like(), g.zeros_like()),
+        };
+        let (b1, b2) = ($c.betas[0], $c.betas[1]);
+        let m = m * b1 + g.clone() * (1.0 - b1);
+        let v = v * b2 + g.clone() * g * (1.0 - b2);
+        let t = $mom.step as i32;
+        let bc1 = 1.0 - b1.powi(t);
+        let bc2 = 1.0 - b2.powi(t);
+        let p = p.detach() * (1.0 - $c.lr * $c.weight_decay);
+        let denom = v.clone().sqrt() / bc2.sqrt() + $c.eps;
+        let p = p - m.clone() / denom * ($c.lr / bc1);
+        $mom.m = AnyTensor::$variant(m);
+        $mom.v = AnyTensor::$variant(v);
+        AnyTensor::$variant(p.detach().require_grad())
+    }};
+}
+
+impl AdamW {
+    /// A fresh optimiser.
+    pub fn new(config: OptimizerConfig) -> Self {
+        AdamW { config, state: BTreeMap::new() }
+    }
+
+    /// One step over every trainable parameter of `model` with the gradients of a backward
+    /// pass. The new values are detached leaves that require gradients again.
+    pub fn step(&mut self, model: &mut Sam4em, grads: &Gradients) -> StepReport {
+        struct Step<'a> {
+            opt: &'a mut AdamW,
+            grads: &'a Gradients,
+            report: StepReport,
+        }
+        impl Visitor for Step<'_> {
+            fn visit(&mut self, key: &str, kind: Kind, mut slot: Slot<'_>) {
+                if kind != Kind::Param || !Sam4em::is_trainable(key) {
+                    return;
+                }
+                let c = self.opt.config.clone();
+                let grads = self.grads;
+                let mut found = true;
+                let state = &mut self.opt.state;
+                slot.map_any(&mut |t| {
+                    let has = match &t {
+                        AnyTensor::T1(p) => p.grad(grads).is_some(),
+                        AnyTensor::T2(p) => p.grad(grads).is_some(),
+                        AnyTensor::T3(p) => p.grad(grads).is_some(),
+                        AnyTensor::T4(p) => p.grad(grads).is_some(),
+                    };
+                    if !has {
+                        found = false;
+                        return t;
+                    }
+                    let mom = state.entry(key.to_string()).or_insert_with(|| Moments { m: t.clone(), v: t.clone(), step: 0 });
+                    if mom.step == 0 {
+                        // Moments start at zero; the placeholder above only fixes the rank.
+                        mom.m = zeros_like(&t);
+                        mom.v = zeros_like(&t);
+                    }
+                    mom.step += 1;
+                    match t {
+                        AnyTensor::T1(p) => {
+                            let g = p.grad(grads).expect("checked above");
+                            adamw_update!(p, g, mom, T1, c)
+                        }
+                        AnyTensor::T2(p) => {
+                            let g = p.grad(grads).expect("checked above");
+                            adamw_update!(p, g, mom, T2, c)
+                        }
+                        AnyTensor::T3(p) => {
+                            let g = p.grad(grads).expect("checked above");
+                            adamw_update!(p, g, mom, T3, c)
+                        }
+                        AnyTensor::T4(p) => {
+                            let g = p.grad(grads).expect("checked above");
+                            adamw_update!(p, g, mom, T4, c)
+                        }
+                    }
+                });
+                if found {
+                    self.report.updated.push(key.to_string());
+                } else {
+                    self.report.without_gradient.push(key.to_string());
+                }
+            }
+        }
+        let mut s = Step { opt: self, grads, report: StepReport::default() };
+        model.visit(&mut s);
+        s.report
+    }
+}
+
+fn zeros_like(t: &AnyTensor) -> AnyTensor {
+    match t {
+        AnyTensor::T1(t) => AnyTensor::T1(t.zeros_like().detach()),
+        AnyTensor::T2(t) => AnyTensor::T2(t.zeros_like().detach()),
+        AnyTensor::T3(t) => AnyTensor::T3(t.zeros_like().detach()),
+        AnyTensor::T4(t) => AnyTensor::T4(t.zeros_like().detach()),
+    }
+}
