@@ -5,6 +5,8 @@
 //! Depends on burn and on `io::atomic` for writing files; knows nothing of the UI, the stack
 //! or the mask store. `config`, `metrics`, `preprocess` and `pe` are plain host code.
 
+pub mod adapter;
+pub mod checkpoints;
 pub mod config;
 pub mod decoder;
 pub mod fusion;

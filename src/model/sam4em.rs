@@ -323,6 +323,24 @@ impl Sam4em {
         Ok(report)
     }
 
+    /// Loads exactly the model tensors `select` picks, from trainer-format keys: each must be
+    /// present, and the file may hold nothing else (adapter files).
+    pub fn load_subset(&mut self, dict: &StateDict, select: &dyn Fn(&str, Kind) -> bool) -> Result<LoadReport, WeightsError> {
+        let wanted: BTreeSet<String> = self.schema().into_iter().filter(|(k, kind, _)| select(k, *kind)).map(|(k, _, _)| k).collect();
+        let mut report = LoadReport::default();
+        self.apply(dict, &|k| wanted.contains(k).then(|| format!("sam.{k}")), &mut report)?;
+        let missing: Vec<String> = report.not_provided.iter().filter(|k| wanted.contains(*k)).cloned().collect();
+        if !missing.is_empty() {
+            return Err(WeightsError::Missing { keys: missing, path: dict.source.clone() });
+        }
+        let used: BTreeSet<&String> = report.loaded.values().collect();
+        let unknown: Vec<String> = dict.tensors.keys().filter(|k| !used.contains(k)).cloned().collect();
+        if !unknown.is_empty() {
+            return Err(WeightsError::Unexpected { keys: unknown, path: dict.source.clone() });
+        }
+        Ok(report)
+    }
+
     /// Reads a SAM4EM trainer checkpoint (`.pth` with `model_state_dict`, or safetensors with
     /// the same keys) and loads it.
     pub fn load_sam4em_file(&mut self, path: &Path) -> Result<LoadReport, WeightsError> {
@@ -337,6 +355,12 @@ impl Sam4em {
     /// unknown keys under the three used prefixes, are errors naming them.
     pub fn load_sam2_state(&mut self, dict: &StateDict, mapping: Sam2Mapping) -> Result<LoadReport, WeightsError> {
         const EXCLUDED: [&str; 3] = ["mask_tokens.", "output_hypernetworks_mlps.", "iou_prediction_head."];
+        if !dict.tensors.is_empty() && dict.tensors.keys().all(|k| k.starts_with("sam.") || k.starts_with("module.sam.")) {
+            return Err(WeightsError::Format {
+                reason: "this is a SAM4EM trainer checkpoint, not an official SAM 2 one; load it as a SAM4EM model".into(),
+                path: dict.source.clone(),
+            });
+        }
         let map = move |k: &str| -> Option<String> {
             if let Some(rest) = k.strip_prefix("image_encoder.") {
                 if k.contains(".linear_a_") || k.contains(".linear_b_") {

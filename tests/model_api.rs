@@ -1,0 +1,196 @@
+//! The model's user-facing API beyond the golden numbers: adapter files, streaming modes and
+//! directions, point/box prompts, and clear errors for bad checkpoints.
+#![cfg(feature = "model")]
+
+mod common;
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor};
+use sam4em::model::adapter::{Adapter, AdapterError, AdapterMeta, BaseCheckpoint, FORMAT, FORMAT_VERSION, in_adapter};
+use sam4em::model::nn::{from_vec, to_vec};
+use sam4em::model::prompt::{BoxPrompt, PointPrompt};
+use sam4em::model::{Direction, Init, Sam2Mapping, Sam4em, Sam4emConfig, StateDict, StreamMode, WeightsError};
+
+fn fixtures() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SAM4EM_FIXTURES") {
+        return Some(PathBuf::from(dir));
+    }
+    common::shared().map(|s| s.join("fixtures/sam4em-micro"))
+}
+
+fn config(dir: &std::path::Path) -> Sam4emConfig {
+    Sam4emConfig::from_reference_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()
+}
+
+fn trained(dir: &std::path::Path, device: &Device) -> Sam4em {
+    let mut m = Sam4em::new(&config(dir), &Init::random(device));
+    m.load_sam4em_file(&dir.join("weights.safetensors")).unwrap();
+    m
+}
+
+fn input(dir: &std::path::Path, device: &Device) -> Tensor<4> {
+    let d = StateDict::read(&dir.join("inputs.safetensors")).unwrap();
+    let t = &d.tensors["input"];
+    from_vec(t.data.clone(), [t.shape[0], t.shape[1], t.shape[2], t.shape[3]], device)
+}
+
+fn meta(config: &Sam4emConfig) -> AdapterMeta {
+    AdapterMeta {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        config: config.clone(),
+        base: BaseCheckpoint { file_name: "sam2-micro.pt".into(), bytes: 1, sha256: "ab".repeat(32), mapping: "stage2_only".into() },
+        class_name: "mitochondria".into(),
+        version: 3,
+        parent_version: Some(2),
+        created_unix_s: 0,
+        note: "test".into(),
+    }
+}
+
+#[test]
+fn adapter_round_trip_restores_predictions_and_rejects_mismatches() {
+    let Some(dir) = fixtures() else { return };
+    let device = Device::flex();
+    let mut a = trained(&dir, &device);
+    let x = input(&dir, &device).narrow(0, 0, 1);
+    let fused = a.embed(x.clone());
+    let s = a.config.image_size;
+    let prompt = Tensor::zeros([1, 1, s, s], &device);
+    let want = to_vec(&a.stream(std::slice::from_ref(&fused), Some(prompt.clone()), StreamMode::Clean, Direction::Forward, true)[0].logits1);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("mito-v3.safetensors");
+    let m = meta(&a.config);
+    Adapter::from_model(&mut a, m).save(&path).unwrap();
+    let adapter = Adapter::read(&path).unwrap();
+    assert_eq!(adapter.meta, meta(&a.config));
+    // Only the trained part travels: no frozen trunk weights.
+    assert!(adapter.tensors.keys().all(|k| !k.contains("attn.qkv.qkv.") && !k.contains("neck.convs")));
+    assert!(adapter.tensors.keys().any(|k| k.contains("linear_b_v")));
+
+    // A model with the same frozen encoder but fresh heads predicts differently until the
+    // adapter is applied, then identically.
+    let mut b = Sam4em::new(&a.config, &Init::random(&device));
+    let weights = StateDict::read(&dir.join("weights.safetensors")).unwrap();
+    let frozen = StateDict {
+        tensors: weights.tensors.iter().filter(|(k, _)| k.starts_with("sam.image_encoder.") && !k.contains(".linear_")).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ..Default::default()
+    };
+    b.load_subset(&frozen, &|k, kind| k.starts_with("image_encoder.") && !in_adapter(k, kind)).unwrap();
+    let fused_b = b.embed(x.clone());
+    let before = to_vec(&b.stream(std::slice::from_ref(&fused_b), Some(prompt.clone()), StreamMode::Clean, Direction::Forward, true)[0].logits1);
+    assert!(before.iter().zip(&want).any(|(p, q)| (p - q).abs() > 1e-3));
+    adapter.apply(&mut b, Some(&"ab".repeat(32)), &path).unwrap();
+    let fused_b = b.embed(x);
+    let after = to_vec(&b.stream(std::slice::from_ref(&fused_b), Some(prompt), StreamMode::Clean, Direction::Forward, true)[0].logits1);
+    assert!(after.iter().zip(&want).all(|(p, q)| (p - q).abs() <= 1e-5));
+
+    // Wrong base, wrong configuration, not an adapter: each error names the file.
+    let err = adapter.apply(&mut b, Some(&"cd".repeat(32)), &path).unwrap_err();
+    assert!(matches!(err, AdapterError::BaseMismatch { .. }) && err.to_string().ends_with(&path.display().to_string()), "{err}");
+    let mut other = a.config.clone();
+    other.lora.rank += 1;
+    let mut c = Sam4em::new(&other, &Init::shapes_only(&device));
+    let err = adapter.apply(&mut c, None, &path).unwrap_err();
+    assert!(err.to_string().contains("lora") && err.to_string().ends_with(&path.display().to_string()), "{err}");
+    let err = Adapter::read(&dir.join("weights.safetensors")).unwrap_err();
+    assert!(matches!(err, AdapterError::NotAnAdapter { .. }), "{err}");
+}
+
+#[test]
+fn streaming_directions_and_modes() {
+    let Some(dir) = fixtures() else { return };
+    let device = Device::flex();
+    let model = trained(&dir, &device);
+    let fused = model.embed(input(&dir, &device));
+    let n = fused.dims()[0];
+    let slices: Vec<Tensor<4>> = (0..n).map(|t| fused.clone().narrow(0, t, 1)).collect();
+    let logits = |outs: &[sam4em::model::SliceOutput]| outs.iter().map(|o| to_vec(&o.logits1)).collect::<Vec<_>>();
+
+    // Reverse in z is the forward pass over the reversed stack.
+    let reverse = logits(&model.stream(&slices, None, StreamMode::Clean, Direction::Reverse, true));
+    let mut reversed_input = slices.clone();
+    reversed_input.reverse();
+    let mut forward_of_reversed = logits(&model.stream(&reversed_input, None, StreamMode::Clean, Direction::Forward, true));
+    forward_of_reversed.reverse();
+    assert!(reverse == forward_of_reversed);
+    let forward = logits(&model.stream(&slices, None, StreamMode::Clean, Direction::Forward, true));
+    assert!(forward[0] != reverse[0], "the first slice of each pass sees a different memory");
+
+    // Clean mode does not depend on the batch size; faithful mode does (its prompt rule
+    // changes at batch boundaries).
+    let mut rebatched = model.clone();
+    rebatched.config.stream.batch_size = 1;
+    let clean_b1 = logits(&rebatched.stream(&slices, None, StreamMode::Clean, Direction::Forward, true));
+    assert!(forward == clean_b1);
+    let faithful = logits(&model.stream(&slices, None, StreamMode::Faithful, Direction::Forward, true));
+    let faithful_b1 = logits(&rebatched.stream(&slices, None, StreamMode::Faithful, Direction::Forward, true));
+    assert!(faithful[0] == faithful_b1[0], "the first slice has the same prompt either way");
+    assert!(faithful[1] != faithful_b1[1], "with batches of 1 every slice is prompted by stage 1 at 0.4");
+}
+
+#[test]
+fn clicks_and_boxes_refine_a_mask_from_a_cached_embedding() {
+    let Some(dir) = fixtures() else { return };
+    let device = Device::flex();
+    let model = trained(&dir, &device);
+    let fused = model.embed(input(&dir, &device).narrow(0, 0, 1));
+    let pe = &model.prompt_encoder;
+    let fg = PointPrompt { x_px: 100.0, y_px: 80.0, foreground: true };
+    let bg = PointPrompt { foreground: false, ..fg };
+    // SAM pads point-only prompts with one "not a point" token; a box adds two corner tokens.
+    assert_eq!(pe.embed_sparse(&[fg, bg], &[]).dims(), [1, 3, model.config.neck.d_model]);
+    let bx = BoxPrompt { x0_px: 10.0, y0_px: 20.0, x1_px: 90.0, y1_px: 120.0 };
+    assert_eq!(pe.embed_sparse(&[], &[bx]).dims(), [1, 2, model.config.neck.d_model]);
+    let g = model.config.grid();
+    let dense = pe.no_mask_dense(1, g);
+    let decode = |p: PointPrompt| {
+        let out = model.mask_decoder2.forward(fused.clone(), &model.image_pe, Some(pe.embed_sparse(&[p], &[])), dense.clone(), None);
+        to_vec(&out.logits)
+    };
+    let (a, b) = (decode(fg), decode(bg));
+    assert_eq!(a.len(), model.config.image_size * model.config.image_size);
+    assert!(a.iter().all(|v| v.is_finite()));
+    assert!(a.iter().zip(&b).any(|(p, q)| (p - q).abs() > 1e-3), "the click's label changes the mask");
+}
+
+#[test]
+fn bad_checkpoints_fail_with_the_file_and_the_problem() {
+    let Some(dir) = fixtures() else { return };
+    let device = Device::flex();
+    let cfg = config(&dir);
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Truncated PyTorch file.
+    let bytes = std::fs::read(dir.join("sam2-micro.pt")).unwrap();
+    let cut = tmp.path().join("cut.pt");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Sam4em::new(&cfg, &Init::shapes_only(&device)).load_sam2_file(&cut, Sam2Mapping::Stage2Only).unwrap_err();
+    assert!(err.to_string().ends_with(&cut.display().to_string()), "{err}");
+
+    // A checkpoint for another configuration: the first mismatching key is named.
+    let mut other = cfg.clone();
+    other.lora.rank = 8;
+    let err = Sam4em::new(&other, &Init::shapes_only(&device)).load_sam4em_file(&dir.join("weights.safetensors")).unwrap_err();
+    assert!(matches!(&err, WeightsError::Shape { key, .. } if key.contains("linear_a_q")), "{err}");
+
+    // A NaN in the weights.
+    let mut dict = StateDict::read(&dir.join("weights.safetensors")).unwrap();
+    dict.tensors.get_mut("sam.fpn.out_proj.0.bias").unwrap().data[0] = f32::NAN;
+    let nan = tmp.path().join("nan.safetensors");
+    StateDict::write_safetensors(&dict.tensors, Default::default(), &nan).unwrap();
+    let err = Sam4em::new(&cfg, &Init::random(&device)).load_sam4em_file(&nan).unwrap_err();
+    assert!(matches!(&err, WeightsError::NonFinite { key, .. } if key == "sam.fpn.out_proj.0.bias"), "{err}");
+
+    // A SAM 2 file without its trunk: the missing keys are listed.
+    let mut sam2 = StateDict::read(&dir.join("sam2-micro.pt")).unwrap();
+    sam2.tensors.retain(|k, _| !k.starts_with("image_encoder.trunk.blocks.1."));
+    let err = Sam4em::new(&cfg, &Init::random(&device)).load_sam2_state(&sam2, Sam2Mapping::BothStages).unwrap_err();
+    assert!(matches!(&err, WeightsError::Missing { keys, .. } if keys.iter().all(|k| k.contains("blocks.1."))), "{err}");
+
+    // The trainer file given as a SAM 2 checkpoint: unknown keys are named, not ignored.
+    let err = Sam4em::new(&cfg, &Init::random(&device)).load_sam2_file(&dir.join("weights.safetensors"), Sam2Mapping::BothStages).unwrap_err();
+    assert!(err.to_string().contains("SAM4EM trainer checkpoint") && err.to_string().ends_with("weights.safetensors"), "{err}");
+}
