@@ -1,4 +1,5 @@
-//! The command line: `sam4em info`, `sam4em export`, `sam4em classes`. A bare `sam4em [PATH]`
+//! The command line: `sam4em info`, `sam4em export`, `sam4em classes`, and with the model
+//! `sam4em bench model` and `sam4em checkpoint`. A bare `sam4em [PATH]`
 //! is reserved for the desktop app.
 //!
 //! Errors are returned as `anyhow` errors; `main` prints them on one line and exits with 2.
@@ -40,6 +41,13 @@ pub enum Command {
     Export(ExportArgs),
     /// Print the class table as JSON (edit it and pass it back with `--classes`).
     Classes(ClassesArgs),
+    /// Benchmarks (`sam4em bench model`).
+    #[cfg(feature = "model")]
+    Bench(crate::cli_model::BenchArgs),
+    /// Identify a SAM 2 / SAM4EM checkpoint (size, sha256, official or not) and check that it
+    /// loads.
+    #[cfg(feature = "model")]
+    Checkpoint(crate::cli_model::CheckpointArgs),
 }
 
 /// `sam4em info`.
@@ -103,6 +111,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Info(a)) => info(&a),
         Some(Command::Export(a)) => export(&a),
         Some(Command::Classes(a)) => classes(&a),
+        #[cfg(feature = "model")]
+        Some(Command::Bench(a)) => crate::cli_model::bench(&a),
+        #[cfg(feature = "model")]
+        Some(Command::Checkpoint(a)) => crate::cli_model::checkpoint(&a),
         None => bare(cli.path.as_deref()),
     }
 }

@@ -8,6 +8,8 @@
 //! - [`cli`]: the headless command line.
 
 pub mod cli;
+#[cfg(feature = "model")]
+pub mod cli_model;
 pub mod io;
 #[cfg(feature = "model")]
 pub mod model;

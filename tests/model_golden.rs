@@ -139,10 +139,9 @@ fn slice0<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
     to_vec(&t.clone().narrow(0, 0, 1))
 }
 
-#[test]
-fn encoder_matches_the_reference_stage_by_stage() {
+fn encoder_matches_the_reference_stage_by_stage(device: &Device) {
     let Some(f) = load() else { return };
-    let device = device();
+    let device = device.clone();
     let model = f.model(&device);
     assert_close("encoder.pos_embed", &to_vec(&model.trunk.pos_cache), f.r("encoder.pos_embed"));
     let (fused, trace) = model.embed_traced(f.input(&device));
@@ -167,10 +166,9 @@ fn encoder_matches_the_reference_stage_by_stage() {
     }
 }
 
-#[test]
-fn decoders_and_memory_match_the_reference_slice_by_slice() {
+fn decoders_and_memory_match_the_reference_slice_by_slice(device: &Device) {
     let Some(f) = load() else { return };
-    let device = device();
+    let device = device.clone();
     let model = f.model(&device);
     assert_close("decoder.image_pe", &to_vec(&model.image_pe), f.r("decoder.image_pe"));
     // The memory's fixed position encoding, as we compute it, equals the checkpoint's buffer.
@@ -210,10 +208,9 @@ fn decoders_and_memory_match_the_reference_slice_by_slice() {
     }
 }
 
-#[test]
-fn whole_stream_reproduces_the_reference_predictions() {
+fn whole_stream_reproduces_the_reference_predictions(device: &Device) {
     let Some(f) = load() else { return };
-    let device = device();
+    let device = device.clone();
     let model = f.model(&device);
     let fused = model.embed(f.input(&device));
     let n = fused.dims()[0];
@@ -490,10 +487,9 @@ fn every_official_checkpoint_key_maps_with_its_shape() {
     }
 }
 
-#[test]
-fn one_training_step_matches_gradients_adamw_and_running_statistics() {
+fn one_training_step_matches_gradients_adamw_and_running_statistics(device: &Device) {
     let Some(f) = load() else { return };
-    let device = Device::flex().autodiff();
+    let device = device.clone().autodiff();
     let mut model = f.model(&device);
     sam4em::model::optim::prepare_for_training(&mut model);
     let ts = &f.expected["train_step"];
@@ -571,4 +567,45 @@ fn one_training_step_matches_gradients_adamw_and_running_statistics() {
     }
     assert!(compared > 300);
     assert_close("train.memory_after", &to_vec(&memory.memory), f.r("train.memory_after"));
+}
+
+/// The wgpu device when `SAM4EM_WGPU_TESTS=1` and an adapter comes up (a GPU, or Mesa's
+/// lavapipe on a CPU-only machine); `None` otherwise, with the reason printed.
+fn wgpu_device() -> Option<Device> {
+    if std::env::var("SAM4EM_WGPU_TESTS").as_deref() != Ok("1") {
+        eprintln!("skipping the wgpu run: set SAM4EM_WGPU_TESTS=1 to run the golden tests on wgpu too");
+        return None;
+    }
+    let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+    let probe = device.clone();
+    match std::panic::catch_unwind(move || to_vec(&(Tensor::<1>::ones([4], &probe) * 2.0))) {
+        Ok(v) if v == [2.0; 4] => Some(device),
+        _ => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "SAM4EM_WGPU_TESTS=1 but no wgpu adapter works");
+            eprintln!("skipping the wgpu run: no wgpu adapter");
+            None
+        }
+    }
+}
+
+macro_rules! on_both_devices {
+    ($($name:ident => $cpu:ident, $gpu:ident;)*) => {$(
+        #[test]
+        fn $cpu() {
+            $name(&device());
+        }
+        #[test]
+        fn $gpu() {
+            if let Some(d) = wgpu_device() {
+                $name(&d);
+            }
+        }
+    )*};
+}
+
+on_both_devices! {
+    encoder_matches_the_reference_stage_by_stage => encoder_cpu, encoder_wgpu;
+    decoders_and_memory_match_the_reference_slice_by_slice => decoders_and_memory_cpu, decoders_and_memory_wgpu;
+    whole_stream_reproduces_the_reference_predictions => whole_stream_cpu, whole_stream_wgpu;
+    one_training_step_matches_gradients_adamw_and_running_statistics => training_step_cpu, training_step_wgpu;
 }

@@ -1,12 +1,10 @@
 //! SAM4EM's `FPNFusionResidual` (the paper's "Feature Enhancer Block"): fuses the three neck
 //! levels (plus their sine position encodings) into one map at the finest level.
 
-use burn::tensor::activation::relu;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
 
-use super::nn::{Init, BatchNorm2d, Conv2d, Visitor, key};
+use super::nn::{BatchNorm2d, BilinearResize, Conv2d, Init, Visitor, key};
 
 /// Conv3×3 → BatchNorm, the repeated unit of the head.
 #[derive(Clone, Debug)]
@@ -51,12 +49,18 @@ pub struct FusionHead {
     pub downsampling_128: [ConvBn; 2],
     /// Unused `downsampling_64.{0,1,3,4}`.
     pub downsampling_64: [ConvBn; 2],
+    /// Bilinear g/4 → g.
+    pub up_from_quarter: BilinearResize,
+    /// Bilinear g/2 → g.
+    pub up_from_half: BilinearResize,
 }
 
 impl FusionHead {
     /// Initialised as the reference does (kaiming-normal fan-out convolutions, zero biases).
-    pub fn new(d: usize, init: &Init) -> Self {
+    pub fn new(d: usize, grid: usize, init: &Init) -> Self {
         FusionHead {
+            up_from_quarter: BilinearResize::new(grid / 4, grid / 4, grid, grid, &init.device),
+            up_from_half: BilinearResize::new(grid / 2, grid / 2, grid, grid, &init.device),
             smooth_32: ConvBn::new(d, d, 3, init),
             smooth_64: ConvBn::new(d, d, 3, init),
             fusion: [ConvBn::new(3 * d, d, 1, init), ConvBn::new(d, d, 3, init), ConvBn::new(d, d, 3, init)],
@@ -72,14 +76,10 @@ impl FusionHead {
     /// # Shapes
     /// `p3 [B, d, g, g]`, `p4 [B, d, g/2, g/2]`, `p5 [B, d, g/4, g/4]` → `[B, d, g, g]`.
     pub fn forward(&mut self, p3: Tensor<4>, p4: Tensor<4>, p5: Tensor<4>, train: bool) -> Tensor<4> {
-        let [_, _, h, w] = p3.dims();
-        let up = |t: Tensor<4>| {
-            interpolate(t, InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false).with_output_size([h, w]))
-        };
-        let u32_ = up(p5);
+        let u32_ = self.up_from_quarter.forward(p5);
         // smooth_* end in a ReLU of their own, inside the residual.
         let u32_ = relu(u32_.clone() + relu(self.smooth_32.forward(u32_, train)));
-        let u64_ = up(p4);
+        let u64_ = self.up_from_half.forward(p4);
         let u64_ = relu(u64_.clone() + relu(self.smooth_64.forward(u64_, train)));
         let c = Tensor::cat(vec![p3.clone(), u64_, u32_], 1);
         let y = relu(self.fusion[0].forward(c, train));

@@ -6,6 +6,7 @@
 //! or the mask store. `config`, `metrics`, `preprocess` and `pe` are plain host code.
 
 pub mod adapter;
+pub mod bench;
 pub mod checkpoints;
 pub mod config;
 pub mod decoder;

@@ -517,3 +517,51 @@ pub fn to_vec<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
 pub fn from_vec<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(data, shape), device)
 }
+
+/// `F.interpolate(mode="bilinear", align_corners=False)` as two matrix products with
+/// precomputed interpolation weights. The weights are PyTorch's (half-pixel source
+/// coordinates clamped at 0, two taps per output); the matmul form has a backward pass on
+/// every burn backend (cubecl's bilinear kernel has none) and is cheap at these sizes.
+#[derive(Clone, Debug)]
+pub struct BilinearResize {
+    /// `[h_in, h_out]`: column o holds the weights of output row o.
+    rows_t: Tensor<2>,
+    /// `[w_in, w_out]`.
+    cols_t: Tensor<2>,
+}
+
+/// Interpolation matrix `[n_in, n_out]` for one axis.
+pub fn bilinear_matrix(n_in: usize, n_out: usize) -> Vec<f32> {
+    let mut m = vec![0.0f32; n_in * n_out];
+    let scale = n_in as f32 / n_out as f32;
+    for o in 0..n_out {
+        let src = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(n_in - 1);
+        let i1 = (i0 + 1).min(n_in - 1);
+        let l1 = src - i0 as f32;
+        m[i0 * n_out + o] += 1.0 - l1;
+        m[i1 * n_out + o] += l1;
+    }
+    m
+}
+
+impl BilinearResize {
+    /// Resizer from `h_in × w_in` to `h_out × w_out`.
+    pub fn new(h_in: usize, w_in: usize, h_out: usize, w_out: usize, device: &Device) -> Self {
+        BilinearResize {
+            rows_t: from_vec(bilinear_matrix(h_in, h_out), [h_in, h_out], device),
+            cols_t: from_vec(bilinear_matrix(w_in, w_out), [w_in, w_out], device),
+        }
+    }
+
+    /// # Shapes
+    /// `[B, C, h_in, w_in]` → `[B, C, h_out, w_out]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let [_, wo] = self.cols_t.dims();
+        let [_, ho] = self.rows_t.dims();
+        let x = x.reshape([b * c * h, w]).matmul(self.cols_t.clone()); // [bch, wo]
+        let x = x.reshape([b * c, h, wo]).swap_dims(1, 2).reshape([b * c * wo, h]).matmul(self.rows_t.clone());
+        x.reshape([b * c, wo, ho]).swap_dims(1, 2).reshape([b, c, ho, wo])
+    }
+}

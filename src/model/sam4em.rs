@@ -167,7 +167,7 @@ impl Sam4em {
         Sam4em {
             trunk: Hiera::new(&config.hiera, config.lora.rank, g, init),
             neck: FpnNeck::new(&config.neck, &stage_dims, init),
-            fusion: FusionHead::new(d, init),
+            fusion: FusionHead::new(d, g, init),
             memory: MemoryModule::new(&config.memory, d, g, init),
             prompt_encoder,
             prompt_encoder2: PromptEncoder::new(d, config.image_size, config.prompt_encoder.mask_in_chans, init),

@@ -217,6 +217,15 @@ impl StateDict {
         Ok(dict)
     }
 
+    /// The same keys and shapes without the values (for key checks on a shapes-only model).
+    pub fn declared_only(&self) -> StateDict {
+        StateDict {
+            tensors: self.tensors.iter().map(|(k, t)| (k.clone(), HostTensor::declared(t.shape.clone()))).collect(),
+            other: self.other.clone(),
+            source: self.source.clone(),
+        }
+    }
+
     /// Writes float tensors as safetensors with string metadata, atomically.
     pub fn write_safetensors(
         tensors: &BTreeMap<String, HostTensor>,

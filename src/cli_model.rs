@@ -1,0 +1,173 @@
+//! Model subcommands of the CLI: `sam4em bench model` and `sam4em checkpoint`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Device, DeviceKind};
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::model::checkpoints::{Verdict, identify};
+use crate::model::{HieraSize, Init, Sam2Mapping, Sam4em, Sam4emConfig, StateDict, bench};
+
+/// Compute device choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    /// burn's pure-Rust CPU backend (Flex).
+    Cpu,
+    /// The default wgpu adapter (a GPU; Mesa's lavapipe on machines without one).
+    Wgpu,
+}
+
+impl DeviceChoice {
+    /// The burn device.
+    pub fn device(self) -> Device {
+        match self {
+            DeviceChoice::Cpu => Device::flex(),
+            DeviceChoice::Wgpu => Device::wgpu(DeviceKind::DefaultDevice),
+        }
+    }
+}
+
+/// `sam4em bench …`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+/// What to benchmark.
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Per-slice encoder, decoder and full-model times at 512² (random weights, merged LoRA,
+    /// batch 1), optionally next to the official sam2 PyTorch image encoder.
+    Model(BenchModelArgs),
+}
+
+/// `sam4em bench model`.
+#[derive(Debug, Args)]
+pub struct BenchModelArgs {
+    /// SAM 2 trunk size.
+    #[arg(long, value_enum, default_value = "base_plus")]
+    pub size: HieraSize,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// Timed slices (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 100)]
+    pub rank: usize,
+    /// A Python with `torch` and `sam2` installed: times the official image encoder in the same
+    /// run (tests/bench/sam2_image_encoder.py) and prints the ratio.
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// PyTorch device for the Python side (`cpu`, `cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub torch_device: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sam4em checkpoint`.
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// An official SAM 2 / SAM 2.1 `.pt` (or safetensors with its keys), or a SAM4EM trainer
+    /// checkpoint.
+    pub path: PathBuf,
+}
+
+/// Runs `sam4em bench model`.
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let BenchWhat::Model(a) = &args.what;
+    let mut config = Sam4emConfig::sam4em(a.size);
+    config.lora.rank = a.rank;
+    let device = a.device.device();
+    let ours = bench::time_model(&config, &device, a.runs)?;
+    let reference = match &a.python {
+        Some(py) => Some(time_python(py, a)?),
+        None => None,
+    };
+    if a.json {
+        let v = serde_json::json!({ "size": a.size, "device": format!("{:?}", a.device), "ours": ours, "sam2_pytorch": reference });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("SAM4EM {} (LoRA r {}, merged), {}², batch 1, {:?}, median of {} runs:", a.size.file_stem(), a.rank, ours.image_size, a.device, ours.runs);
+    println!("  encoder (trunk + neck + fusion)  {:9.1} ms/slice", ours.encoder_ms);
+    println!("  decode (memory + 2 decoders)     {:9.1} ms/slice", ours.decode_ms);
+    println!("  full stream step                 {:9.1} ms/slice", ours.full_ms);
+    if let Some(r) = reference {
+        let ms = r["encoder_ms"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "  official sam2 image encoder (PyTorch {}, {} threads, {}) {:9.1} ms/slice",
+            r["torch"].as_str().unwrap_or("?"),
+            r["threads"],
+            a.torch_device,
+            ms
+        );
+        println!("  ratio ours/PyTorch, encoder: {:.2}", ours.encoder_ms / ms);
+    }
+    Ok(())
+}
+
+fn time_python(py: &Path, a: &BenchModelArgs) -> Result<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/sam2_image_encoder.py");
+    let out = Process::new(py)
+        .arg(&script)
+        .args(["--size", a.size.file_stem(), "--runs", &a.runs.to_string(), "--device", &a.torch_device])
+        .output()
+        .with_context(|| format!("cannot run {}", py.display()))?;
+    if !out.status.success() {
+        bail!("the PyTorch benchmark failed: {}: {}", String::from_utf8_lossy(&out.stderr).trim(), script.display());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("unexpected output from {}: {last}", script.display()))
+}
+
+/// Runs `sam4em checkpoint PATH`: identifies the file, finds its trunk size and checks that
+/// every tensor maps into the model.
+pub fn checkpoint(args: &CheckpointArgs) -> Result<()> {
+    let id = identify(&args.path).with_context(|| format!("cannot read checkpoint: {}", args.path.display()))?;
+    println!("file      {}", args.path.display());
+    println!("bytes     {}", id.bytes);
+    println!("sha256    {}", id.sha256);
+    match (&id.verdict, id.official) {
+        (Verdict::Verified, Some(n)) => println!("official  {n} (size and sha256 verified)"),
+        (Verdict::PartiallyVerified, Some(n)) => println!("official  {n} (size and the recorded part of the sha256 agree)"),
+        (Verdict::HashMismatch { expected }, Some(n)) => {
+            println!("warning   same size as {n} but sha256 differs from the published {expected}")
+        }
+        _ => println!("official  no (not one of the published SAM 2 files)"),
+    }
+    let dict = StateDict::read(&args.path)?;
+    let trainer = dict.tensors.keys().all(|k| k.starts_with("sam.") || k.starts_with("module.sam."));
+    let width = |k: &str| dict.tensors.get(k).map(|t| t.shape[0]);
+    let prefix = if trainer { "sam.image_encoder.trunk." } else { "image_encoder.trunk." };
+    let embed = width(&format!("{prefix}patch_embed.proj.weight")).context("no Hiera trunk in the file")?;
+    let blocks = dict.tensors.keys().filter(|k| k.starts_with(&format!("{prefix}blocks.")) && k.ends_with(".norm1.weight")).count();
+    let size = HieraSize::ALL
+        .into_iter()
+        .find(|s| {
+            let h = s.hiera();
+            h.embed_dim == embed && h.stages.iter().sum::<usize>() == blocks
+        })
+        .with_context(|| format!("trunk of width {embed} with {blocks} blocks is not a SAM 2 size: {}", args.path.display()))?;
+    println!("trunk     Hiera {} ({} blocks, width {embed})", size.file_stem(), blocks);
+    let mut config = Sam4emConfig::sam4em(size);
+    if trainer {
+        let rank = dict.tensors.iter().find(|(k, _)| k.ends_with("linear_a_q.weight")).map(|(_, t)| t.shape[0]);
+        config.lora.rank = rank.unwrap_or(config.lora.rank);
+        let mut model = Sam4em::new(&config, &Init::shapes_only(&Device::flex()));
+        let report = model.load_sam4em_state(&dict.declared_only())?;
+        println!("SAM4EM    trainer checkpoint, LoRA rank {}, {} tensors", config.lora.rank, report.loaded.len());
+    } else {
+        let mut model = Sam4em::new(&config, &Init::shapes_only(&Device::flex()));
+        let report = model.load_sam2_state(&dict.declared_only(), Sam2Mapping::BothStages)?;
+        println!("SAM 2     {} tensors map into SAM4EM, {} are SAM 2's video/other heads and are not used", report.loaded.values().collect::<std::collections::BTreeSet<_>>().len(), report.ignored.len());
+    }
+    Ok(())
+}
