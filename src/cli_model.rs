@@ -95,7 +95,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("SAM4EM {} (LoRA r {}, merged), {}², batch 1, {:?}, median of {} runs:", a.size.file_stem(), a.rank, ours.image_size, a.device, ours.runs);
+    println!(
+        "SAM4EM {} (LoRA r {}, merged), {}², batch 1, {:?}, median of {} runs:",
+        a.size.file_stem(),
+        a.rank,
+        ours.image_size,
+        a.device,
+        ours.runs
+    );
+    println!("  trunk + neck (= SAM 2's encoder) {:9.1} ms/slice", ours.trunk_neck_ms);
     println!("  encoder (trunk + neck + fusion)  {:9.1} ms/slice", ours.encoder_ms);
     println!("  decode (memory + 2 decoders)     {:9.1} ms/slice", ours.decode_ms);
     println!("  full stream step                 {:9.1} ms/slice", ours.full_ms);
@@ -108,7 +116,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             a.torch_device,
             ms
         );
-        println!("  ratio ours/PyTorch, encoder: {:.2}", ours.encoder_ms / ms);
+        println!("  ratio ours/PyTorch, trunk + neck: {:.2}", ours.trunk_neck_ms / ms);
     }
     Ok(())
 }
@@ -137,7 +145,9 @@ pub fn checkpoint(args: &CheckpointArgs) -> Result<()> {
     println!("sha256    {}", id.sha256);
     match (&id.verdict, id.official) {
         (Verdict::Verified, Some(n)) => println!("official  {n} (size and sha256 verified)"),
-        (Verdict::PartiallyVerified, Some(n)) => println!("official  {n} (size and the recorded part of the sha256 agree)"),
+        (Verdict::PartiallyVerified, Some(n)) => {
+            println!("official  {n} (size and the recorded part of the sha256 agree)")
+        }
         (Verdict::HashMismatch { expected }, Some(n)) => {
             println!("warning   same size as {n} but sha256 differs from the published {expected}")
         }
@@ -148,14 +158,20 @@ pub fn checkpoint(args: &CheckpointArgs) -> Result<()> {
     let width = |k: &str| dict.tensors.get(k).map(|t| t.shape[0]);
     let prefix = if trainer { "sam.image_encoder.trunk." } else { "image_encoder.trunk." };
     let embed = width(&format!("{prefix}patch_embed.proj.weight")).context("no Hiera trunk in the file")?;
-    let blocks = dict.tensors.keys().filter(|k| k.starts_with(&format!("{prefix}blocks.")) && k.ends_with(".norm1.weight")).count();
+    let blocks = dict
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with(&format!("{prefix}blocks.")) && k.ends_with(".norm1.weight"))
+        .count();
     let size = HieraSize::ALL
         .into_iter()
         .find(|s| {
             let h = s.hiera();
             h.embed_dim == embed && h.stages.iter().sum::<usize>() == blocks
         })
-        .with_context(|| format!("trunk of width {embed} with {blocks} blocks is not a SAM 2 size: {}", args.path.display()))?;
+        .with_context(|| {
+            format!("trunk of width {embed} with {blocks} blocks is not a SAM 2 size: {}", args.path.display())
+        })?;
     println!("trunk     Hiera {} ({} blocks, width {embed})", size.file_stem(), blocks);
     let mut config = Sam4emConfig::sam4em(size);
     if trainer {
@@ -167,7 +183,11 @@ pub fn checkpoint(args: &CheckpointArgs) -> Result<()> {
     } else {
         let mut model = Sam4em::new(&config, &Init::shapes_only(&Device::flex()));
         let report = model.load_sam2_state(&dict.declared_only(), Sam2Mapping::BothStages)?;
-        println!("SAM 2     {} tensors map into SAM4EM, {} are SAM 2's video/other heads and are not used", report.loaded.values().collect::<std::collections::BTreeSet<_>>().len(), report.ignored.len());
+        println!(
+            "SAM 2     {} tensors map into SAM4EM, {} are SAM 2's video/other heads and are not used",
+            report.loaded.values().collect::<std::collections::BTreeSet<_>>().len(),
+            report.ignored.len()
+        );
     }
     Ok(())
 }

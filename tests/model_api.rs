@@ -40,7 +40,12 @@ fn meta(config: &Sam4emConfig) -> AdapterMeta {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
         config: config.clone(),
-        base: BaseCheckpoint { file_name: "sam2-micro.pt".into(), bytes: 1, sha256: "ab".repeat(32), mapping: "stage2_only".into() },
+        base: BaseCheckpoint {
+            file_name: "sam2-micro.pt".into(),
+            bytes: 1,
+            sha256: "ab".repeat(32),
+            mapping: "stage2_only".into(),
+        },
         class_name: "mitochondria".into(),
         version: 3,
         parent_version: Some(2),
@@ -58,7 +63,10 @@ fn adapter_round_trip_restores_predictions_and_rejects_mismatches() {
     let fused = a.embed(x.clone());
     let s = a.config.image_size;
     let prompt = Tensor::zeros([1, 1, s, s], &device);
-    let want = to_vec(&a.stream(std::slice::from_ref(&fused), Some(prompt.clone()), StreamMode::Clean, Direction::Forward, true)[0].logits1);
+    let want = to_vec(
+        &a.stream(std::slice::from_ref(&fused), Some(prompt.clone()), StreamMode::Clean, Direction::Forward, true)[0]
+            .logits1,
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("mito-v3.safetensors");
@@ -75,21 +83,34 @@ fn adapter_round_trip_restores_predictions_and_rejects_mismatches() {
     let mut b = Sam4em::new(&a.config, &Init::random(&device));
     let weights = StateDict::read(&dir.join("weights.safetensors")).unwrap();
     let frozen = StateDict {
-        tensors: weights.tensors.iter().filter(|(k, _)| k.starts_with("sam.image_encoder.") && !k.contains(".linear_")).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        tensors: weights
+            .tensors
+            .iter()
+            .filter(|(k, _)| k.starts_with("sam.image_encoder.") && !k.contains(".linear_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         ..Default::default()
     };
     b.load_subset(&frozen, &|k, kind| k.starts_with("image_encoder.") && !in_adapter(k, kind)).unwrap();
     let fused_b = b.embed(x.clone());
-    let before = to_vec(&b.stream(std::slice::from_ref(&fused_b), Some(prompt.clone()), StreamMode::Clean, Direction::Forward, true)[0].logits1);
+    let before = to_vec(
+        &b.stream(std::slice::from_ref(&fused_b), Some(prompt.clone()), StreamMode::Clean, Direction::Forward, true)[0]
+            .logits1,
+    );
     assert!(before.iter().zip(&want).any(|(p, q)| (p - q).abs() > 1e-3));
     adapter.apply(&mut b, Some(&"ab".repeat(32)), &path).unwrap();
     let fused_b = b.embed(x);
-    let after = to_vec(&b.stream(std::slice::from_ref(&fused_b), Some(prompt), StreamMode::Clean, Direction::Forward, true)[0].logits1);
+    let after = to_vec(
+        &b.stream(std::slice::from_ref(&fused_b), Some(prompt), StreamMode::Clean, Direction::Forward, true)[0].logits1,
+    );
     assert!(after.iter().zip(&want).all(|(p, q)| (p - q).abs() <= 1e-5));
 
     // Wrong base, wrong configuration, not an adapter: each error names the file.
     let err = adapter.apply(&mut b, Some(&"cd".repeat(32)), &path).unwrap_err();
-    assert!(matches!(err, AdapterError::BaseMismatch { .. }) && err.to_string().ends_with(&path.display().to_string()), "{err}");
+    assert!(
+        matches!(err, AdapterError::BaseMismatch { .. }) && err.to_string().ends_with(&path.display().to_string()),
+        "{err}"
+    );
     let mut other = a.config.clone();
     other.lora.rank += 1;
     let mut c = Sam4em::new(&other, &Init::shapes_only(&device));
@@ -113,7 +134,8 @@ fn streaming_directions_and_modes() {
     let reverse = logits(&model.stream(&slices, None, StreamMode::Clean, Direction::Reverse, true));
     let mut reversed_input = slices.clone();
     reversed_input.reverse();
-    let mut forward_of_reversed = logits(&model.stream(&reversed_input, None, StreamMode::Clean, Direction::Forward, true));
+    let mut forward_of_reversed =
+        logits(&model.stream(&reversed_input, None, StreamMode::Clean, Direction::Forward, true));
     forward_of_reversed.reverse();
     assert!(reverse == forward_of_reversed);
     let forward = logits(&model.stream(&slices, None, StreamMode::Clean, Direction::Forward, true));
@@ -147,7 +169,13 @@ fn clicks_and_boxes_refine_a_mask_from_a_cached_embedding() {
     let g = model.config.grid();
     let dense = pe.no_mask_dense(1, g);
     let decode = |p: PointPrompt| {
-        let out = model.mask_decoder2.forward(fused.clone(), &model.image_pe, Some(pe.embed_sparse(&[p], &[])), dense.clone(), None);
+        let out = model.mask_decoder2.forward(
+            fused.clone(),
+            &model.image_pe,
+            Some(pe.embed_sparse(&[p], &[])),
+            dense.clone(),
+            None,
+        );
         to_vec(&out.logits)
     };
     let (a, b) = (decode(fg), decode(bg));
@@ -173,7 +201,9 @@ fn bad_checkpoints_fail_with_the_file_and_the_problem() {
     // A checkpoint for another configuration: the first mismatching key is named.
     let mut other = cfg.clone();
     other.lora.rank = 8;
-    let err = Sam4em::new(&other, &Init::shapes_only(&device)).load_sam4em_file(&dir.join("weights.safetensors")).unwrap_err();
+    let err = Sam4em::new(&other, &Init::shapes_only(&device))
+        .load_sam4em_file(&dir.join("weights.safetensors"))
+        .unwrap_err();
     assert!(matches!(&err, WeightsError::Shape { key, .. } if key.contains("linear_a_q")), "{err}");
 
     // A NaN in the weights.
@@ -188,9 +218,17 @@ fn bad_checkpoints_fail_with_the_file_and_the_problem() {
     let mut sam2 = StateDict::read(&dir.join("sam2-micro.pt")).unwrap();
     sam2.tensors.retain(|k, _| !k.starts_with("image_encoder.trunk.blocks.1."));
     let err = Sam4em::new(&cfg, &Init::random(&device)).load_sam2_state(&sam2, Sam2Mapping::BothStages).unwrap_err();
-    assert!(matches!(&err, WeightsError::Missing { keys, .. } if keys.iter().all(|k| k.contains("blocks.1."))), "{err}");
+    assert!(
+        matches!(&err, WeightsError::Missing { keys, .. } if keys.iter().all(|k| k.contains("blocks.1."))),
+        "{err}"
+    );
 
     // The trainer file given as a SAM 2 checkpoint: unknown keys are named, not ignored.
-    let err = Sam4em::new(&cfg, &Init::random(&device)).load_sam2_file(&dir.join("weights.safetensors"), Sam2Mapping::BothStages).unwrap_err();
-    assert!(err.to_string().contains("SAM4EM trainer checkpoint") && err.to_string().ends_with("weights.safetensors"), "{err}");
+    let err = Sam4em::new(&cfg, &Init::random(&device))
+        .load_sam2_file(&dir.join("weights.safetensors"), Sam2Mapping::BothStages)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("SAM4EM trainer checkpoint") && err.to_string().ends_with("weights.safetensors"),
+        "{err}"
+    );
 }

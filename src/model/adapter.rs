@@ -119,7 +119,8 @@ impl Adapter {
 
     /// Writes the adapter atomically.
     pub fn save(&self, path: &Path) -> Result<(), AdapterError> {
-        let json = serde_json::to_string(&self.meta).map_err(|e| AdapterError::NotAnAdapter { reason: e.to_string(), path: path.into() })?;
+        let json = serde_json::to_string(&self.meta)
+            .map_err(|e| AdapterError::NotAnAdapter { reason: e.to_string(), path: path.into() })?;
         let mut meta = BTreeMap::new();
         meta.insert("sam4em".to_string(), json);
         StateDict::write_safetensors(&self.tensors, meta, path)?;
@@ -130,11 +131,16 @@ impl Adapter {
     pub fn read(path: &Path) -> Result<Self, AdapterError> {
         let bytes = std::fs::read(path).map_err(|source| WeightsError::Read { source, path: path.into() })?;
         let not = |reason: String| AdapterError::NotAnAdapter { reason, path: path.into() };
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| not(format!("safetensors: {e}")))?;
-        let json = header.metadata().as_ref().and_then(|m| m.get("sam4em")).ok_or_else(|| not("no sam4em metadata".into()))?;
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| not(format!("safetensors: {e}")))?;
+        let json =
+            header.metadata().as_ref().and_then(|m| m.get("sam4em")).ok_or_else(|| not("no sam4em metadata".into()))?;
         let meta: AdapterMeta = serde_json::from_str(json).map_err(|e| not(format!("metadata: {e}")))?;
         if meta.format != FORMAT || meta.format_version > FORMAT_VERSION {
-            return Err(not(format!("format {} version {} is not one this program reads", meta.format, meta.format_version)));
+            return Err(not(format!(
+                "format {} version {} is not one this program reads",
+                meta.format, meta.format_version
+            )));
         }
         let dict = StateDict::from_safetensors_bytes(&bytes, path)?;
         Ok(Adapter { meta, tensors: dict.tensors })

@@ -16,6 +16,8 @@ use super::sam4em::{Sam4em, StreamMode};
 pub struct ModelTimes {
     /// Input side in pixels.
     pub image_size: usize,
+    /// Trunk + neck per slice: the part that corresponds to SAM 2's image encoder.
+    pub trunk_neck_ms: f64,
     /// Encoder (trunk + neck + fusion head) per slice.
     pub encoder_ms: f64,
     /// Memory + both decoders per slice, from a cached embedding.
@@ -44,8 +46,12 @@ pub fn time_model(config: &Sam4emConfig, device: &Device, runs: usize) -> anyhow
     let fused = model.embed(x.clone());
     let _ = model.stream_step(fused.clone(), &mut state, StreamMode::Clean);
     sync()?;
-    let (mut enc, mut dec, mut full) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut trunk, mut enc, mut dec, mut full) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let levels = model.trunk_and_neck(x.clone());
+        let _ = levels.last().map(|l| l.clone().into_data());
+        trunk.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         let fused = model.embed(x.clone());
         sync()?;
@@ -60,5 +66,12 @@ pub fn time_model(config: &Sam4emConfig, device: &Device, runs: usize) -> anyhow
         let _ = out.logits1.into_data();
         full.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    Ok(ModelTimes { image_size: s, encoder_ms: median(enc), decode_ms: median(dec), full_ms: median(full), runs: runs.max(1) })
+    Ok(ModelTimes {
+        image_size: s,
+        trunk_neck_ms: median(trunk),
+        encoder_ms: median(enc),
+        decode_ms: median(dec),
+        full_ms: median(full),
+        runs: runs.max(1),
+    })
 }

@@ -136,7 +136,13 @@ impl HieraConfig {
                 num_heads = (num_heads as f64 * self.head_mul) as usize;
                 cur_stage += 1;
             }
-            out.push(BlockLayout { dim: embed_dim, dim_out, heads: num_heads, window, q_pool: q_pool_blocks.contains(&i) });
+            out.push(BlockLayout {
+                dim: embed_dim,
+                dim_out,
+                heads: num_heads,
+                window,
+                q_pool: q_pool_blocks.contains(&i),
+            });
             embed_dim = dim_out;
         }
         out
@@ -359,18 +365,19 @@ impl Sam4emConfig {
         if h.stages.len() != 4 || h.window_spec.len() != 4 {
             return bad("hiera needs exactly four stages and four window sizes".into());
         }
-        if self.image_size == 0 || self.image_size % 32 != 0 {
+        if self.image_size == 0 || !self.image_size.is_multiple_of(32) {
             return bad(format!("image_size {} is not a positive multiple of 32", self.image_size));
         }
         let grid = self.grid();
-        if grid % 8 != 0 {
-            return bad(format!("the {grid}² token grid does not tile into the 8×8 position-embedding window"));
+        let w0 = h.window_spec[0];
+        if w0 == 0 || !grid.is_multiple_of(w0) {
+            return bad(format!("the {grid}² token grid does not tile into the {w0}×{w0} position-embedding window"));
         }
         if h.q_pool > 3 {
             return bad("q_pool can pool at most the three stage transitions".into());
         }
         for b in h.blocks() {
-            if b.dim_out % b.heads != 0 {
+            if !b.dim_out.is_multiple_of(b.heads) {
                 return bad(format!("block width {} is not divisible by {} heads", b.dim_out, b.heads));
             }
         }
@@ -378,16 +385,22 @@ impl Sam4emConfig {
             return bad("the fusion head needs exactly three neck levels (scalp = 1)".into());
         }
         if !matches!(self.neck.fpn_interp_model.as_str(), "nearest") {
-            return bad(format!("fpn_interp_model {:?} is not supported (SAM 2 uses nearest)", self.neck.fpn_interp_model));
+            return bad(format!(
+                "fpn_interp_model {:?} is not supported (SAM 2 uses nearest)",
+                self.neck.fpn_interp_model
+            ));
         }
         if !matches!(self.neck.fuse_type.as_str(), "sum" | "avg") {
             return bad(format!("fuse_type {:?} is neither sum nor avg", self.neck.fuse_type));
         }
         let d = self.neck.d_model;
-        if d % 8 != 0 || d % self.decoder.num_heads != 0 || (d / self.decoder.attention_downsample_rate) % self.decoder.num_heads != 0 {
+        if !d.is_multiple_of(8)
+            || !d.is_multiple_of(self.decoder.num_heads)
+            || !(d / self.decoder.attention_downsample_rate).is_multiple_of(self.decoder.num_heads)
+        {
             return bad(format!("d_model {d} does not split into the decoder's heads"));
         }
-        if self.memory.memory_dim % 4 != 0 || self.prompt_encoder.mask_in_chans % 4 != 0 {
+        if !self.memory.memory_dim.is_multiple_of(4) || !self.prompt_encoder.mask_in_chans.is_multiple_of(4) {
             return bad("memory_dim and mask_in_chans must be multiples of 4".into());
         }
         if self.memory.slots == 0 || self.stream.batch_size == 0 || self.lora.rank == 0 {

@@ -1,11 +1,11 @@
 //! SAM's mask decoder (two-way transformer, upscaler, hypernetwork heads) with SAM4EM's
 //! `skip_connect`, which lets the stage-2 decoder fuse the stage-1 upscaled features.
 
-use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::Tensor;
+use burn::tensor::activation::{gelu, softmax};
 
 use super::config::DecoderConfig;
-use super::nn::{Init, Act, Conv2d, ConvTranspose2x2, Kind, LayerNorm, LayerNorm2d, Linear, Mlp, Slot, Visitor, key};
+use super::nn::{Act, Conv2d, ConvTranspose2x2, Init, Kind, LayerNorm, LayerNorm2d, Linear, Mlp, Slot, Visitor, key};
 
 /// SAM's `Attention`: projections to an internal width, multi-head softmax attention, output
 /// projection.
@@ -98,7 +98,13 @@ impl TwoWayBlock {
         }
     }
 
-    fn forward(&self, queries: Tensor<3>, keys: Tensor<3>, query_pe: &Tensor<3>, key_pe: &Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+    fn forward(
+        &self,
+        queries: Tensor<3>,
+        keys: Tensor<3>,
+        query_pe: &Tensor<3>,
+        key_pe: &Tensor<3>,
+    ) -> (Tensor<3>, Tensor<3>) {
         let queries = if self.skip_first_layer_pe {
             self.self_attn.forward(queries.clone(), queries.clone(), queries)
         } else {
@@ -183,7 +189,9 @@ impl MaskDecoder {
     pub fn new(d: usize, config: &DecoderConfig, init: &Init) -> Self {
         let tokens = config.num_multimask_outputs + 1;
         let layers = (0..config.depth)
-            .map(|i| TwoWayBlock::new(d, config.num_heads, config.mlp_dim, config.attention_downsample_rate, i == 0, init))
+            .map(|i| {
+                TwoWayBlock::new(d, config.num_heads, config.mlp_dim, config.attention_downsample_rate, i == 0, init)
+            })
             .collect();
         let emb = |n: usize| init.normal([n, d], 1.0);
         MaskDecoder {
@@ -254,8 +262,12 @@ impl MaskDecoder {
         // still runs, as in the reference: the others are then in the training graph with a
         // zero gradient, so AdamW's weight decay reaches them exactly as it does there. Only
         // token 0 is multiplied out to full resolution.
-        let hyper_all: Vec<Tensor<3>> =
-            self.hypernetworks.iter().enumerate().map(|(i, m)| m.forward(queries.clone().narrow(1, 1 + i, 1))).collect();
+        let hyper_all: Vec<Tensor<3>> = self
+            .hypernetworks
+            .iter()
+            .enumerate()
+            .map(|(i, m)| m.forward(queries.clone().narrow(1, 1 + i, 1)))
+            .collect();
         let hyper = Tensor::cat(hyper_all, 1).narrow(1, 0, 1); // [B, 1, d/8]
         let [_, c8, sh, sw] = fused.dims();
         let logits = hyper.matmul(fused.reshape([b, c8, sh * sw])).reshape([b, 1, sh, sw]);

@@ -17,7 +17,10 @@ pub struct ConvBn {
 
 impl ConvBn {
     fn new(c_in: usize, c_out: usize, kernel: usize, init: &Init) -> Self {
-        ConvBn { conv: Conv2d::kaiming_normal_fan_out(c_in, c_out, kernel, kernel / 2, init), bn: BatchNorm2d::new(c_out, init) }
+        ConvBn {
+            conv: Conv2d::kaiming_normal_fan_out(c_in, c_out, kernel, kernel / 2, init),
+            bn: BatchNorm2d::new(c_out, init),
+        }
     }
 
     fn forward(&mut self, x: Tensor<4>, train: bool) -> Tensor<4> {

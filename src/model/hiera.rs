@@ -4,13 +4,13 @@
 //! Tensors inside the trunk are NHWC `[B, H, W, C]`, as in the reference; stage outputs and
 //! neck levels are NCHW.
 
+use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::{interpolate, max_pool2d};
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions, MaxPoolOptions};
-use burn::tensor::Tensor;
 
 use super::config::{BlockLayout, HieraConfig, NeckConfig};
-use super::nn::{Init, Act, Conv2d, Kind, LayerNorm, Linear, Mlp, Slot, Visitor, from_vec, key, to_vec};
+use super::nn::{Act, Conv2d, Init, Kind, LayerNorm, Linear, Mlp, Slot, Visitor, from_vec, key, to_vec};
 use super::pe;
 
 /// The fused qkv projection with SAM4EM's LoRA (`LoRa_image_encoder2.py`):
@@ -256,7 +256,7 @@ pub struct Hiera {
     pub patch_embed: Conv2d,
     /// Background position embedding `[1, C, bh, bw]`.
     pub pos_embed: Tensor<4>,
-    /// Window position embedding `[1, C, 8, 8]`.
+    /// Window position embedding `[1, C, w0, w0]` (w0 = the first stage's window).
     pub pos_embed_window: Tensor<4>,
     /// The blocks.
     pub blocks: Vec<HieraBlock>,
@@ -270,12 +270,16 @@ impl Hiera {
     pub fn new(config: &HieraConfig, rank: usize, grid: usize, init: &Init) -> Self {
         let c = config.embed_dim;
         let [bh, bw] = config.window_pos_embed_bkg_spatial_size;
-        let blocks = config.blocks().into_iter().map(|l| HieraBlock::new(l, config.q_stride, config.mlp_ratio, rank, init)).collect();
+        let blocks = config
+            .blocks()
+            .into_iter()
+            .map(|l| HieraBlock::new(l, config.q_stride, config.mlp_ratio, rank, init))
+            .collect();
         let mut h = Hiera {
             config: config.clone(),
             patch_embed: Conv2d::new(3, c, 7, 4, 3, init),
             pos_embed: init.normal([1, c, bh, bw], 0.02),
-            pos_embed_window: init.normal([1, c, 8, 8], 0.02),
+            pos_embed_window: init.normal([1, c, config.window_spec[0], config.window_spec[0]], 0.02),
             blocks,
             pos_cache: init.zeros([1, grid, grid, c]),
         };
@@ -290,7 +294,8 @@ impl Hiera {
     pub fn refresh_pos_embed(&mut self, grid: usize) {
         let [_, c, bh, bw] = self.pos_embed.dims();
         let [_, _, wh, ww] = self.pos_embed_window.dims();
-        let data = pe::trunk_pos_embed(&to_vec(&self.pos_embed), [bh, bw], &to_vec(&self.pos_embed_window), [wh, ww], c, grid);
+        let data =
+            pe::trunk_pos_embed(&to_vec(&self.pos_embed), [bh, bw], &to_vec(&self.pos_embed_window), [wh, ww], c, grid);
         self.pos_cache = from_vec(data, [1, grid, grid, c], &self.pos_embed.device());
     }
 

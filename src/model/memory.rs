@@ -12,7 +12,7 @@ use burn::tensor::activation::{relu, softmax};
 use burn::tensor::{Device, Tensor};
 
 use super::config::MemoryConfig;
-use super::nn::{Init, Conv2d, Kind, Slot, Visitor, from_vec, key};
+use super::nn::{Conv2d, Init, Kind, Slot, Visitor, from_vec, key};
 use super::pe;
 
 /// The memory buffer carried from slice to slice.

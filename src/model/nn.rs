@@ -8,7 +8,7 @@
 //! on the way in and out.
 
 use burn::tensor::activation::{gelu, relu};
-use burn::tensor::module::{conv2d, conv_transpose2d, linear};
+use burn::tensor::module::{conv_transpose2d, conv2d, linear};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
@@ -69,7 +69,9 @@ impl Slot<'_> {
                 **t = Tensor::from_data(t.to_data(), device);
             }
             Slot::T3(t) => **t = Tensor::from_data(TensorData::new(data, [shape[0], shape[1], shape[2]]), device),
-            Slot::T4(t) => **t = Tensor::from_data(TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]), device),
+            Slot::T4(t) => {
+                **t = Tensor::from_data(TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]), device)
+            }
         }
     }
 
@@ -213,7 +215,10 @@ pub struct Linear {
 impl Linear {
     /// PyTorch-default initialised layer.
     pub fn new(d_in: usize, d_out: usize, bias: bool, init: &Init) -> Self {
-        Linear { weight: init.fan_in_uniform([d_in, d_out], d_in), bias: bias.then(|| init.fan_in_uniform([d_out], d_in)) }
+        Linear {
+            weight: init.fan_in_uniform([d_in, d_out], d_in),
+            bias: bias.then(|| init.fan_in_uniform([d_out], d_in)),
+        }
     }
 
     /// `x @ W + b` over the last dimension.
@@ -296,7 +301,10 @@ impl ConvTranspose2x2 {
     /// PyTorch-default initialised layer (fan_in is computed from dim 1, as PyTorch does).
     pub fn new(c_in: usize, c_out: usize, init: &Init) -> Self {
         let fan_in = c_out * 4;
-        ConvTranspose2x2 { weight: init.fan_in_uniform([c_in, c_out, 2, 2], fan_in), bias: init.fan_in_uniform([c_out], fan_in) }
+        ConvTranspose2x2 {
+            weight: init.fan_in_uniform([c_in, c_out, 2, 2], fan_in),
+            bias: init.fan_in_uniform([c_out], fan_in),
+        }
     }
 
     /// # Shapes

@@ -110,7 +110,8 @@ impl AdamW {
                         found = false;
                         return t;
                     }
-                    let mom = state.entry(key.to_string()).or_insert_with(|| Moments { m: t.clone(), v: t.clone(), step: 0 });
+                    let mom =
+                        state.entry(key.to_string()).or_insert_with(|| Moments { m: t.clone(), v: t.clone(), step: 0 });
                     if mom.step == 0 {
                         // Moments start at zero; the placeholder above only fixes the rank.
                         mom.m = zeros_like(&t);

@@ -60,7 +60,14 @@ pub fn bicubic_resize(data: &[f32], c: usize, h: usize, w: usize, h_out: usize, 
 /// The trunk's position embedding for a `grid`² token grid, NHWC `[grid, grid, C]`:
 /// bicubic-resized background embedding `[C, bh, bw]` plus the window embedding `[C, ww, ww]`
 /// tiled over the grid.
-pub fn trunk_pos_embed(bkg: &[f32], bkg_hw: [usize; 2], window: &[f32], window_hw: [usize; 2], c: usize, grid: usize) -> Vec<f32> {
+pub fn trunk_pos_embed(
+    bkg: &[f32],
+    bkg_hw: [usize; 2],
+    window: &[f32],
+    window_hw: [usize; 2],
+    c: usize,
+    grid: usize,
+) -> Vec<f32> {
     let resized = bicubic_resize(bkg, c, bkg_hw[0], bkg_hw[1], grid, grid);
     let mut out = vec![0.0f32; grid * grid * c];
     for y in 0..grid {
@@ -127,7 +134,8 @@ pub fn fourier_pe(points_xy: &[[f64; 2]], gaussian: &[f32], feats: usize) -> Vec
     let mut out = Vec::with_capacity(points_xy.len() * 2 * feats);
     for p in points_xy {
         let (x, y) = (2.0 * p[0] - 1.0, 2.0 * p[1] - 1.0);
-        let proj: Vec<f64> = (0..feats).map(|f| 2.0 * PI * (x * gaussian[f] as f64 + y * gaussian[feats + f] as f64)).collect();
+        let proj: Vec<f64> =
+            (0..feats).map(|f| 2.0 * PI * (x * gaussian[f] as f64 + y * gaussian[feats + f] as f64)).collect();
         out.extend(proj.iter().map(|v| v.sin() as f32));
         out.extend(proj.iter().map(|v| v.cos() as f32));
     }

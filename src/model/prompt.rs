@@ -2,10 +2,10 @@
 //! embeddings of points and boxes (what the app's clicks feed), and the random-Fourier image
 //! position encoding both decoders use.
 
-use burn::tensor::activation::gelu;
 use burn::tensor::Tensor;
+use burn::tensor::activation::gelu;
 
-use super::nn::{Init, Conv2d, Kind, LayerNorm2d, Slot, Visitor, from_vec, key, to_vec};
+use super::nn::{Conv2d, Init, Kind, LayerNorm2d, Slot, Visitor, from_vec, key, to_vec};
 use super::pe;
 
 /// A click: position in input pixels (x, y) and whether it marks foreground.
@@ -142,7 +142,11 @@ impl PromptEncoder {
 
     /// Lists the encoder's tensors under `prefix` (`prompt_encoder` / `prompt_encoder2`).
     pub fn visit(&mut self, prefix: &str, v: &mut dyn Visitor) {
-        v.visit(&key(prefix, "pe_layer.positional_encoding_gaussian_matrix"), Kind::Buffer, Slot::T2(&mut self.gaussian));
+        v.visit(
+            &key(prefix, "pe_layer.positional_encoding_gaussian_matrix"),
+            Kind::Buffer,
+            Slot::T2(&mut self.gaussian),
+        );
         for (i, e) in self.point_embeddings.iter_mut().enumerate() {
             v.visit(&key(prefix, &format!("point_embeddings.{i}.weight")), Kind::Param, Slot::T2(e));
         }

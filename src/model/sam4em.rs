@@ -279,8 +279,12 @@ impl Sam4em {
                 };
                 let expected = slot.checkpoint_shape();
                 if t.shape != expected {
-                    self.error =
-                        Some(WeightsError::Shape { key: ck, expected, found: t.shape.clone(), path: self.dict.source.clone() });
+                    self.error = Some(WeightsError::Shape {
+                        key: ck,
+                        expected,
+                        found: t.shape.clone(),
+                        path: self.dict.source.clone(),
+                    });
                     return;
                 }
                 if !t.is_declared() {
@@ -325,8 +329,13 @@ impl Sam4em {
 
     /// Loads exactly the model tensors `select` picks, from trainer-format keys: each must be
     /// present, and the file may hold nothing else (adapter files).
-    pub fn load_subset(&mut self, dict: &StateDict, select: &dyn Fn(&str, Kind) -> bool) -> Result<LoadReport, WeightsError> {
-        let wanted: BTreeSet<String> = self.schema().into_iter().filter(|(k, kind, _)| select(k, *kind)).map(|(k, _, _)| k).collect();
+    pub fn load_subset(
+        &mut self,
+        dict: &StateDict,
+        select: &dyn Fn(&str, Kind) -> bool,
+    ) -> Result<LoadReport, WeightsError> {
+        let wanted: BTreeSet<String> =
+            self.schema().into_iter().filter(|(k, kind, _)| select(k, *kind)).map(|(k, _, _)| k).collect();
         let mut report = LoadReport::default();
         self.apply(dict, &|k| wanted.contains(k).then(|| format!("sam.{k}")), &mut report)?;
         let missing: Vec<String> = report.not_provided.iter().filter(|k| wanted.contains(*k)).cloned().collect();
@@ -355,9 +364,12 @@ impl Sam4em {
     /// unknown keys under the three used prefixes, are errors naming them.
     pub fn load_sam2_state(&mut self, dict: &StateDict, mapping: Sam2Mapping) -> Result<LoadReport, WeightsError> {
         const EXCLUDED: [&str; 3] = ["mask_tokens.", "output_hypernetworks_mlps.", "iou_prediction_head."];
-        if !dict.tensors.is_empty() && dict.tensors.keys().all(|k| k.starts_with("sam.") || k.starts_with("module.sam.")) {
+        if !dict.tensors.is_empty()
+            && dict.tensors.keys().all(|k| k.starts_with("sam.") || k.starts_with("module.sam."))
+        {
             return Err(WeightsError::Format {
-                reason: "this is a SAM4EM trainer checkpoint, not an official SAM 2 one; load it as a SAM4EM model".into(),
+                reason: "this is a SAM4EM trainer checkpoint, not an official SAM 2 one; load it as a SAM4EM model"
+                    .into(),
                 path: dict.source.clone(),
             });
         }
@@ -393,7 +405,12 @@ impl Sam4em {
         };
         let mut report = LoadReport::default();
         self.apply(dict, &map, &mut report)?;
-        let missing: Vec<String> = report.not_provided.iter().filter(|k| k.starts_with("image_encoder.") && !k.contains(".linear_")).cloned().collect();
+        let missing: Vec<String> = report
+            .not_provided
+            .iter()
+            .filter(|k| k.starts_with("image_encoder.") && !k.contains(".linear_"))
+            .cloned()
+            .collect();
         if !missing.is_empty() {
             return Err(WeightsError::Missing { keys: missing, path: dict.source.clone() });
         }
@@ -404,7 +421,8 @@ impl Sam4em {
             if used.contains(k) {
                 continue;
             }
-            let known_prefix = ["image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder."].iter().any(|p| k.starts_with(p));
+            let known_prefix =
+                ["image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder."].iter().any(|p| k.starts_with(p));
             let deliberately_dropped = k.starts_with("sam_mask_decoder.")
                 && (EXCLUDED.iter().any(|e| k["sam_mask_decoder.".len()..].starts_with(e))
                     || ["conv_s0.", "conv_s1.", "obj_score_token.", "pred_obj_score_head."]
@@ -464,6 +482,13 @@ impl Sam4em {
         (out, trace)
     }
 
+    /// The trunk and the neck only (SAM 2's image encoder): the four neck levels, finest
+    /// first, before `scalp`.
+    pub fn trunk_and_neck(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+        let stages = self.trunk.forward_traced(x, &mut |_, _| {});
+        self.neck.forward(&stages)
+    }
+
     fn embed_inner(&mut self, x: Tensor<4>, train: bool, trace: &mut dyn FnMut(&str, &Tensor<4>)) -> Tensor<4> {
         let stages = self.trunk.forward_traced(x, trace);
         for (k, s) in stages.iter().enumerate() {
@@ -490,7 +515,13 @@ impl Sam4em {
         let (enhanced, next) = self.memory.forward(fused, prompt.clone(), memory);
         let dense = self.prompt_encoder.embed_mask(prompt);
         let d1 = self.mask_decoder.forward(enhanced.clone(), &self.image_pe, None, dense.clone(), None);
-        let d2 = self.mask_decoder2.forward(enhanced.clone(), &self.image_pe, None, dense.clone(), Some(d1.upscaled.clone()));
+        let d2 = self.mask_decoder2.forward(
+            enhanced.clone(),
+            &self.image_pe,
+            None,
+            dense.clone(),
+            Some(d1.upscaled.clone()),
+        );
         let out = SliceOutput {
             logits1: d1.logits,
             logits2: d2.logits,
@@ -549,7 +580,7 @@ impl Sam4em {
         state.memory = memory;
         state.position += 1;
         let st = &self.config.stream;
-        let batch_end = state.position % st.batch_size == 0;
+        let batch_end = state.position.is_multiple_of(st.batch_size);
         state.prompt = if mode == StreamMode::Faithful && batch_end {
             self.predict_mask(out.logits1.clone(), out.logits2.clone())
         } else {

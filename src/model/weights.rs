@@ -160,9 +160,14 @@ impl StateDict {
             let raw = view.data();
             let data: Vec<f32> = match view.dtype() {
                 Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-                Dtype::F64 => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
+                Dtype::F64 => {
+                    raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect()
+                }
                 Dtype::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-                Dtype::BF16 => raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
+                Dtype::BF16 => raw
+                    .chunks_exact(2)
+                    .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                    .collect(),
                 _ => {
                     dict.other.insert(name.to_string(), shape);
                     continue;
@@ -177,7 +182,10 @@ impl StateDict {
     /// pickled dictionary is taken as the state dict; when none is, the top level is.
     pub fn read_pytorch(path: &Path, top_level_keys: &[&str]) -> Result<Self, WeightsError> {
         use pytorch_reader::{DType, PytorchReader};
-        let fmt = |e: pytorch_reader::PytorchError| WeightsError::Format { reason: format!("PyTorch file: {e}"), path: path.into() };
+        let fmt = |e: pytorch_reader::PytorchError| WeightsError::Format {
+            reason: format!("PyTorch file: {e}"),
+            path: path.into(),
+        };
         let mut reader = None;
         for key in top_level_keys {
             if let Ok(r) = PytorchReader::with_top_level_key(path, key)
@@ -199,15 +207,25 @@ impl StateDict {
                 dict.other.insert(name, shape);
                 continue;
             }
-            let raw = t.read().map_err(|e| WeightsError::Format { reason: format!("tensor {name}: {e}"), path: path.into() })?;
+            let raw = t
+                .read()
+                .map_err(|e| WeightsError::Format { reason: format!("tensor {name}: {e}"), path: path.into() })?;
             let data: Vec<f32> = match dtype {
                 DType::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-                DType::F64 => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
+                DType::F64 => {
+                    raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect()
+                }
                 DType::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-                _ => raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
+                _ => raw
+                    .chunks_exact(2)
+                    .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                    .collect(),
             };
             if data.len() != shape.iter().product::<usize>() {
-                return Err(WeightsError::Format { reason: format!("tensor {name} holds {} values for shape {shape:?}", data.len()), path: path.into() });
+                return Err(WeightsError::Format {
+                    reason: format!("tensor {name} holds {} values for shape {shape:?}", data.len()),
+                    path: path.into(),
+                });
             }
             dict.tensors.insert(name, HostTensor::new(shape, data));
         }
