@@ -4,20 +4,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use burn::tensor::{Device, Tensor};
 use sam4em::model::adapter::{Adapter, AdapterError, AdapterMeta, BaseCheckpoint, FORMAT, FORMAT_VERSION, in_adapter};
 use sam4em::model::nn::{from_vec, to_vec};
 use sam4em::model::prompt::{BoxPrompt, PointPrompt};
 use sam4em::model::{Direction, Init, Sam2Mapping, Sam4em, Sam4emConfig, StateDict, StreamMode, WeightsError};
-
-fn fixtures() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("SAM4EM_FIXTURES") {
-        return Some(PathBuf::from(dir));
-    }
-    common::shared().map(|s| s.join("fixtures/sam4em-micro"))
-}
 
 fn config(dir: &std::path::Path) -> Sam4emConfig {
     Sam4emConfig::from_reference_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()
@@ -56,7 +47,7 @@ fn meta(config: &Sam4emConfig) -> AdapterMeta {
 
 #[test]
 fn adapter_round_trip_restores_predictions_and_rejects_mismatches() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = common::fixtures() else { return };
     let device = Device::flex();
     let mut a = trained(&dir, &device);
     let x = input(&dir, &device).narrow(0, 0, 1);
@@ -122,7 +113,7 @@ fn adapter_round_trip_restores_predictions_and_rejects_mismatches() {
 
 #[test]
 fn streaming_directions_and_modes() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = common::fixtures() else { return };
     let device = Device::flex();
     let model = trained(&dir, &device);
     let fused = model.embed(input(&dir, &device));
@@ -155,7 +146,7 @@ fn streaming_directions_and_modes() {
 
 #[test]
 fn clicks_and_boxes_refine_a_mask_from_a_cached_embedding() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = common::fixtures() else { return };
     let device = Device::flex();
     let model = trained(&dir, &device);
     let fused = model.embed(input(&dir, &device).narrow(0, 0, 1));
@@ -186,7 +177,7 @@ fn clicks_and_boxes_refine_a_mask_from_a_cached_embedding() {
 
 #[test]
 fn bad_checkpoints_fail_with_the_file_and_the_problem() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = common::fixtures() else { return };
     let device = Device::flex();
     let cfg = config(&dir);
     let tmp = tempfile::tempdir().unwrap();

@@ -20,14 +20,6 @@ use sam4em::model::{
 };
 use serde_json::Value;
 
-/// The fixture directory, or `None` (skip) when absent outside CI.
-fn fixtures() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("SAM4EM_FIXTURES") {
-        return Some(PathBuf::from(dir));
-    }
-    common::shared().map(|s| s.join("fixtures/sam4em-micro"))
-}
-
 struct Fixture {
     dir: PathBuf,
     config: Sam4emConfig,
@@ -49,7 +41,7 @@ fn read_u8(path: &std::path::Path, out: &mut BTreeMap<String, (Vec<usize>, Vec<u
 }
 
 fn load() -> Option<Fixture> {
-    let dir = fixtures()?;
+    let dir = common::fixtures()?;
     let config = Sam4emConfig::from_reference_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let reference = StateDict::read(&dir.join("reference.safetensors")).unwrap();

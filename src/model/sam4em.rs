@@ -23,7 +23,7 @@ use super::decoder::MaskDecoder;
 use super::fusion::FusionHead;
 use super::hiera::{FpnNeck, Hiera};
 use super::memory::{MemoryModule, MemoryState};
-use super::nn::{Init, Kind, Slot, Visitor, from_vec, key};
+use super::nn::{Init, Kind, Slot, Visitor, from_vec};
 use super::pe;
 use super::prompt::PromptEncoder;
 use super::weights::{HostTensor, StateDict, WeightsError};
@@ -313,22 +313,12 @@ impl Sam4em {
     /// under DDP's `module.`): every model tensor must be present, and every float tensor of
     /// the file must find a place.
     pub fn load_sam4em_state(&mut self, dict: &StateDict) -> Result<LoadReport, WeightsError> {
-        let prefix = if dict.tensors.keys().any(|k| k.starts_with("module.sam.")) { "module.sam." } else { "sam." };
-        let mut report = LoadReport::default();
-        self.apply(dict, &|k| Some(format!("{prefix}{k}")), &mut report)?;
-        if !report.not_provided.is_empty() {
-            return Err(WeightsError::Missing { keys: report.not_provided, path: dict.source.clone() });
-        }
-        let used: BTreeSet<&String> = report.loaded.values().collect();
-        let unknown: Vec<String> = dict.tensors.keys().filter(|k| !used.contains(k)).cloned().collect();
-        if !unknown.is_empty() {
-            return Err(WeightsError::Unexpected { keys: unknown, path: dict.source.clone() });
-        }
-        Ok(report)
+        self.load_subset(dict, &|_, _| true)
     }
 
-    /// Loads exactly the model tensors `select` picks, from trainer-format keys: each must be
-    /// present, and the file may hold nothing else (adapter files).
+    /// Loads exactly the model tensors `select` picks, from trainer-format keys (`sam.`, or
+    /// `module.sam.` as DDP saves them): each must be present, and the file may hold nothing
+    /// else (whole trainer checkpoints, adapter files).
     pub fn load_subset(
         &mut self,
         dict: &StateDict,
@@ -336,8 +326,9 @@ impl Sam4em {
     ) -> Result<LoadReport, WeightsError> {
         let wanted: BTreeSet<String> =
             self.schema().into_iter().filter(|(k, kind, _)| select(k, *kind)).map(|(k, _, _)| k).collect();
+        let prefix = if dict.tensors.keys().any(|k| k.starts_with("module.sam.")) { "module.sam." } else { "sam." };
         let mut report = LoadReport::default();
-        self.apply(dict, &|k| wanted.contains(k).then(|| format!("sam.{k}")), &mut report)?;
+        self.apply(dict, &|k| wanted.contains(k).then(|| format!("{prefix}{k}")), &mut report)?;
         let missing: Vec<String> = report.not_provided.iter().filter(|k| wanted.contains(*k)).cloned().collect();
         if !missing.is_empty() {
             return Err(WeightsError::Missing { keys: missing, path: dict.source.clone() });
@@ -623,9 +614,4 @@ impl Sam4em {
         }
         outs.into_iter().map(|o| o.expect("every slice decoded")).collect()
     }
-}
-
-/// Key of a model tensor in the trainer's format.
-pub fn trainer_key(model_key: &str) -> String {
-    key("sam", model_key)
 }

@@ -158,21 +158,17 @@ impl StateDict {
         for (name, view) in st.iter() {
             let shape = view.shape().to_vec();
             let raw = view.data();
-            let data: Vec<f32> = match view.dtype() {
-                Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-                Dtype::F64 => {
-                    raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect()
-                }
-                Dtype::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-                Dtype::BF16 => raw
-                    .chunks_exact(2)
-                    .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-                    .collect(),
+            let kind = match view.dtype() {
+                Dtype::F32 => FloatKind::F32,
+                Dtype::F64 => FloatKind::F64,
+                Dtype::F16 => FloatKind::F16,
+                Dtype::BF16 => FloatKind::BF16,
                 _ => {
                     dict.other.insert(name.to_string(), shape);
                     continue;
                 }
             };
+            let data = floats_from_le(kind, raw);
             dict.tensors.insert(name.to_string(), HostTensor::new(shape, data));
         }
         Ok(dict)
@@ -203,24 +199,20 @@ impl StateDict {
         for (name, t) in reader.into_tensors() {
             let shape = t.shape().to_vec();
             let dtype = t.dtype();
-            if !matches!(dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16) {
-                dict.other.insert(name, shape);
-                continue;
-            }
+            let kind = match dtype {
+                DType::F32 => FloatKind::F32,
+                DType::F64 => FloatKind::F64,
+                DType::F16 => FloatKind::F16,
+                DType::BF16 => FloatKind::BF16,
+                _ => {
+                    dict.other.insert(name, shape);
+                    continue;
+                }
+            };
             let raw = t
                 .read()
                 .map_err(|e| WeightsError::Format { reason: format!("tensor {name}: {e}"), path: path.into() })?;
-            let data: Vec<f32> = match dtype {
-                DType::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-                DType::F64 => {
-                    raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect()
-                }
-                DType::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-                _ => raw
-                    .chunks_exact(2)
-                    .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-                    .collect(),
-            };
+            let data = floats_from_le(kind, &raw);
             if data.len() != shape.iter().product::<usize>() {
                 return Err(WeightsError::Format {
                     reason: format!("tensor {name} holds {} values for shape {shape:?}", data.len()),
@@ -270,6 +262,30 @@ impl StateDict {
             w.write_all(&out).map_err(|e| e.to_string())
         })
         .map_err(|e| WeightsError::Read { source: std::io::Error::other(e.to_string()), path: path.into() })
+    }
+}
+
+/// Float element types a checkpoint may store.
+#[derive(Clone, Copy)]
+enum FloatKind {
+    F32,
+    F64,
+    F16,
+    BF16,
+}
+
+/// Little-endian values of `kind` → f32.
+fn floats_from_le(kind: FloatKind, raw: &[u8]) -> Vec<f32> {
+    match kind {
+        FloatKind::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        FloatKind::F64 => raw
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        FloatKind::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        FloatKind::BF16 => {
+            raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
+        }
     }
 }
 

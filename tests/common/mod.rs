@@ -39,3 +39,12 @@ pub fn fixture_u16(z: usize, y: usize, x: usize) -> f64 {
 pub fn fixture_f32(z: usize, y: usize, x: usize) -> f64 {
     f64::from(x as f32 * 0.5 - y as f32 * 0.25 + z as f32 * 10.125)
 }
+
+/// The SAM4EM reference fixtures: `$SAM4EM_FIXTURES`, else `fixtures/sam4em-micro` under
+/// [`shared`] (same skip/fail rule).
+pub fn fixtures() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SAM4EM_FIXTURES") {
+        return Some(PathBuf::from(dir));
+    }
+    shared().map(|s| s.join("fixtures/sam4em-micro"))
+}
