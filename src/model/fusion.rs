@@ -4,7 +4,7 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
-use super::nn::{BatchNorm2d, BilinearResize, Conv2d, Init, Visitor, key};
+use super::nn::{BatchNorm2d, BilinearResize, Conv2d, Init, RunningStats, Visitor, key};
 
 /// Conv3×3 → BatchNorm, the repeated unit of the head.
 #[derive(Clone, Debug)]
@@ -23,9 +23,18 @@ impl ConvBn {
         }
     }
 
-    fn forward(&mut self, x: Tensor<4>, train: bool) -> Tensor<4> {
+    /// With `stats` (training) the BatchNorm uses batch statistics and its updated running
+    /// statistics are pushed there.
+    fn forward(&self, x: Tensor<4>, stats: Option<&mut Vec<RunningStats>>) -> Tensor<4> {
         let y = self.conv.forward(x);
-        if train { self.bn.forward_train(y) } else { self.bn.forward_eval(y) }
+        match stats {
+            Some(stats) => {
+                let (y, s) = self.bn.forward_train(y);
+                stats.push(s);
+                y
+            }
+            None => self.bn.forward_eval(y),
+        }
     }
 
     /// Lists the conv at `prefix.{i}` and the norm at `prefix.{i+1}` (Sequential indices).
@@ -73,21 +82,35 @@ impl FusionHead {
         }
     }
 
-    /// `train` selects batch statistics (and updates the running ones) instead of the running
-    /// statistics.
+    /// Inference: BatchNorm with the running statistics.
     ///
     /// # Shapes
     /// `p3 [B, d, g, g]`, `p4 [B, d, g/2, g/2]`, `p5 [B, d, g/4, g/4]` → `[B, d, g, g]`.
-    pub fn forward(&mut self, p3: Tensor<4>, p4: Tensor<4>, p5: Tensor<4>, train: bool) -> Tensor<4> {
+    pub fn forward(&self, p3: Tensor<4>, p4: Tensor<4>, p5: Tensor<4>) -> Tensor<4> {
+        self.run(p3, p4, p5, None)
+    }
+
+    /// Training: BatchNorm with the batch statistics; the running statistics are updated.
+    pub fn forward_train(&mut self, p3: Tensor<4>, p4: Tensor<4>, p5: Tensor<4>) -> Tensor<4> {
+        let mut stats = Vec::with_capacity(5);
+        let y = self.run(p3, p4, p5, Some(&mut stats));
+        let mut stats = stats.into_iter();
+        for unit in [&mut self.smooth_32, &mut self.smooth_64].into_iter().chain(self.fusion.iter_mut()) {
+            unit.bn.set_running(stats.next().expect("one update per BatchNorm"));
+        }
+        y
+    }
+
+    fn run(&self, p3: Tensor<4>, p4: Tensor<4>, p5: Tensor<4>, mut stats: Option<&mut Vec<RunningStats>>) -> Tensor<4> {
         let u32_ = self.up_from_quarter.forward(p5);
         // smooth_* end in a ReLU of their own, inside the residual.
-        let u32_ = relu(u32_.clone() + relu(self.smooth_32.forward(u32_, train)));
+        let u32_ = relu(u32_.clone() + relu(self.smooth_32.forward(u32_, stats.as_deref_mut())));
         let u64_ = self.up_from_half.forward(p4);
-        let u64_ = relu(u64_.clone() + relu(self.smooth_64.forward(u64_, train)));
+        let u64_ = relu(u64_.clone() + relu(self.smooth_64.forward(u64_, stats.as_deref_mut())));
         let c = Tensor::cat(vec![p3.clone(), u64_, u32_], 1);
-        let y = relu(self.fusion[0].forward(c, train));
-        let y = relu(self.fusion[1].forward(y, train));
-        let y = self.fusion[2].forward(y, train);
+        let y = relu(self.fusion[0].forward(c, stats.as_deref_mut()));
+        let y = relu(self.fusion[1].forward(y, stats.as_deref_mut()));
+        let y = self.fusion[2].forward(y, stats);
         let y = relu(y + p3);
         self.out_proj.forward(y)
     }

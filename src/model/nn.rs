@@ -398,6 +398,15 @@ pub struct BatchNorm2d {
     pub running_var: Tensor<1>,
 }
 
+/// Updated BatchNorm running statistics.
+#[derive(Clone, Debug)]
+pub struct RunningStats {
+    /// Running mean.
+    pub mean: Tensor<1>,
+    /// Running (unbiased) variance.
+    pub var: Tensor<1>,
+}
+
 const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
 
@@ -426,9 +435,10 @@ impl BatchNorm2d {
         self.affine(x, mean, var)
     }
 
-    /// Training: normalises with the batch statistics (biased variance) and moves the running
-    /// statistics towards them (unbiased variance), as PyTorch does.
-    pub fn forward_train(&mut self, x: Tensor<4>) -> Tensor<4> {
+    /// Training: normalises with the batch statistics (biased variance) and returns the
+    /// running statistics moved towards them (unbiased variance), as PyTorch does; apply them
+    /// with [`BatchNorm2d::set_running`].
+    pub fn forward_train(&self, x: Tensor<4>) -> (Tensor<4>, RunningStats) {
         let [b, c, h, w] = x.dims();
         let n = b * h * w;
         // Two-level reductions (rows, then rows of rows) keep f32 rounding of these long sums
@@ -441,9 +451,17 @@ impl BatchNorm2d {
         let (var, mean): (Tensor<2>, Tensor<2>) = (var.reshape([c, 1]), mean.reshape([c, 1]));
         let mean1: Tensor<1> = mean.clone().reshape([c]).detach();
         let unbiased: Tensor<1> = var.clone().reshape([c]).detach() * (n as f64 / (n.max(2) - 1) as f64);
-        self.running_mean = self.running_mean.clone() * (1.0 - BN_MOMENTUM) + mean1 * BN_MOMENTUM;
-        self.running_var = self.running_var.clone() * (1.0 - BN_MOMENTUM) + unbiased * BN_MOMENTUM;
-        self.affine(x, mean.reshape([1, c, 1, 1]), var.reshape([1, c, 1, 1]))
+        let stats = RunningStats {
+            mean: self.running_mean.clone() * (1.0 - BN_MOMENTUM) + mean1 * BN_MOMENTUM,
+            var: self.running_var.clone() * (1.0 - BN_MOMENTUM) + unbiased * BN_MOMENTUM,
+        };
+        (self.affine(x, mean.reshape([1, c, 1, 1]), var.reshape([1, c, 1, 1])), stats)
+    }
+
+    /// Replaces the running statistics (after a training forward).
+    pub fn set_running(&mut self, stats: RunningStats) {
+        self.running_mean = stats.mean;
+        self.running_var = stats.var;
     }
 
     /// Lists γ, β and the running statistics.

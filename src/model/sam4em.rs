@@ -457,20 +457,22 @@ impl Sam4em {
     /// # Shapes
     /// `[B, 3, S, S]` (normalised, see `preprocess`) → `[B, d, g, g]`.
     pub fn embed(&self, x: Tensor<4>) -> Tensor<4> {
-        self.clone().embed_inner(x, false, &mut |_, _| {})
+        let (p3, p4, p5) = self.fusion_inputs(x, &mut |_, _| {});
+        self.fusion.forward(p3, p4, p5)
     }
 
     /// As [`Sam4em::embed`], in training mode (BatchNorm on batch statistics, running
     /// statistics updated).
     pub fn embed_train(&mut self, x: Tensor<4>) -> Tensor<4> {
-        self.embed_inner(x, true, &mut |_, _| {})
+        let (p3, p4, p5) = self.fusion_inputs(x, &mut |_, _| {});
+        self.fusion.forward_train(p3, p4, p5)
     }
 
     /// As [`Sam4em::embed`], recording every intermediate.
     pub fn embed_traced(&self, x: Tensor<4>) -> (Tensor<4>, EncoderTrace) {
         let mut trace = EncoderTrace::default();
-        let out = self.clone().embed_inner(x, false, &mut |name, t| trace.tensors.push((name.to_string(), t.clone())));
-        (out, trace)
+        let (p3, p4, p5) = self.fusion_inputs(x, &mut |name, t| trace.tensors.push((name.to_string(), t.clone())));
+        (self.fusion.forward(p3, p4, p5), trace)
     }
 
     /// The trunk and the neck only (SAM 2's image encoder): the four neck levels, finest
@@ -480,7 +482,12 @@ impl Sam4em {
         self.neck.forward(&stages)
     }
 
-    fn embed_inner(&mut self, x: Tensor<4>, train: bool, trace: &mut dyn FnMut(&str, &Tensor<4>)) -> Tensor<4> {
+    /// Trunk, neck and the neck levels' position encodings: the fusion head's three inputs.
+    fn fusion_inputs(
+        &self,
+        x: Tensor<4>,
+        trace: &mut dyn FnMut(&str, &Tensor<4>),
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let stages = self.trunk.forward_traced(x, trace);
         for (k, s) in stages.iter().enumerate() {
             trace(&format!("trunk.{k}"), s);
@@ -494,8 +501,7 @@ impl Sam4em {
             let [_, _, h, w] = levels[k].dims();
             levels[k].clone() + self.neck_pe[k].clone().expand([b, d, h, w])
         };
-        let (p3, p4, p5) = (with_pe(0), with_pe(1), with_pe(2));
-        self.fusion.forward(p3, p4, p5, train)
+        (with_pe(0), with_pe(1), with_pe(2))
     }
 
     /// Memory + both decoders for one slice, conditioned on a binary `prompt` mask.
