@@ -199,3 +199,22 @@ fn bad_input_is_one_line_and_exit_code_2() {
         "masks are 40x24 px x 3 slices but the stack is 512x512 px x 10 slices",
     );
 }
+
+#[cfg(feature = "model")]
+#[test]
+fn checkpoint_command_identifies_files_and_refuses_what_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pt");
+    std::fs::write(&junk, b"this is not a checkpoint").unwrap();
+    fails_cleanly(&["checkpoint", junk.to_str().unwrap()], &junk, "not a readable checkpoint");
+    let Some(fixtures) = common::fixtures() else { return };
+    let micro = fixtures.join("sam2-micro.pt");
+    let o = sam4em(&["checkpoint", micro.to_str().unwrap()]);
+    // Its hash is the one the fixture list records; its trunk is not an official size.
+    let sums = std::fs::read_to_string(fixtures.join("../SHA256SUMS")).unwrap();
+    let want =
+        sums.lines().find(|l| l.ends_with("sam4em-micro/sam2-micro.pt")).unwrap().split_whitespace().next().unwrap();
+    assert!(stdout(&o).contains(&format!("sha256    {want}")), "{}", stdout(&o));
+    assert!(stdout(&o).contains("official  no"));
+    fails_cleanly(&["checkpoint", micro.to_str().unwrap()], &micro, "is not a SAM 2 size");
+}
