@@ -369,6 +369,18 @@ fn parameter_counts_match() {
     let device = device();
     let mut bplus = Sam4em::new(&Sam4emConfig::sam4em(HieraSize::BasePlus), &Init::shapes_only(&device));
     assert_eq!(bplus.param_counts(), (85_825_436, 16_718_620));
+    // The spec's table (§14), group by group.
+    use sam4em::model::sam4em::ParamGroup as G;
+    let groups = bplus.group_counts();
+    let want = [
+        (G::FrozenEncoder, 69_106_816),
+        (G::Lora, 3_987_200),
+        (G::Fusion, 4_987_904),
+        (G::Memory, 152_768),
+        (G::PromptEncoders, 2 * 6_220),
+        (G::Decoders, 2 * 3_789_154),
+    ];
+    assert_eq!(groups.into_iter().collect::<Vec<_>>(), want);
     let Some(f) = load() else { return };
     let mut micro = Sam4em::new(&f.config, &Init::shapes_only(&device));
     let pc = &f.expected["param_counts"];

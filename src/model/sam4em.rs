@@ -95,6 +95,23 @@ pub struct StreamState {
     pub position: usize,
 }
 
+/// Parameter groups. Everything but the frozen encoder is trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ParamGroup {
+    /// SAM 2's trunk and neck weights (frozen).
+    FrozenEncoder,
+    /// LoRA adapters on the trunk's qkv.
+    Lora,
+    /// The fusion head.
+    Fusion,
+    /// The slice memory.
+    Memory,
+    /// Both prompt encoders.
+    PromptEncoders,
+    /// Both mask decoders.
+    Decoders,
+}
+
 /// Where SAM 2's mask decoder and prompt encoder go when loading an official checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sam2Mapping {
@@ -200,7 +217,37 @@ impl Sam4em {
     /// Whether a parameter is trained: everything outside the image encoder, plus the LoRA
     /// adapters inside it (the reference freezes the encoder before adding them).
     pub fn is_trainable(key: &str) -> bool {
-        !key.starts_with("image_encoder.") || key.contains(".linear_a_") || key.contains(".linear_b_")
+        Self::group(key) != ParamGroup::FrozenEncoder
+    }
+
+    /// Which group a tensor belongs to (for per-group learning rates, freezing, reporting).
+    pub fn group(key: &str) -> ParamGroup {
+        if key.starts_with("image_encoder.") {
+            if key.contains(".linear_a_") || key.contains(".linear_b_") {
+                ParamGroup::Lora
+            } else {
+                ParamGroup::FrozenEncoder
+            }
+        } else if key.starts_with("fpn.") {
+            ParamGroup::Fusion
+        } else if key.starts_with("mem.") {
+            ParamGroup::Memory
+        } else if key.starts_with("prompt_encoder") {
+            ParamGroup::PromptEncoders
+        } else {
+            ParamGroup::Decoders
+        }
+    }
+
+    /// Parameter count per group (buffers excluded).
+    pub fn group_counts(&mut self) -> BTreeMap<ParamGroup, usize> {
+        let mut counts = BTreeMap::new();
+        for (key, kind, shape) in self.schema() {
+            if kind == Kind::Param {
+                *counts.entry(Self::group(&key)).or_insert(0) += shape.iter().product::<usize>();
+            }
+        }
+        counts
     }
 
     /// (total, trainable) parameter counts, buffers excluded — what the reference prints.
