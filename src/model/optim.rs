@@ -110,13 +110,11 @@ impl AdamW {
                         found = false;
                         return t;
                     }
-                    let mom =
-                        state.entry(key.to_string()).or_insert_with(|| Moments { m: t.clone(), v: t.clone(), step: 0 });
-                    if mom.step == 0 {
-                        // Moments start at zero; the placeholder above only fixes the rank.
-                        mom.m = zeros_like(&t);
-                        mom.v = zeros_like(&t);
-                    }
+                    let mom = state.entry(key.to_string()).or_insert_with(|| Moments {
+                        m: zeros_like(&t),
+                        v: zeros_like(&t),
+                        step: 0,
+                    });
                     mom.step += 1;
                     match t {
                         AnyTensor::T1(p) => {
