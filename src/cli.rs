@@ -29,6 +29,61 @@ pub struct Cli {
     /// Stack to open in the app (multi-page TIFF, PNG/TIFF folder); the bundled sample when
     /// left out.
     pub path: Option<PathBuf>,
+    /// App: a label map to show over the stack (values mapped to classes by --map).
+    #[arg(long, value_name = "PATH")]
+    pub labels: Option<PathBuf>,
+    /// App: label value → class, e.g. `159=glia,191=mitochondria,223=psd` (default: the label
+    /// map's `.classes.json`, else value N = class id N).
+    #[arg(long, value_name = "VALUE=CLASS,...", requires = "labels")]
+    pub map: Option<String>,
+    /// App: a binary mask stack for one class, as CLASS=PATH; repeat for several classes.
+    #[arg(long = "mask", value_name = "CLASS=PATH")]
+    pub masks: Vec<String>,
+    /// App: a probability map stack (0..1 floats, or 8/16-bit scaled to 0..1) shown as the
+    /// prediction layer.
+    #[arg(long, value_name = "PATH")]
+    pub prediction: Option<PathBuf>,
+    /// App: save a PNG screenshot of the window once the stack is shown, then quit.
+    #[arg(long, value_name = "PNG")]
+    pub screenshot: Option<PathBuf>,
+}
+
+/// `sam4em bench …`.
+#[cfg(any(feature = "model", feature = "gui"))]
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to time.
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+/// What to benchmark.
+#[cfg(any(feature = "model", feature = "gui"))]
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Per-slice encoder, decoder and full-model times at 512² (random weights, merged LoRA,
+    /// batch 1), optionally next to the official sam2 PyTorch image encoder.
+    #[cfg(feature = "model")]
+    Model(crate::cli_model::BenchModelArgs),
+    /// Slice-switch time (decode + upload) for 1024² u8 and 4096² u16 stacks and frame time
+    /// with three class overlays, headless on the app's device.
+    #[cfg(feature = "gui")]
+    Viewer(BenchViewerArgs),
+}
+
+/// `sam4em bench viewer`.
+#[cfg(feature = "gui")]
+#[derive(Debug, Args)]
+pub struct BenchViewerArgs {
+    /// Slice switches timed per stack (the median is reported).
+    #[arg(long, default_value_t = 8)]
+    pub switches: usize,
+    /// Frames timed per case.
+    #[arg(long, default_value_t = 20)]
+    pub frames: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Subcommands.
@@ -41,9 +96,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Print the class table as JSON (edit it and pass it back with `--classes`).
     Classes(ClassesArgs),
-    /// Benchmarks (`sam4em bench model`).
-    #[cfg(feature = "model")]
-    Bench(crate::cli_model::BenchArgs),
+    /// Benchmarks (`sam4em bench model`, `sam4em bench viewer`).
+    #[cfg(any(feature = "model", feature = "gui"))]
+    Bench(BenchArgs),
     /// Identify a SAM 2 / SAM4EM checkpoint (size, sha256, official or not) and check that it
     /// loads.
     #[cfg(feature = "model")]
@@ -107,24 +162,66 @@ pub struct ClassesArgs {
 
 /// Runs a subcommand. `None` is the bare `sam4em [PATH]`.
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Some(Command::Info(a)) => info(&a),
-        Some(Command::Export(a)) => export(&a),
-        Some(Command::Classes(a)) => classes(&a),
+    match &cli.command {
+        Some(Command::Info(a)) => info(a),
+        Some(Command::Export(a)) => export(a),
+        Some(Command::Classes(a)) => classes(a),
         #[cfg(feature = "model")]
-        Some(Command::Bench(a)) => crate::cli_model::bench(&a),
+        Some(Command::Bench(BenchArgs { what: BenchWhat::Model(a) })) => crate::cli_model::bench(a),
+        #[cfg(feature = "gui")]
+        Some(Command::Bench(BenchArgs { what: BenchWhat::Viewer(a) })) => bench_viewer(a),
         #[cfg(feature = "model")]
-        Some(Command::Checkpoint(a)) => crate::cli_model::checkpoint(&a),
-        None => bare(cli.path.as_deref()),
+        Some(Command::Checkpoint(a)) => crate::cli_model::checkpoint(a),
+        None => bare(&cli),
     }
 }
 
-/// `sam4em [PATH]` until the viewer lands: says so and describes the stack it would open.
-fn bare(path: Option<&Path>) -> Result<()> {
-    let path = path.unwrap_or(Path::new(SAMPLE_STACK));
+/// `sam4em [PATH]`: the desktop app, on PATH or the bundled sample.
+#[cfg(feature = "gui")]
+fn bare(cli: &Cli) -> Result<()> {
+    use crate::app::{OpenRequest, launch};
+    let request = match &cli.path {
+        None if cli.labels.is_none() && cli.masks.is_empty() && cli.prediction.is_none() => None,
+        None => bail!("--labels, --mask and --prediction need a stack to go with"),
+        Some(path) => {
+            // A stack named on the command line that cannot be opened is reported here, on one
+            // line with exit code 2, not in an empty window (metadata only: this is quick).
+            io::open_stack(path, &OpenOptions { cache_budget_bytes: 0, ..Default::default() })?;
+            let mut masks = Vec::new();
+            for spec in &cli.masks {
+                let Some((class, p)) = spec.split_once('=') else { bail!("--mask `{spec}` is not CLASS=PATH") };
+                masks.push((class.to_owned(), PathBuf::from(p)));
+            }
+            Some(OpenRequest {
+                stack: path.clone(),
+                labels: cli.labels.clone(),
+                label_map: cli.map.clone(),
+                masks,
+                prediction: cli.prediction.clone(),
+            })
+        }
+    };
+    launch(request, cli.screenshot.clone())
+}
+
+/// `sam4em [PATH]` in a build without the `gui` feature: describes the stack instead.
+#[cfg(not(feature = "gui"))]
+fn bare(cli: &Cli) -> Result<()> {
+    let path = cli.path.as_deref().unwrap_or(Path::new(SAMPLE_STACK));
     let v = io::open_stack(path, &OpenOptions::default())?;
-    eprintln!("The desktop viewer is not part of this build yet; this is the stack it would open:");
+    eprintln!("This build has no desktop app (feature `gui`); this is the stack it would open:");
     print!("{}", describe(v.info()));
+    Ok(())
+}
+
+#[cfg(feature = "gui")]
+fn bench_viewer(a: &BenchViewerArgs) -> Result<()> {
+    let report = crate::app::bench::run(a.switches, a.frames)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::app::bench::describe(&report));
+    }
     Ok(())
 }
 

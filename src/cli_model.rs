@@ -5,7 +5,7 @@ use std::process::Command as Process;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, DeviceKind};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 
 use crate::model::checkpoints::{Verdict, identify};
 use crate::model::{HieraSize, Init, Sam2Mapping, Sam4em, Sam4emConfig, StateDict, bench};
@@ -27,21 +27,6 @@ impl DeviceChoice {
             DeviceChoice::Wgpu => Device::wgpu(DeviceKind::DefaultDevice),
         }
     }
-}
-
-/// `sam4em bench …`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    pub what: BenchWhat,
-}
-
-/// What to benchmark.
-#[derive(Debug, Subcommand)]
-pub enum BenchWhat {
-    /// Per-slice encoder, decoder and full-model times at 512² (random weights, merged LoRA,
-    /// batch 1), optionally next to the official sam2 PyTorch image encoder.
-    Model(BenchModelArgs),
 }
 
 /// `sam4em bench model`.
@@ -80,8 +65,7 @@ pub struct CheckpointArgs {
 }
 
 /// Runs `sam4em bench model`.
-pub fn bench(args: &BenchArgs) -> Result<()> {
-    let BenchWhat::Model(a) = &args.what;
+pub fn bench(a: &BenchModelArgs) -> Result<()> {
     let mut config = Sam4emConfig::sam4em(a.size);
     config.lora.rank = a.rank;
     let device = a.device.device();

@@ -5,12 +5,21 @@
 //! - [`state`]: pure data — the volume abstraction, class table, sparse mask store.
 //! - [`io`]: stacks in, masks in and out, atomic writes.
 //! - [`model`]: SAM4EM in burn (feature `model`).
+//! - [`render`]: wgpu only — the shared device, slice/overlay/prediction shaders, textures.
+//! - [`ui`]: egui widgets — slice views, panels, status bar; never blocks.
+//! - [`app`]: the eframe app; the only module that sees all others.
 //! - [`cli`]: the headless command line.
 
+#[cfg(feature = "gui")]
+pub mod app;
 pub mod cli;
 #[cfg(feature = "model")]
 pub mod cli_model;
 pub mod io;
 #[cfg(feature = "model")]
 pub mod model;
+#[cfg(feature = "gui")]
+pub mod render;
 pub mod state;
+#[cfg(feature = "gui")]
+pub mod ui;

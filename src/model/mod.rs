@@ -10,6 +10,7 @@ pub mod bench;
 pub mod checkpoints;
 pub mod config;
 pub mod decoder;
+pub mod device;
 pub mod fusion;
 pub mod hiera;
 pub mod loss;

@@ -351,6 +351,12 @@ impl Volume {
         Ok(slice)
     }
 
+    /// Slice `z` if it is in the cache; never decodes (the UI thread uses this so it never
+    /// waits on I/O).
+    pub fn cached(&self, z: SliceIndex) -> Option<Arc<Slice>> {
+        self.cache().slices.get(&z).cloned()
+    }
+
     /// Cache counters.
     pub fn cache_stats(&self) -> CacheStats {
         let c = self.cache();

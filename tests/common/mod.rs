@@ -48,3 +48,11 @@ pub fn fixtures() -> Option<PathBuf> {
     }
     shared().map(|s| s.join("fixtures/sam4em-micro"))
 }
+
+/// The one place snapshot tolerances live. The renderer is deterministic on a given software
+/// rasteriser (lavapipe), so the per-pixel colour threshold is kittest's default and only a
+/// handful of pixels (out of about a million) may differ, e.g. from a different Mesa version's
+/// rounding at anti-aliased text edges.
+pub fn snapshot_options() -> egui_kittest::SnapshotOptions {
+    egui_kittest::SnapshotOptions::new().threshold(0.6).max_failed_pixels(16)
+}

@@ -1,0 +1,53 @@
+// Shared by the slice, overlay and prediction shaders: the renderer prepends this file to each
+// of them, so all three read the same per-view uniform block and draw the same quad.
+//
+// Coordinates: image space is in texels, (0, 0) at the top-left corner of texel (0, 0); the
+// quad spans [0, width] x [0, height]. `ndc_from_image` maps image space to normalised device
+// coordinates of the whole render target (the renderer computes it from the screen transform).
+
+struct ViewParams {
+    // ndc = image * ndc_from_image.xy + ndc_from_image.zw
+    ndc_from_image: vec4<f32>,
+    // x, y: image size in texels.
+    image_size: vec4<f32>,
+    // x: window low, y: window high (raw sample units), z: gamma, w: invert (0 or 1).
+    window: vec4<f32>,
+    // x: linear magnification (0 nearest, 1 linear), y: overlay outline mode (0 filled,
+    // 1 outline), z: outline width in screen pixels, w: bit set of visible class slots.
+    flags: vec4<u32>,
+    // x: probability threshold, y: opacity, z: soft (1: alpha follows probability), w: unused.
+    prediction: vec4<f32>,
+    // rgb: prediction tint (0..1), a: unused.
+    prediction_tint: vec4<f32>,
+    // Per class slot: rgb colour (0..1), a: opacity (0 hides the class).
+    class_color: array<vec4<f32>, 16>,
+};
+
+@group(0) @binding(0) var<uniform> view: ViewParams;
+
+struct VertexOut {
+    @builtin(position) position: vec4<f32>,
+    @location(0) image: vec2<f32>,
+};
+
+// A triangle strip of four vertices covering the image.
+@vertex
+fn vs_main(@builtin(vertex_index) index: u32) -> VertexOut {
+    let corner = vec2<f32>(f32(index & 1u), f32(index >> 1u));
+    let image = corner * view.image_size.xy;
+    var out: VertexOut;
+    out.position = vec4<f32>(image * view.ndc_from_image.xy + view.ndc_from_image.zw, 0.0, 1.0);
+    out.image = image;
+    return out;
+}
+
+// The texel under image position `p`, clamped to the image.
+fn texel_clamped(p: vec2<f32>) -> vec2<i32> {
+    let last = vec2<i32>(view.image_size.xy) - vec2<i32>(1, 1);
+    return clamp(vec2<i32>(floor(p)), vec2<i32>(0, 0), last);
+}
+
+// Whether image position `p` falls inside the image.
+fn inside_image(p: vec2<f32>) -> bool {
+    return all(p >= vec2<f32>(0.0, 0.0)) && all(p < view.image_size.xy);
+}

@@ -1,0 +1,699 @@
+//! The slice view's GPU side: per view, one texture for the EM slice (its raw samples, 8/16/32
+//! bit), one for the class masks (a 16-bit set of class slots per pixel) and one for a
+//! prediction (probabilities), drawn in that order by the three shaders in `shaders/`.
+//!
+//! Textures are written only through the `set_*` / `update_*` calls, which the caller makes
+//! when content changes; drawing a frame writes nothing but the small uniform block. Mask edits
+//! go through [`SliceRenderer::update_mask_rect`], which uploads the edited rectangle only.
+
+use std::collections::HashMap;
+
+use eframe::wgpu;
+
+use super::shaders;
+
+/// Class slots the overlay shader draws at once (bits of the mask texture).
+pub const CLASS_SLOTS: usize = 16;
+
+/// Which view of the stack: the app uses one per plane (XY, XZ, YZ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ViewId(pub u32);
+
+/// Raw samples of one image, row-major, tightly packed.
+#[derive(Debug, Clone, Copy)]
+pub enum ImagePixels<'a> {
+    /// 8-bit samples.
+    U8(&'a [u8]),
+    /// 16-bit samples.
+    U16(&'a [u16]),
+    /// 32-bit unsigned samples.
+    U32(&'a [u32]),
+    /// 32-bit float samples.
+    F32(&'a [f32]),
+}
+
+impl ImagePixels<'_> {
+    fn format(&self) -> wgpu::TextureFormat {
+        match self {
+            ImagePixels::U8(_) => wgpu::TextureFormat::R8Uint,
+            ImagePixels::U16(_) => wgpu::TextureFormat::R16Uint,
+            ImagePixels::U32(_) => wgpu::TextureFormat::R32Uint,
+            ImagePixels::F32(_) => wgpu::TextureFormat::R32Float,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            ImagePixels::U8(v) => v,
+            ImagePixels::U16(v) => bytemuck::cast_slice(v),
+            ImagePixels::U32(v) => bytemuck::cast_slice(v),
+            ImagePixels::F32(v) => bytemuck::cast_slice(v),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ImagePixels::U8(v) => v.len(),
+            ImagePixels::U16(v) => v.len(),
+            ImagePixels::U32(v) => v.len(),
+            ImagePixels::F32(v) => v.len(),
+        }
+    }
+}
+
+/// A rectangle of pixels: `x0..x1`, `y0..y1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelRect {
+    /// First column.
+    pub x0: u32,
+    /// First row.
+    pub y0: u32,
+    /// One past the last column.
+    pub x1: u32,
+    /// One past the last row.
+    pub y1: u32,
+}
+
+impl PixelRect {
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        self.x1.saturating_sub(self.x0)
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        self.y1.saturating_sub(self.y0)
+    }
+}
+
+/// How the image maps onto the window: `screen = image * scale + offset`, in egui points
+/// (image coordinates in texels, (0, 0) at the image's top-left corner).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScreenFromImage {
+    /// Points per texel along x and y (they differ in orthogonal views of anisotropic stacks).
+    pub scale: [f32; 2],
+    /// Screen position of the image's top-left corner, points.
+    pub offset: [f32; 2],
+}
+
+/// Magnification filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Magnification {
+    /// Each texel a sharp square: what proofreaders want at high zoom.
+    #[default]
+    Nearest,
+    /// Bilinear.
+    Linear,
+}
+
+/// Display style of one class slot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassStyle {
+    /// sRGB colour.
+    pub rgb: [u8; 3],
+    /// 0 (invisible) ..= 1 (opaque).
+    pub opacity: f32,
+    /// Whether the class is drawn.
+    pub visible: bool,
+}
+
+impl Default for ClassStyle {
+    fn default() -> Self {
+        Self { rgb: [255, 255, 255], opacity: 0.0, visible: false }
+    }
+}
+
+/// The overlay's parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OverlayParams {
+    /// Draw the overlay at all.
+    pub visible: bool,
+    /// Boundaries only instead of filled regions.
+    pub outline: bool,
+    /// Outline width in screen pixels.
+    pub outline_width_px: u32,
+    /// Style per class slot (bit `i` of the mask texture is slot `i`).
+    pub classes: [ClassStyle; CLASS_SLOTS],
+}
+
+impl Default for OverlayParams {
+    fn default() -> Self {
+        Self { visible: true, outline: false, outline_width_px: 2, classes: [ClassStyle::default(); CLASS_SLOTS] }
+    }
+}
+
+/// The prediction layer's parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PredictionParams {
+    /// Draw the layer at all.
+    pub visible: bool,
+    /// Probabilities below this are not drawn.
+    pub threshold: f32,
+    /// Opacity of the tint.
+    pub opacity: f32,
+    /// Scale the opacity by the probability.
+    pub soft: bool,
+    /// sRGB tint.
+    pub tint: [u8; 3],
+}
+
+impl Default for PredictionParams {
+    fn default() -> Self {
+        Self { visible: true, threshold: 0.5, opacity: 0.5, soft: false, tint: [255, 0, 255] }
+    }
+}
+
+/// Everything one view needs to draw a frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ViewParams {
+    /// Placement on screen.
+    pub screen_from_image: ScreenFromImage,
+    /// Raw sample values shown as black and white.
+    pub window: [f32; 2],
+    /// Display gamma (1 = linear; > 1 darkens mid-tones).
+    pub gamma: f32,
+    /// Black ↔ white.
+    pub invert: bool,
+    /// Magnification filter (slice and prediction).
+    pub magnification: Magnification,
+    /// Class overlay.
+    pub overlay: OverlayParams,
+    /// Prediction layer.
+    pub prediction: PredictionParams,
+}
+
+/// Errors of the renderer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// The image does not fit one texture on this device.
+    #[error("a {width}x{height} px image exceeds this GPU's largest texture ({max} px a side)")]
+    TooLarge {
+        /// Image width.
+        width: u32,
+        /// Image height.
+        height: u32,
+        /// Device limit.
+        max: u32,
+    },
+    /// Data length does not match the stated size.
+    #[error("{what}: {got} samples given for a {width}x{height} px image")]
+    BadLength {
+        /// Which layer.
+        what: &'static str,
+        /// Samples given.
+        got: usize,
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+    },
+    /// A mask rectangle was sent for a view without a mask, or beyond it.
+    #[error("mask update {rect:?} does not fit the view's mask")]
+    BadRect {
+        /// The rectangle.
+        rect: PixelRect,
+    },
+}
+
+/// Bytes and texture writes so far, so tests and the status bar can see what was uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadStats {
+    /// Texture writes.
+    pub writes: u64,
+    /// Bytes written to textures.
+    pub bytes: u64,
+}
+
+/// The uniform block of `shaders/common.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Uniform {
+    ndc_from_image: [f32; 4],
+    image_size: [f32; 4],
+    window: [f32; 4],
+    flags: [u32; 4],
+    prediction: [f32; 4],
+    prediction_tint: [f32; 4],
+    class_color: [[f32; 4]; CLASS_SLOTS],
+}
+
+fn unit(c: u8) -> f32 {
+    f32::from(c) / 255.0
+}
+
+impl Uniform {
+    fn new(p: &ViewParams, image_size: [u32; 2], target_size_px: [u32; 2], pixels_per_point: f32) -> Self {
+        // Image texel -> physical pixel -> NDC of the whole target (y up).
+        let [tw, th] = target_size_px.map(|v| v.max(1) as f32);
+        let sx = p.screen_from_image.scale[0] * pixels_per_point;
+        let sy = p.screen_from_image.scale[1] * pixels_per_point;
+        let ox = p.screen_from_image.offset[0] * pixels_per_point;
+        let oy = p.screen_from_image.offset[1] * pixels_per_point;
+        let ndc_from_image = [2.0 * sx / tw, -2.0 * sy / th, 2.0 * ox / tw - 1.0, 1.0 - 2.0 * oy / th];
+        let mut visible_bits = 0u32;
+        let mut class_color = [[0.0; 4]; CLASS_SLOTS];
+        for (slot, style) in p.overlay.classes.iter().enumerate() {
+            if style.visible && style.opacity > 0.0 {
+                visible_bits |= 1 << slot;
+            }
+            class_color[slot] =
+                [unit(style.rgb[0]), unit(style.rgb[1]), unit(style.rgb[2]), style.opacity.clamp(0.0, 1.0)];
+        }
+        let pr = &p.prediction;
+        Self {
+            ndc_from_image,
+            image_size: [image_size[0] as f32, image_size[1] as f32, 0.0, 0.0],
+            window: [p.window[0], p.window[1], p.gamma.max(1e-3), if p.invert { 1.0 } else { 0.0 }],
+            flags: [
+                u32::from(p.magnification == Magnification::Linear),
+                u32::from(p.overlay.outline),
+                p.overlay.outline_width_px.max(1),
+                visible_bits,
+            ],
+            prediction: [pr.threshold, pr.opacity.clamp(0.0, 1.0), if pr.soft { 1.0 } else { 0.0 }, 0.0],
+            prediction_tint: [unit(pr.tint[0]), unit(pr.tint[1]), unit(pr.tint[2]), 0.0],
+            class_color,
+        }
+    }
+}
+
+struct Layer {
+    texture: wgpu::Texture,
+    bind_group: wgpu::BindGroup,
+    size: [u32; 2],
+    format: wgpu::TextureFormat,
+}
+
+struct ViewGpu {
+    uniform: wgpu::Buffer,
+    uniform_bind_group: wgpu::BindGroup,
+    image: Option<Layer>,
+    mask: Option<Layer>,
+    prediction: Option<Layer>,
+    overlay_visible: bool,
+    prediction_visible: bool,
+}
+
+/// Pipelines, layouts and per-view textures. Create one per target format; keep it in the
+/// egui-wgpu callback resources (see [`super::callback`]) or use it directly on any render
+/// pass (see [`super::headless`]).
+pub struct SliceRenderer {
+    uniform_layout: wgpu::BindGroupLayout,
+    uint_layout: wgpu::BindGroupLayout,
+    float_layout: wgpu::BindGroupLayout,
+    single_uint_layout: wgpu::BindGroupLayout,
+    single_float_layout: wgpu::BindGroupLayout,
+    slice_uint: wgpu::RenderPipeline,
+    slice_float: wgpu::RenderPipeline,
+    overlay: wgpu::RenderPipeline,
+    prediction: wgpu::RenderPipeline,
+    max_texture_side_px: u32,
+    views: HashMap<ViewId, ViewGpu>,
+    stats: UploadStats,
+}
+
+fn texture_entry(binding: u32, sample_type: wgpu::TextureSampleType) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::FRAGMENT,
+        ty: wgpu::BindingType::Texture {
+            sample_type,
+            view_dimension: wgpu::TextureViewDimension::D2,
+            multisampled: false,
+        },
+        count: None,
+    }
+}
+
+impl SliceRenderer {
+    /// Builds the pipelines for a colour target of `target_format` with `msaa_samples` samples
+    /// (egui's render pass: its surface format, 1 sample unless multisampling is on).
+    pub fn new(device: &wgpu::Device, target_format: wgpu::TextureFormat, msaa_samples: u32) -> Self {
+        let uniform_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("slice view uniform"),
+            entries: &[wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::VERTEX_FRAGMENT,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<Uniform>() as u64),
+                },
+                count: None,
+            }],
+        });
+        let layout = |label, entry| {
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &[entry] })
+        };
+        // The slice shader declares its integer texture at binding 0 and its float one at 1.
+        let uint_layout = layout("slice image (uint)", texture_entry(0, wgpu::TextureSampleType::Uint));
+        let float_layout =
+            layout("slice image (float)", texture_entry(1, wgpu::TextureSampleType::Float { filterable: false }));
+        let single_uint_layout = layout("mask", texture_entry(0, wgpu::TextureSampleType::Uint));
+        let single_float_layout =
+            layout("probability", texture_entry(0, wgpu::TextureSampleType::Float { filterable: false }));
+
+        let pipeline = |label: &str, source: &str, entry: &str, texture_layout: &wgpu::BindGroupLayout, blend| {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(label),
+                bind_group_layouts: &[Some(&uniform_layout), Some(texture_layout)],
+                immediate_size: 0,
+            });
+            device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+                label: Some(label),
+                layout: Some(&layout),
+                vertex: wgpu::VertexState {
+                    module: &module,
+                    entry_point: Some("vs_main"),
+                    compilation_options: Default::default(),
+                    buffers: &[],
+                },
+                primitive: wgpu::PrimitiveState {
+                    topology: wgpu::PrimitiveTopology::TriangleStrip,
+                    ..Default::default()
+                },
+                depth_stencil: None,
+                multisample: wgpu::MultisampleState { count: msaa_samples.max(1), ..Default::default() },
+                fragment: Some(wgpu::FragmentState {
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    targets: &[Some(wgpu::ColorTargetState {
+                        format: target_format,
+                        blend,
+                        write_mask: wgpu::ColorWrites::ALL,
+                    })],
+                }),
+                multiview_mask: None,
+                cache: None,
+            })
+        };
+        let premultiplied = Some(wgpu::BlendState::PREMULTIPLIED_ALPHA_BLENDING);
+        Self {
+            slice_uint: pipeline("slice (uint)", shaders::SLICE, "fs_uint", &uint_layout, None),
+            slice_float: pipeline("slice (float)", shaders::SLICE, "fs_float", &float_layout, None),
+            overlay: pipeline("overlay", shaders::OVERLAY, "fs_overlay", &single_uint_layout, premultiplied),
+            prediction: pipeline(
+                "prediction",
+                shaders::PREDICTION,
+                "fs_prediction",
+                &single_float_layout,
+                premultiplied,
+            ),
+            uniform_layout,
+            uint_layout,
+            float_layout,
+            single_uint_layout,
+            single_float_layout,
+            max_texture_side_px: device.limits().max_texture_dimension_2d,
+            views: HashMap::new(),
+            stats: UploadStats::default(),
+        }
+    }
+
+    /// Texture uploads so far.
+    pub fn upload_stats(&self) -> UploadStats {
+        self.stats
+    }
+
+    /// Largest image side this device can show.
+    pub fn max_texture_side_px(&self) -> u32 {
+        self.max_texture_side_px
+    }
+
+    fn view_mut(&mut self, device: &wgpu::Device, view: ViewId) -> &mut ViewGpu {
+        self.views.entry(view).or_insert_with(|| {
+            let uniform = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("slice view uniform"),
+                size: std::mem::size_of::<Uniform>() as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let uniform_bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("slice view uniform"),
+                layout: &self.uniform_layout,
+                entries: &[wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }],
+            });
+            ViewGpu {
+                uniform,
+                uniform_bind_group,
+                image: None,
+                mask: None,
+                prediction: None,
+                overlay_visible: false,
+                prediction_visible: false,
+            }
+        })
+    }
+
+    fn check_size(&self, what: &'static str, width: u32, height: u32, len: usize) -> Result<(), RenderError> {
+        let max = self.max_texture_side_px;
+        if width == 0 || height == 0 || width > max || height > max {
+            return Err(RenderError::TooLarge { width, height, max });
+        }
+        if len != width as usize * height as usize {
+            return Err(RenderError::BadLength { what, got: len, width, height });
+        }
+        Ok(())
+    }
+
+    /// Makes sure `slot` holds a `width × height` texture of `format`, reusing the existing one
+    /// when it matches.
+    #[allow(clippy::too_many_arguments)]
+    fn ensure_layer(
+        device: &wgpu::Device,
+        slot: &mut Option<Layer>,
+        label: &str,
+        layout: &wgpu::BindGroupLayout,
+        binding: u32,
+        width: u32,
+        height: u32,
+        format: wgpu::TextureFormat,
+    ) {
+        if slot.as_ref().is_some_and(|l| l.size == [width, height] && l.format == format) {
+            return;
+        }
+        let texture = device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout,
+            entries: &[wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::TextureView(&view) }],
+        });
+        *slot = Some(Layer { texture, bind_group, size: [width, height], format });
+    }
+
+    fn write(
+        stats: &mut UploadStats,
+        queue: &wgpu::Queue,
+        texture: &wgpu::Texture,
+        origin: [u32; 2],
+        size: [u32; 2],
+        bytes: &[u8],
+    ) {
+        let bytes_per_texel = (bytes.len() / (size[0] as usize * size[1] as usize)) as u32;
+        queue.write_texture(
+            wgpu::TexelCopyTextureInfo {
+                texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d { x: origin[0], y: origin[1], z: 0 },
+                aspect: wgpu::TextureAspect::All,
+            },
+            bytes,
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(size[0] * bytes_per_texel),
+                rows_per_image: None,
+            },
+            wgpu::Extent3d { width: size[0], height: size[1], depth_or_array_layers: 1 },
+        );
+        stats.writes += 1;
+        stats.bytes += bytes.len() as u64;
+    }
+
+    /// Uploads the EM image of `view` (its raw samples; the shader windows them).
+    pub fn set_image(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        view: ViewId,
+        width: u32,
+        height: u32,
+        pixels: ImagePixels<'_>,
+    ) -> Result<(), RenderError> {
+        self.check_size("image", width, height, pixels.len())?;
+        let (layout, binding) = match pixels {
+            ImagePixels::F32(_) => (self.float_layout.clone(), 1),
+            _ => (self.uint_layout.clone(), 0),
+        };
+        let mut stats = self.stats;
+        let v = self.view_mut(device, view);
+        Self::ensure_layer(device, &mut v.image, "slice image", &layout, binding, width, height, pixels.format());
+        let layer = v.image.as_ref().expect("just ensured");
+        Self::write(&mut stats, queue, &layer.texture, [0, 0], [width, height], pixels.bytes());
+        self.stats = stats;
+        Ok(())
+    }
+
+    /// Uploads the whole class mask of `view`: per pixel, bit `i` set where the class in slot
+    /// `i` covers it.
+    pub fn set_mask(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        view: ViewId,
+        width: u32,
+        height: u32,
+        bits: &[u16],
+    ) -> Result<(), RenderError> {
+        self.check_size("mask", width, height, bits.len())?;
+        let layout = self.single_uint_layout.clone();
+        let mut stats = self.stats;
+        let v = self.view_mut(device, view);
+        Self::ensure_layer(device, &mut v.mask, "class mask", &layout, 0, width, height, wgpu::TextureFormat::R16Uint);
+        let layer = v.mask.as_ref().expect("just ensured");
+        Self::write(&mut stats, queue, &layer.texture, [0, 0], [width, height], bytemuck::cast_slice(bits));
+        self.stats = stats;
+        Ok(())
+    }
+
+    /// Uploads an edited rectangle of the mask of `view`; `bits` holds the rectangle's pixels,
+    /// row-major.
+    pub fn update_mask_rect(
+        &mut self,
+        queue: &wgpu::Queue,
+        view: ViewId,
+        rect: PixelRect,
+        bits: &[u16],
+    ) -> Result<(), RenderError> {
+        let Some(layer) = self.views.get(&view).and_then(|v| v.mask.as_ref()) else {
+            return Err(RenderError::BadRect { rect });
+        };
+        if rect.width() == 0 || rect.height() == 0 || rect.x1 > layer.size[0] || rect.y1 > layer.size[1] {
+            return Err(RenderError::BadRect { rect });
+        }
+        if bits.len() != (rect.width() * rect.height()) as usize {
+            return Err(RenderError::BadLength {
+                what: "mask rectangle",
+                got: bits.len(),
+                width: rect.width(),
+                height: rect.height(),
+            });
+        }
+        Self::write(
+            &mut self.stats,
+            queue,
+            &layer.texture,
+            [rect.x0, rect.y0],
+            [rect.width(), rect.height()],
+            bytemuck::cast_slice(bits),
+        );
+        Ok(())
+    }
+
+    /// Drops the mask of `view` (nothing to overlay).
+    pub fn clear_mask(&mut self, view: ViewId) {
+        if let Some(v) = self.views.get_mut(&view) {
+            v.mask = None;
+        }
+    }
+
+    /// Uploads a probability map for `view` (values 0..1).
+    pub fn set_prediction(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        view: ViewId,
+        width: u32,
+        height: u32,
+        probabilities: &[f32],
+    ) -> Result<(), RenderError> {
+        self.check_size("prediction", width, height, probabilities.len())?;
+        let layout = self.single_float_layout.clone();
+        let mut stats = self.stats;
+        let v = self.view_mut(device, view);
+        Self::ensure_layer(
+            device,
+            &mut v.prediction,
+            "prediction",
+            &layout,
+            0,
+            width,
+            height,
+            wgpu::TextureFormat::R32Float,
+        );
+        let layer = v.prediction.as_ref().expect("just ensured");
+        Self::write(&mut stats, queue, &layer.texture, [0, 0], [width, height], bytemuck::cast_slice(probabilities));
+        self.stats = stats;
+        Ok(())
+    }
+
+    /// Drops the prediction of `view`.
+    pub fn clear_prediction(&mut self, view: ViewId) {
+        if let Some(v) = self.views.get_mut(&view) {
+            v.prediction = None;
+        }
+    }
+
+    /// Drops everything held for `view`.
+    pub fn forget_view(&mut self, view: ViewId) {
+        self.views.remove(&view);
+    }
+
+    /// Whether `view` has an image to draw.
+    pub fn has_image(&self, view: ViewId) -> bool {
+        self.views.get(&view).is_some_and(|v| v.image.is_some())
+    }
+
+    /// Writes the view's uniform block for a target of `target_size_px` physical pixels.
+    pub fn prepare(
+        &mut self,
+        queue: &wgpu::Queue,
+        view: ViewId,
+        params: &ViewParams,
+        target_size_px: [u32; 2],
+        pixels_per_point: f32,
+    ) {
+        let Some(v) = self.views.get_mut(&view) else { return };
+        let Some(image) = &v.image else { return };
+        let uniform = Uniform::new(params, image.size, target_size_px, pixels_per_point);
+        queue.write_buffer(&v.uniform, 0, bytemuck::bytes_of(&uniform));
+        v.overlay_visible = params.overlay.visible && v.mask.as_ref().is_some_and(|m| m.size == image.size);
+        v.prediction_visible = params.prediction.visible && v.prediction.as_ref().is_some_and(|p| p.size == image.size);
+    }
+
+    /// Records the draws of `view` (slice, then overlay, then prediction) on `pass`, whose
+    /// viewport must cover the whole target [`Self::prepare`] was told about.
+    pub fn paint(&self, pass: &mut wgpu::RenderPass<'_>, view: ViewId) {
+        let Some(v) = self.views.get(&view) else { return };
+        let Some(image) = &v.image else { return };
+        pass.set_bind_group(0, &v.uniform_bind_group, &[]);
+        let slice = if image.format == wgpu::TextureFormat::R32Float { &self.slice_float } else { &self.slice_uint };
+        pass.set_pipeline(slice);
+        pass.set_bind_group(1, &image.bind_group, &[]);
+        pass.draw(0..4, 0..1);
+        if let (true, Some(mask)) = (v.overlay_visible, &v.mask) {
+            pass.set_pipeline(&self.overlay);
+            pass.set_bind_group(1, &mask.bind_group, &[]);
+            pass.draw(0..4, 0..1);
+        }
+        if let (true, Some(prediction)) = (v.prediction_visible, &v.prediction) {
+            pass.set_pipeline(&self.prediction);
+            pass.set_bind_group(1, &prediction.bind_group, &[]);
+            pass.draw(0..4, 0..1);
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The user interface in egui: slice views with navigation ([`viewer`]) and the panels around
+//! them ([`panels`]). Never blocks and never touches burn; reads and edits `state` types and
+//! draws images through `render`'s paint callback.
+
+pub mod panels;
+pub mod viewer;
+
+pub use panels::{HoverInfo, UiAction};
+pub use viewer::{Plane, ViewerState};

@@ -1,0 +1,474 @@
+//! The slice views: XY with XZ and YZ beside it, their navigation (wheel and keys through
+//! slices, zoom about the pointer, pan, fit, 1:1), the linked cursor and the crosshair.
+//!
+//! Only egui and `state`; draws through `render`'s paint callback with plain parameters.
+
+use eframe::egui::{
+    self, Color32, Event, Key, Modifiers, MouseWheelUnit, PointerButton, Pos2, Rect, Sense, Stroke, Vec2,
+};
+
+use crate::render::{
+    ClassStyle, Magnification, OverlayParams, PredictionParams, ScreenFromImage, SliceViewCallback, ViewId, ViewParams,
+};
+use crate::state::view::Camera;
+use crate::state::{Contrast, Cursor, SliceIndex};
+
+/// Zoom step of one wheel notch or `+`/`-` press.
+pub const ZOOM_STEP: f32 = 1.2;
+/// Slices per PgUp/PgDn.
+pub const PAGE_SLICES: usize = 10;
+/// Screen points of smooth (touchpad) scrolling per slice.
+pub const SCROLL_POINTS_PER_SLICE: f32 = 40.0;
+
+/// The three planes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    /// The slice itself: x across, y down.
+    Xy,
+    /// Row y through all slices: x across, z down.
+    Xz,
+    /// Column x through all slices: z across, y down.
+    Yz,
+}
+
+impl Plane {
+    /// The renderer's view id.
+    pub fn view_id(self) -> ViewId {
+        match self {
+            Plane::Xy => ViewId(0),
+            Plane::Xz => ViewId(1),
+            Plane::Yz => ViewId(2),
+        }
+    }
+
+    /// Label drawn in the view's corner.
+    pub fn label(self) -> &'static str {
+        match self {
+            Plane::Xy => "XY",
+            Plane::Xz => "XZ",
+            Plane::Yz => "YZ",
+        }
+    }
+}
+
+/// Per-class display settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassView {
+    /// Drawn or hidden.
+    pub visible: bool,
+    /// 0..1.
+    pub opacity: f32,
+}
+
+impl Default for ClassView {
+    fn default() -> Self {
+        Self { visible: true, opacity: 0.45 }
+    }
+}
+
+/// Everything about how the stack is shown; owned by the app, edited by the UI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewerState {
+    /// Stack size: width, height, depth.
+    pub shape: [usize; 3],
+    /// Screen height of one slice step in the orthogonal views, relative to a pixel's width.
+    pub z_aspect: f32,
+    /// XY camera; `None` until the first frame fits the image to the view.
+    pub camera: Option<Camera>,
+    /// The shared cursor.
+    pub cursor: Cursor,
+    /// Contrast.
+    pub contrast: Contrast,
+    /// Magnification filter.
+    pub magnification: Magnification,
+    /// Class overlay on/off.
+    pub overlay_visible: bool,
+    /// Outline instead of fill.
+    pub outline: bool,
+    /// Outline width, screen pixels.
+    pub outline_width_px: u32,
+    /// Per class slot (the class table's order).
+    pub classes: Vec<ClassView>,
+    /// Prediction layer.
+    pub prediction: PredictionParams,
+    /// XZ and YZ views shown.
+    pub orthogonal: bool,
+    /// Shortcut help shown.
+    pub help: bool,
+    /// Image position under the pointer and its plane, if any.
+    pub hover: Option<(Plane, [f32; 2])>,
+    /// Fractional slice steps from smooth scrolling not yet applied.
+    scroll_accum: f32,
+    /// The view size and camera of the last fit: while the camera is unchanged the image stays
+    /// fitted when the window is resized.
+    fitted: Option<(Vec2, Camera)>,
+}
+
+impl ViewerState {
+    /// Initial state for a `width × height × depth` stack.
+    pub fn new(shape: [usize; 3], z_aspect: f32, contrast: Contrast, classes: usize) -> Self {
+        Self {
+            shape,
+            z_aspect,
+            camera: None,
+            cursor: Cursor { x: shape[0] / 2, y: shape[1] / 2, z: SliceIndex(0) },
+            contrast,
+            magnification: Magnification::Nearest,
+            overlay_visible: true,
+            outline: false,
+            outline_width_px: 2,
+            classes: vec![ClassView::default(); classes],
+            prediction: PredictionParams::default(),
+            orthogonal: true,
+            help: false,
+            hover: None,
+            scroll_accum: 0.0,
+            fitted: None,
+        }
+    }
+
+    /// Moves to slice `z` (clamped).
+    pub fn set_slice(&mut self, z: isize) {
+        let last = self.shape[2].saturating_sub(1) as isize;
+        self.cursor.z = SliceIndex(z.clamp(0, last) as usize);
+    }
+
+    /// Moves `delta` slices.
+    pub fn step_slices(&mut self, delta: isize) {
+        self.set_slice(self.cursor.z.0 as isize + delta);
+    }
+
+    /// Image size of `plane`, texels, and the screen height of a texel relative to its width.
+    pub fn plane_geometry(&self, plane: Plane) -> ([f32; 2], f32) {
+        let [w, h, d] = self.shape.map(|v| v as f32);
+        match plane {
+            Plane::Xy => ([w, h], 1.0),
+            Plane::Xz => ([w, d], self.z_aspect),
+            Plane::Yz => ([d, h], 1.0 / self.z_aspect),
+        }
+    }
+
+    /// The camera of `plane`: XY's own; the orthogonal views share XY's zoom along their
+    /// in-plane axis and centre on the shown slice along z, or on the whole depth when it fits.
+    pub fn plane_camera(&self, plane: Plane, view_size: Vec2) -> Option<(Camera, f32)> {
+        let cam = self.camera?;
+        let d = self.shape[2] as f32;
+        let z_center = |extent_pts: f32, zoom_z: f32| {
+            if d * zoom_z <= extent_pts {
+                d / 2.0
+            } else {
+                let half = extent_pts / 2.0 / zoom_z;
+                (self.cursor.z.0 as f32 + 0.5).clamp(half, d - half)
+            }
+        };
+        Some(match plane {
+            Plane::Xy => (cam, 1.0),
+            Plane::Xz => {
+                let zc = z_center(view_size.y, cam.zoom * self.z_aspect);
+                (Camera { zoom: cam.zoom, center: [cam.center[0], zc] }, self.z_aspect)
+            }
+            Plane::Yz => {
+                // Across is z: its zoom is XY's times the aspect; down is y at XY's zoom.
+                let zoom = cam.zoom * self.z_aspect;
+                let zc = z_center(view_size.x, zoom);
+                (Camera { zoom, center: [zc, cam.center[1]] }, 1.0 / self.z_aspect)
+            }
+        })
+    }
+
+    /// Render parameters of `plane` placed in `rect`, with class colours from `colors`.
+    pub fn view_params(&self, plane: Plane, rect: Rect, colors: &[[u8; 3]]) -> Option<ViewParams> {
+        let (cam, aspect) = self.plane_camera(plane, rect.size())?;
+        let (scale, offset) = cam.screen_from_image([rect.min.x, rect.min.y], [rect.width(), rect.height()], aspect);
+        let mut overlay = OverlayParams {
+            visible: self.overlay_visible,
+            outline: self.outline,
+            outline_width_px: self.outline_width_px,
+            ..Default::default()
+        };
+        for (slot, (view, rgb)) in self.classes.iter().zip(colors).take(overlay.classes.len()).enumerate() {
+            overlay.classes[slot] = ClassStyle { rgb: *rgb, opacity: view.opacity, visible: view.visible };
+        }
+        Some(ViewParams {
+            screen_from_image: ScreenFromImage { scale, offset },
+            window: [self.contrast.low as f32, self.contrast.high as f32],
+            gamma: self.contrast.gamma,
+            invert: self.contrast.invert,
+            magnification: self.magnification,
+            overlay,
+            prediction: self.prediction,
+        })
+    }
+
+    /// Fits the XY image into a view of `size`.
+    pub fn fit(&mut self, size: Vec2) {
+        let (image, aspect) = self.plane_geometry(Plane::Xy);
+        let cam = Camera::fit([size.x, size.y], image, aspect);
+        self.camera = Some(cam);
+        self.fitted = Some((size, cam));
+    }
+
+    /// Fits when nothing is shown yet, or when the view was fitted, not zoomed or panned since,
+    /// and has changed size (window resized, panels moved).
+    pub fn keep_fitted(&mut self, size: Vec2) {
+        let still_fitted = self.fitted.filter(|(_, cam)| Some(*cam) == self.camera);
+        if self.camera.is_none() || still_fitted.is_some_and(|(s, _)| s != size) {
+            self.fit(size);
+        }
+    }
+
+    /// One image pixel per physical screen pixel, keeping the centre.
+    pub fn one_to_one(&mut self, pixels_per_point: f32) {
+        if let Some(cam) = &mut self.camera {
+            cam.zoom = 1.0 / pixels_per_point;
+        }
+    }
+}
+
+/// What happened in a view this frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ViewResponse {
+    /// The view's rect (for fitting).
+    pub rect: Option<Rect>,
+}
+
+/// Keyboard navigation, unless a text field has the keyboard. Returns whether anything changed.
+pub fn handle_keys(ctx: &egui::Context, state: &mut ViewerState, xy_size: Vec2) -> bool {
+    if ctx.egui_wants_keyboard_input() {
+        return false;
+    }
+    let ppp = ctx.pixels_per_point();
+    let before = state.clone();
+    ctx.input_mut(|i| {
+        // `?` arrives with Shift held on most layouts.
+        let help = i.consume_key(Modifiers::SHIFT, Key::Questionmark);
+        let mut pressed = |key| i.consume_key(Modifiers::NONE, key);
+        if pressed(Key::ArrowUp) || pressed(Key::ArrowRight) {
+            state.step_slices(1);
+        }
+        if pressed(Key::ArrowDown) || pressed(Key::ArrowLeft) {
+            state.step_slices(-1);
+        }
+        if pressed(Key::PageUp) {
+            state.step_slices(PAGE_SLICES as isize);
+        }
+        if pressed(Key::PageDown) {
+            state.step_slices(-(PAGE_SLICES as isize));
+        }
+        if pressed(Key::Home) {
+            state.set_slice(0);
+        }
+        if pressed(Key::End) {
+            state.set_slice(isize::MAX);
+        }
+        if pressed(Key::F) {
+            state.fit(xy_size);
+        }
+        if pressed(Key::Num1) {
+            state.one_to_one(ppp);
+        }
+        if (pressed(Key::Plus) || pressed(Key::Equals))
+            && let Some(c) = &mut state.camera
+        {
+            c.zoom = (c.zoom * ZOOM_STEP).min(crate::state::view::ZOOM_RANGE.1);
+        }
+        if pressed(Key::Minus)
+            && let Some(c) = &mut state.camera
+        {
+            c.zoom = (c.zoom / ZOOM_STEP).max(crate::state::view::ZOOM_RANGE.0);
+        }
+        if pressed(Key::M) {
+            state.overlay_visible = !state.overlay_visible;
+        }
+        if pressed(Key::O) {
+            state.outline = !state.outline;
+        }
+        if pressed(Key::I) {
+            state.contrast.invert = !state.contrast.invert;
+        }
+        if pressed(Key::L) {
+            state.magnification = match state.magnification {
+                Magnification::Nearest => Magnification::Linear,
+                Magnification::Linear => Magnification::Nearest,
+            };
+        }
+        if pressed(Key::P) {
+            state.prediction.visible = !state.prediction.visible;
+        }
+        if pressed(Key::T) {
+            state.orthogonal = !state.orthogonal;
+        }
+        if help || pressed(Key::F1) || pressed(Key::Questionmark) || pressed(Key::H) {
+            state.help = !state.help;
+        }
+        if state.help && pressed(Key::Escape) {
+            state.help = false;
+        }
+    });
+    *state != before
+}
+
+/// Draws `plane` in `rect` and handles its pointer input: wheel through slices (XY), Ctrl +
+/// wheel or pinch to zoom about the pointer, drag (primary or middle button) to pan, click to
+/// move the shared cursor.
+pub fn plane_ui(
+    ui: &mut egui::Ui,
+    rect: Rect,
+    plane: Plane,
+    state: &mut ViewerState,
+    colors: &[[u8; 3]],
+    has_image: bool,
+) {
+    let response = ui.interact(rect, egui::Id::unique(("plane view", plane.label())), Sense::click_and_drag());
+    let painter = ui.painter_at(rect);
+    painter.rect_filled(rect, 0.0, ui.visuals().extreme_bg_color);
+    let Some((cam, aspect)) = state.plane_camera(plane, rect.size()) else { return };
+    let (image_size, _) = state.plane_geometry(plane);
+    let view_min = [rect.min.x, rect.min.y];
+    let view_size = [rect.width(), rect.height()];
+    let image_at = |p: Pos2| cam.image_from_screen([p.x, p.y], view_min, view_size, aspect);
+
+    // Pointer: hover position for the status bar.
+    if let Some(p) = response.hover_pos() {
+        state.hover = Some((plane, image_at(p)));
+    } else if state.hover.is_some_and(|(pl, _)| pl == plane) {
+        state.hover = None;
+    }
+
+    // Wheel and pinch.
+    if response.hovered() {
+        let (events, zoom_delta) = ui.input(|i| (i.events.clone(), i.zoom_delta()));
+        let anchor = response.hover_pos().unwrap_or(rect.center());
+        for e in &events {
+            if let Event::MouseWheel { unit, delta, modifiers, .. } = e {
+                if modifiers.command || modifiers.ctrl {
+                    let notches = match unit {
+                        MouseWheelUnit::Point => delta.y / SCROLL_POINTS_PER_SLICE,
+                        MouseWheelUnit::Line => delta.y,
+                        MouseWheelUnit::Page => delta.y * 3.0,
+                    };
+                    zoom_plane(state, plane, ZOOM_STEP.powf(notches), anchor, rect);
+                } else {
+                    let slices = match unit {
+                        MouseWheelUnit::Point => {
+                            state.scroll_accum += delta.y / SCROLL_POINTS_PER_SLICE;
+                            let whole = state.scroll_accum.trunc();
+                            state.scroll_accum -= whole;
+                            whole
+                        }
+                        MouseWheelUnit::Line => delta.y,
+                        MouseWheelUnit::Page => delta.y * PAGE_SLICES as f32,
+                    };
+                    // Wheel down (towards the user, negative y) goes to the next slice, as in
+                    // Fiji.
+                    state.step_slices(-(slices.round() as isize));
+                }
+            }
+        }
+        // Pinch gestures (egui reports Ctrl+wheel as zoom too; those were handled above).
+        let pinch = events.iter().any(|e| matches!(e, Event::Zoom(_)));
+        if pinch && zoom_delta != 1.0 {
+            zoom_plane(state, plane, zoom_delta, anchor, rect);
+        }
+    }
+
+    // Pan.
+    if response.dragged_by(PointerButton::Primary) || response.dragged_by(PointerButton::Middle) {
+        let d = response.drag_delta();
+        if let Some(c) = &mut state.camera {
+            match plane {
+                Plane::Xy => c.pan_by([d.x, d.y], 1.0),
+                Plane::Xz => c.pan_by([d.x, 0.0], 1.0),
+                Plane::Yz => c.pan_by([0.0, d.y], 1.0),
+            }
+        }
+    }
+
+    // Click moves the cursor (and so what the other views show).
+    if response.clicked()
+        && let Some(p) = response.interact_pointer_pos()
+    {
+        let [u, v] = image_at(p);
+        if u >= 0.0 && v >= 0.0 && u < image_size[0] && v < image_size[1] {
+            let (u, v) = (u as usize, v as usize);
+            match plane {
+                Plane::Xy => (state.cursor.x, state.cursor.y) = (u, v),
+                Plane::Xz => {
+                    state.cursor.x = u;
+                    state.set_slice(v as isize);
+                }
+                Plane::Yz => {
+                    state.cursor.y = v;
+                    state.set_slice(u as isize);
+                }
+            }
+        }
+    }
+
+    // The image (a paint callback, recomputed after input so it shows this frame's camera).
+    if has_image && let Some(params) = state.view_params(plane, rect, colors) {
+        painter.add(SliceViewCallback { view: plane.view_id(), params }.shape(rect));
+    }
+
+    // Crosshair through the cursor.
+    if state.orthogonal
+        && let Some((cam, aspect)) = state.plane_camera(plane, rect.size())
+    {
+        let (scale, offset) = cam.screen_from_image(view_min, view_size, aspect);
+        let c = state.cursor;
+        let (u, v) = match plane {
+            Plane::Xy => (c.x as f32 + 0.5, c.y as f32 + 0.5),
+            Plane::Xz => (c.x as f32 + 0.5, c.z.0 as f32 + 0.5),
+            Plane::Yz => (c.z.0 as f32 + 0.5, c.y as f32 + 0.5),
+        };
+        let sx = u * scale[0] + offset[0];
+        let sy = v * scale[1] + offset[1];
+        let stroke = Stroke::new(1.0, Color32::from_rgba_unmultiplied(255, 255, 0, 110));
+        painter.line_segment([Pos2::new(sx, rect.top()), Pos2::new(sx, rect.bottom())], stroke);
+        painter.line_segment([Pos2::new(rect.left(), sy), Pos2::new(rect.right(), sy)], stroke);
+    }
+    painter.text(
+        rect.left_top() + Vec2::new(6.0, 4.0),
+        egui::Align2::LEFT_TOP,
+        plane.label(),
+        egui::FontId::proportional(12.0),
+        ui.visuals().strong_text_color(),
+    );
+}
+
+fn zoom_plane(state: &mut ViewerState, plane: Plane, factor: f32, anchor: Pos2, rect: Rect) {
+    // Zoom is shared: keep the XY image point under the pointer fixed for XY, and the in-plane
+    // axis point for the orthogonal views.
+    let Some((plane_cam, aspect)) = state.plane_camera(plane, rect.size()) else { return };
+    let view_min = [rect.min.x, rect.min.y];
+    let view_size = [rect.width(), rect.height()];
+    let Some(cam) = &mut state.camera else { return };
+    match plane {
+        Plane::Xy => cam.zoom_about(factor, [anchor.x, anchor.y], view_min, view_size, aspect),
+        Plane::Xz | Plane::Yz => {
+            let mut c = plane_cam;
+            c.zoom_about(factor, [anchor.x, anchor.y], view_min, view_size, aspect);
+            let ratio = c.zoom / plane_cam.zoom;
+            cam.zoom = (cam.zoom * ratio).clamp(crate::state::view::ZOOM_RANGE.0, crate::state::view::ZOOM_RANGE.1);
+            if plane == Plane::Xz {
+                cam.center[0] = c.center[0];
+            } else {
+                cam.center[1] = c.center[1];
+            }
+        }
+    }
+}
+
+/// Splits the central area into the XY view and, when shown, YZ to its right and XZ below.
+pub fn layout(rect: Rect, state: &ViewerState) -> Vec<(Plane, Rect)> {
+    if !state.orthogonal || state.shape[2] < 2 {
+        return vec![(Plane::Xy, rect)];
+    }
+    let gap = 4.0;
+    let side = (rect.width() * 0.26).round();
+    let bottom = (rect.height() * 0.26).round();
+    let xy = Rect::from_min_max(rect.min, Pos2::new(rect.right() - side - gap, rect.bottom() - bottom - gap));
+    let yz = Rect::from_min_max(Pos2::new(xy.right() + gap, rect.top()), Pos2::new(rect.right(), xy.bottom()));
+    let xz = Rect::from_min_max(Pos2::new(rect.left(), xy.bottom() + gap), Pos2::new(xy.right(), rect.bottom()));
+    vec![(Plane::Xy, xy), (Plane::Yz, yz), (Plane::Xz, xz)]
+}

@@ -1,0 +1,10 @@
+//! The viewer: shaders (naga), the renderer's pixels and the shared device (offscreen on the
+//! app's device), and the app driven through egui_kittest with wgpu snapshots. One test
+//! binary, so CI links the app once for all of them.
+#![cfg(all(feature = "gui", feature = "model"))]
+
+#[path = "../common/mod.rs"]
+mod common;
+mod render;
+mod shaders;
+mod viewer;
