@@ -32,6 +32,10 @@ fn fs_overlay(in: VertexOut) -> @location(0) vec4<f32> {
             & bits_at(in.image + step_y) & bits_at(in.image - step_y);
         shown = here & ~everywhere;
     }
+    if (shown == 0u) {
+        // Nothing to blend: skip the framebuffer read-modify-write.
+        discard;
+    }
     // Composite the classes present, lowest slot first (visits set bits only).
     var rgb = vec3<f32>(0.0, 0.0, 0.0);
     var alpha = 0.0;

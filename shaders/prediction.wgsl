@@ -27,7 +27,7 @@ fn fs_prediction(in: VertexOut) -> @location(0) vec4<f32> {
         p = mix(top, bottom, f.y);
     }
     if (p < view.prediction.x) {
-        return vec4<f32>(0.0, 0.0, 0.0, 0.0);
+        discard;
     }
     let alpha = view.prediction.y * select(1.0, clamp(p, 0.0, 1.0), view.prediction.z > 0.5);
     return vec4<f32>(view.prediction_tint.rgb * alpha, alpha);

@@ -165,6 +165,9 @@ struct Document {
     requested_slice: Option<SliceIndex>,
     requested_ortho: Option<[usize; 2]>,
     requested_prediction: Option<SliceIndex>,
+    /// Requests that failed (their errors were shown once): not re-sent while the view stays
+    /// where it is, and not waited for.
+    failed: Vec<LoadRequest>,
     gpu: GpuContent,
     /// Rectangles of the shown slice edited since the last upload, and the mask key the GPU
     /// will hold once they are uploaded (set only when the GPU was up to date before them).
@@ -215,6 +218,7 @@ impl Document {
             requested_slice: None,
             requested_ortho: None,
             requested_prediction: None,
+            failed: Vec::new(),
             gpu: GpuContent::default(),
             dirty_rects: Vec::new(),
             dirty_key: None,
@@ -303,10 +307,10 @@ impl Document {
                     }
                 }
                 LoadEvent::Failed { request, message } => {
-                    match request {
-                        LoadRequest::Slice(_) => self.requested_slice = None,
-                        LoadRequest::Ortho { .. } => self.requested_ortho = None,
-                        LoadRequest::Prediction(_) => self.requested_prediction = None,
+                    // The request stays marked as sent, so it is retried only when the user
+                    // comes back to it, not every frame.
+                    if !self.failed.contains(&request) {
+                        self.failed.push(request);
                     }
                     errors.push(message);
                 }
@@ -318,7 +322,7 @@ impl Document {
             if let Some(slice) = self.volume.cached(z) {
                 self.xy = Some((z, slice));
             } else if self.requested_slice != Some(z) {
-                self.loader.request(LoadRequest::Slice(z));
+                self.send(LoadRequest::Slice(z));
                 self.requested_slice = Some(z);
             }
         }
@@ -343,16 +347,32 @@ impl Document {
             && self.ortho.as_ref().is_none_or(|(pos, _, _)| *pos != xy_pos)
             && self.requested_ortho != Some(xy_pos)
         {
-            self.loader.request(LoadRequest::Ortho { x: xy_pos[0], y: xy_pos[1] });
+            self.send(LoadRequest::Ortho { x: xy_pos[0], y: xy_pos[1] });
             self.requested_ortho = Some(xy_pos);
         }
         if self.prediction.is_some()
             && self.probabilities.as_ref().is_none_or(|(shown, _)| *shown != z)
             && self.requested_prediction != Some(z)
         {
-            self.loader.request(LoadRequest::Prediction(z));
+            self.send(LoadRequest::Prediction(z));
             self.requested_prediction = Some(z);
         }
+    }
+
+    fn send(&mut self, request: LoadRequest) {
+        self.failed.retain(|f| *f != request);
+        self.loader.request(request);
+    }
+
+    /// Whether something the view shows is still on its way (failures are not waited for).
+    fn is_loading(&self) -> bool {
+        let c = self.view.cursor;
+        let waiting = |shown: bool, request: LoadRequest| !shown && !self.failed.contains(&request);
+        waiting(self.gpu.xy_image == Some(c.z), LoadRequest::Slice(c.z))
+            || (self.view.orthogonal
+                && self.view.shape[2] > 1
+                && waiting(self.gpu.ortho_image == Some([c.x, c.y]), LoadRequest::Ortho { x: c.x, y: c.y }))
+            || (self.prediction.is_some() && waiting(self.gpu.prediction == Some(c.z), LoadRequest::Prediction(c.z)))
     }
 
     fn auto_contrast(&mut self) {
@@ -368,9 +388,7 @@ impl Document {
     fn upload(&mut self, render_state: &RenderState, classes: &ClassTable, errors: &mut Vec<String>) {
         let slots = Self::slots(classes);
         let [w, h, d] = self.view.shape;
-        let z = self.view.cursor.z;
         let mut failures = Vec::new();
-        let xy_key = self.mask_key(&slots, [usize::MAX, usize::MAX, z.0], std::iter::once(z));
         let ortho_pos = self.ortho.as_ref().map(|(p, _, _)| *p);
         let ortho_key = ortho_pos.map(|[x, y]| self.mask_key(&slots, [x, y, usize::MAX], (0..d).map(SliceIndex)));
         render::callback::with_renderer(render_state, |r, device, queue| {
@@ -449,7 +467,6 @@ impl Document {
                 _ => {}
             }
         });
-        let _ = xy_key;
         if !failures.is_empty() {
             // Report once; marking as shown stops a retry every frame.
             self.gpu.xy_image = self.xy.as_ref().map(|(z, _)| *z);
@@ -649,15 +666,7 @@ impl StudioApp {
 
     /// Whether anything is still loading (open jobs, slices, orthogonal planes).
     pub fn is_busy(&self) -> bool {
-        self.opening.is_some()
-            || self.jobs.busy()
-            || self.doc.as_ref().is_some_and(|d| {
-                d.gpu.xy_image != Some(d.view.cursor.z)
-                    || (d.view.orthogonal
-                        && d.view.shape[2] > 1
-                        && d.gpu.ortho_image != Some([d.view.cursor.x, d.view.cursor.y]))
-                    || (d.prediction.is_some() && d.gpu.prediction != Some(d.view.cursor.z))
-            })
+        self.opening.is_some() || self.jobs.busy() || self.doc.as_ref().is_some_and(Document::is_loading)
     }
 
     /// The viewer state of the open stack.
@@ -719,6 +728,14 @@ impl StudioApp {
         self.render_state.as_ref().and_then(|rs| render::callback::with_renderer(rs, |r, _, _| r.upload_stats()))
     }
 
+    /// Whether the XY view has a prediction layer on the GPU.
+    pub fn prediction_on_gpu(&self) -> bool {
+        self.render_state
+            .as_ref()
+            .and_then(|rs| render::callback::with_renderer(rs, |r, _, _| r.has_prediction(Plane::Xy.view_id())))
+            .unwrap_or(false)
+    }
+
     /// What the status bar says about the voxel under the pointer.
     pub fn hover_info(&self) -> HoverInfo {
         self.doc.as_ref().map(|d| d.hover_info(&self.classes)).unwrap_or_default()
@@ -765,6 +782,14 @@ impl StudioApp {
                     "SAM4EM Studio — {}",
                     opened.volume.path().display()
                 )));
+                // Nothing of the previous stack may show over the new one.
+                if let Some(rs) = &self.render_state {
+                    render::callback::with_renderer(rs, |r, _, _| {
+                        for plane in [Plane::Xy, Plane::Xz, Plane::Yz] {
+                            r.forget_view(plane.view_id());
+                        }
+                    });
+                }
                 self.doc = Some(Document::new(opened, &self.classes, ctx));
             }
             JobResult::Opened(Err(e)) => {
@@ -793,6 +818,7 @@ impl StudioApp {
                     doc.requested_slice = None;
                     doc.requested_ortho = None;
                     doc.requested_prediction = None;
+                    doc.failed.clear();
                     doc.probabilities = None;
                     doc.gpu.prediction = None;
                 }

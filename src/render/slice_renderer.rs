@@ -658,6 +658,11 @@ impl SliceRenderer {
         self.views.get(&view).is_some_and(|v| v.image.is_some())
     }
 
+    /// Whether `view` holds a prediction to draw.
+    pub fn has_prediction(&self, view: ViewId) -> bool {
+        self.views.get(&view).is_some_and(|v| v.prediction.is_some())
+    }
+
     /// Writes the view's uniform block for a target of `target_size_px` physical pixels.
     pub fn prepare(
         &mut self,

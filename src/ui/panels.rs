@@ -96,13 +96,6 @@ pub fn display_panel_ui(
 ) {
     ui.heading("Contrast");
     let (lo, hi) = data_range;
-    let speed = ((hi - lo) / 500.0).max(1e-6);
-    ui.horizontal(|ui| {
-        ui.label("min");
-        ui.add(egui::DragValue::new(&mut state.contrast.low).speed(speed).range(lo..=hi));
-        ui.label("max");
-        ui.add(egui::DragValue::new(&mut state.contrast.high).speed(speed).range(lo..=hi));
-    });
     ui.add(egui::Slider::new(&mut state.contrast.low, lo..=hi).text("black"));
     ui.add(egui::Slider::new(&mut state.contrast.high, lo..=hi).text("white"));
     ui.add(egui::Slider::new(&mut state.contrast.gamma, 0.2..=5.0).logarithmic(true).text("gamma"));
@@ -129,18 +122,22 @@ pub fn display_panel_ui(
     }
     let ids: Vec<_> = classes.iter().map(|c| (c.id, c.name.clone(), c.color)).collect();
     state.classes.resize(ids.len(), Default::default());
-    for (slot, (id, name, color)) in ids.into_iter().enumerate() {
-        let view = &mut state.classes[slot];
-        ui.horizontal(|ui| {
-            ui.checkbox(&mut view.visible, "").on_hover_text("show / hide");
+    egui::Grid::new("class table").num_columns(3).show(ui, |ui| {
+        for (slot, (id, name, color)) in ids.into_iter().enumerate() {
+            let view = &mut state.classes[slot];
             let mut rgb = [color.0, color.1, color.2];
-            if ui.color_edit_button_srgb(&mut rgb).changed() {
+            let colour = ui.color_edit_button_srgb(&mut rgb);
+            if colour.changed() {
                 let _ = classes.set_color(id, Rgb(rgb[0], rgb[1], rgb[2]));
             }
-            ui.add(egui::Slider::new(&mut view.opacity, 0.0..=1.0).show_value(false)).on_hover_text("opacity");
-            ui.label(name);
-        });
-    }
+            let shown = ui.checkbox(&mut view.visible, &name).on_hover_text("show / hide");
+            colour.labelled_by(shown.id);
+            ui.add(egui::Slider::new(&mut view.opacity, 0.0..=1.0).show_value(false))
+                .labelled_by(shown.id)
+                .on_hover_text(format!("{name} opacity"));
+            ui.end_row();
+        }
+    });
     if classes.len() > crate::render::CLASS_SLOTS {
         ui.label(RichText::new(format!("Only the first {} classes are drawn.", crate::render::CLASS_SLOTS)).weak());
     }
@@ -217,9 +214,9 @@ pub fn slice_slider_ui(ui: &mut egui::Ui, state: &mut ViewerState) {
     }
     let mut z = state.cursor.z.0;
     ui.horizontal(|ui| {
-        ui.label("z");
+        let label = ui.label("z");
         ui.spacing_mut().slider_width = (ui.available_width() - 80.0).max(100.0);
-        if ui.add(egui::Slider::new(&mut z, 0..=depth - 1)).changed() {
+        if ui.add(egui::Slider::new(&mut z, 0..=depth - 1)).labelled_by(label.id).changed() {
             state.set_slice(z as isize);
         }
     });

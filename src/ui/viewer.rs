@@ -234,7 +234,9 @@ pub struct ViewResponse {
 
 /// Keyboard navigation, unless a text field has the keyboard. Returns whether anything changed.
 pub fn handle_keys(ctx: &egui::Context, state: &mut ViewerState, xy_size: Vec2) -> bool {
-    if ctx.egui_wants_keyboard_input() {
+    // A focused widget (a slider the user just dragged, a text field) owns the keys; clicking
+    // into a view takes the focus back.
+    if ctx.egui_wants_keyboard_input() || ctx.memory(|m| m.focused().is_some()) {
         return false;
     }
     let ppp = ctx.pixels_per_point();
@@ -370,6 +372,12 @@ pub fn plane_ui(
         if pinch && zoom_delta != 1.0 {
             zoom_plane(state, plane, zoom_delta, anchor, rect);
         }
+    }
+
+    if (response.clicked() || response.drag_started())
+        && let Some(focused) = ui.memory(|m| m.focused())
+    {
+        ui.memory_mut(|m| m.surrender_focus(focused));
     }
 
     // Pan.

@@ -91,6 +91,8 @@ fn sample_opens_with_overlays_on_the_shared_device() {
     // Display and model share lavapipe's device here.
     assert!(app.device_note().contains("model: shares the display GPU"), "{}", app.device_note());
     assert!(app.model_device().is_some());
+    // kittest's run() also checks that every widget has an accessible name.
+    h.run();
     h.snapshot_options("viewer_sample", &crate::common::snapshot_options());
 }
 
@@ -376,6 +378,12 @@ fn status_bar_and_prediction_layer_read_the_voxel_under_the_pointer() {
     assert_eq!(info.classes, vec!["mitochondria".to_owned()]);
     let prob = info.probability.expect("prediction shown");
     assert!((prob - 191.0 / 255.0).abs() < 1e-6, "{prob}");
+    assert!(h.state().prediction_on_gpu());
+    // Opening another stack drops the old prediction: it must never show over other data.
+    let ctx = h.ctx.clone();
+    h.state_mut().open(OpenRequest::sample(), &ctx);
+    settle(&mut h);
+    assert!(!h.state().prediction_on_gpu());
     // A probability map of another shape is refused, naming the file.
     let other = OpenRequest {
         prediction: Some(crate::common::test_data("tiff/bilevel.tif")),
@@ -388,4 +396,39 @@ fn status_bar_and_prediction_layer_read_the_voxel_under_the_pointer() {
         errors.len() == 1 && errors[0].contains("bilevel.tif") && errors[0].contains("probability map"),
         "{errors:?}"
     );
+}
+
+#[test]
+fn a_broken_slice_is_reported_once_and_the_rest_still_browses() {
+    // Three PNG slices, the middle one cut short after its header.
+    let dir = tempfile::tempdir().unwrap();
+    let good = image::GrayImage::from_fn(64, 48, |x, y| image::Luma([(x * 3 + y) as u8]));
+    for i in 0..3 {
+        good.save(dir.path().join(format!("s{i}.png"))).unwrap();
+    }
+    let broken = dir.path().join("s1.png");
+    let bytes = std::fs::read(&broken).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let mut h = harness(OpenRequest::stack(dir.path()));
+    settle(&mut h);
+    // The orthogonal planes need every slice: one error, naming the file.
+    let errors = h.state().errors().to_vec();
+    assert!(errors.len() == 1 && errors[0].contains("s1.png"), "{errors:?}");
+    assert!(!h.state().is_busy(), "waiting forever on planes that cannot load");
+    h.key_press(Key::ArrowUp);
+    settle(&mut h);
+    for _ in 0..20 {
+        h.step();
+    }
+    // The slice itself: one more error, not one per frame.
+    let errors = h.state().errors().to_vec();
+    assert!(
+        errors.len() == 2 && errors[1].contains("cannot read slice 1") && errors[1].contains("s1.png"),
+        "{errors:?}"
+    );
+    assert!(!h.state().is_busy(), "waiting forever on a slice that cannot load");
+    h.key_press(Key::ArrowUp);
+    settle(&mut h);
+    assert_eq!(z(&h), 2);
+    assert_eq!(h.state().errors().len(), 2, "no new errors for a good slice");
 }
