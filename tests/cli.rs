@@ -44,6 +44,8 @@ fn info_on_every_shared_dataset() {
         ("lucchi-pp-train-z000-049/Train_In", "50 x 768 x 1024", "uint8"),
         ("lucchi-pp-train-z000-049/Train_Out", "50 x 768 x 1024", "uint8"),
         ("flyem-medulla-fibsem-neuroproof-sample2/grayscale_maps", "250 x 250 x 250", "uint8"),
+        ("gala-fibsem-mini/train-image.h5", "50 x 100 x 200", "uint8"),
+        ("gala-fibsem-mini/test-gt.lzf.h5", "50 x 100 x 200", "uint32"),
     ] {
         let o = sam4em(&["info", data.join(path).to_str().unwrap()]);
         assert!(o.status.success(), "{path}: {}", stderr(&o));
@@ -162,10 +164,10 @@ fn bad_input_is_one_line_and_exit_code_2() {
     let s = |p: &Path| p.to_str().unwrap().to_owned();
     // `info` reads metadata only, so the truncated TIFF is caught by the data-extent check.
     fails_cleanly(&["info", &s(&truncated)], &truncated, "truncated TIFF");
-    fails_cleanly(&["info", &s(&text)], &text, "not a TIFF or PNG image");
+    fails_cleanly(&["info", &s(&text)], &text, "not a TIFF, PNG or HDF5 file");
     let h5 = d.join("stack.h5");
     std::fs::write(&h5, b"\x89HDF\r\n\x1a\n\0\0\0\0").unwrap();
-    fails_cleanly(&["info", &s(&h5)], &h5, "unsupported file type: HDF5");
+    fails_cleanly(&["info", &s(&h5)], &h5, "corrupt or unreadable HDF5");
 
     fails_cleanly(&["info", &s(&i16)], &i16, "unsupported bit depth: 16-bit signed integer");
     fails_cleanly(&["info", &s(&mixed)], &mixed.join("2.png"), "slice 2 is 9x8 px");

@@ -98,3 +98,28 @@ fn flyem_png_stack() {
     assert_eq!([value(&v, 0, 0, 0), value(&v, 0, 100, 200), value(&v, 0, 249, 249)], [89.0, 188.0, 172.0]);
     assert_eq!([value(&v, 100, 0, 0), value(&v, 100, 100, 200), value(&v, 249, 249, 249)], [90.0, 84.0, 165.0]);
 }
+
+#[test]
+fn gala_hdf5_images_and_lzf_labels() {
+    let Some(shared) = common::shared() else { return };
+    let gala = shared.join("data/gala-fibsem-mini");
+    for (split, ids) in [("train", 88usize), ("test", 133)] {
+        let image = open(&gala.join(format!("{split}-image.h5")));
+        assert_eq!((image.depth(), image.height(), image.width()), (50, 100, 200), "{split}");
+        assert_eq!(image.info().dtype, sam4em::state::DType::U8);
+        assert!(image.info().format.contains("/stack"), "{}", image.info().format);
+        // Real EM: slices differ and use much of the 8-bit range.
+        let (s0, s1) = (image.slice(SliceIndex(0)).unwrap(), image.slice(SliceIndex(1)).unwrap());
+        assert_ne!(s0.data, s1.data);
+        let gt = open(&gala.join(format!("{split}-gt.lzf.h5")));
+        assert_eq!((gt.depth(), gt.height(), gt.width()), (50, 100, 200));
+        assert!(gt.info().format.contains("LZF"), "{}", gt.info().format);
+        // The README's count of distinct ids (0 = boundary included) over the whole volume.
+        let mut seen = std::collections::BTreeSet::new();
+        for z in 0..gt.depth() {
+            let s = gt.slice(SliceIndex(z)).unwrap();
+            seen.extend((0..s.data.len()).map(|i| s.data.value_f64(i) as u64));
+        }
+        assert_eq!(seen.len(), ids, "{split}: distinct label ids");
+    }
+}

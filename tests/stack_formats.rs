@@ -159,7 +159,7 @@ fn truncated_and_foreign_files_fail_cleanly() {
     }
     let text = dir.path().join("notes.tif");
     std::fs::write(&text, "just some text\n").unwrap();
-    assert!(open_err(&text).to_string().contains("not a TIFF or PNG image"));
+    assert!(open_err(&text).to_string().contains("not a TIFF, PNG or HDF5 file"));
     let empty = dir.path().join("empty.tif");
     std::fs::write(&empty, "").unwrap();
     assert!(open_err(&empty).to_string().starts_with("empty file"));
@@ -282,4 +282,74 @@ fn sixteen_bit_png_and_tiff_slices() {
     let v = open(tdir.path());
     assert!(v.info().format.starts_with("TIFF sequence"), "{}", v.info().format);
     assert_values(&v, fixture_u16);
+}
+
+#[test]
+fn hdf5_stacks_of_every_layout_and_type() {
+    use hdf5_pure::FileBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, h, w) = (4usize, 6usize, 5usize);
+    let u16s: Vec<u16> = (0..d * h * w).map(|i| (i * 997 % 65536) as u16).collect();
+    let labels: Vec<i32> = (0..d * h * w).map(|i| (i % 7) as i32 * 1000).collect();
+    let floats: Vec<f32> = (0..h * w).map(|i| i as f32 * 0.25 - 3.0).collect();
+    let mut b = FileBuilder::new();
+    // The image under an EM name, chunked with shuffle + deflate across slice boundaries.
+    let mut volumes = b.create_group("volumes");
+    volumes
+        .create_dataset("raw")
+        .with_u16_data(&u16s)
+        .with_shape(&[d as u64, h as u64, w as u64])
+        .with_chunks(&[3, 4, 4])
+        .with_shuffle()
+        .with_deflate(6);
+    b.add_group(volumes.finish());
+    // A decoy: larger, but not named as an image.
+    let decoy = vec![0i32; d * h * w * 2];
+    b.create_dataset("labels").with_i32_data(&decoy).with_shape(&[d as u64, h as u64, 2 * w as u64]).with_lzf();
+    let path = dir.path().join("em.h5");
+    b.write(&path).unwrap();
+    let v = open(&path);
+    assert_eq!((v.depth(), v.height(), v.width(), v.info().dtype), (d, h, w, DType::U16));
+    assert!(v.info().format.contains("/volumes/raw") && v.info().format.contains("deflate"), "{}", v.info().format);
+    assert_values(&v, |z, y, x| f64::from(u16s[(z * h + y) * w + x]));
+
+    // Labels only: int32 read as uint32, LZF chunks.
+    let mut b = FileBuilder::new();
+    b.create_dataset("gt")
+        .with_i32_data(&labels)
+        .with_shape(&[d as u64, h as u64, w as u64])
+        .with_chunks(&[2, 6, 5])
+        .with_lzf();
+    let path = dir.path().join("gt.lzf.h5");
+    b.write(&path).unwrap();
+    let v = open(&path);
+    assert_eq!(v.info().dtype, DType::U32);
+    assert!(v.info().format.contains("LZF"), "{}", v.info().format);
+    assert_values(&v, |z, y, x| f64::from(labels[(z * h + y) * w + x]));
+
+    // One 2-D float image.
+    let mut b = FileBuilder::new();
+    b.create_dataset("image").with_f32_data(&floats).with_shape(&[h as u64, w as u64]);
+    let path = dir.path().join("one.h5");
+    b.write(&path).unwrap();
+    let v = open(&path);
+    assert_eq!((v.depth(), v.info().dtype), (1, DType::F32));
+    assert_values(&v, |_, y, x| f64::from(floats[y * w + x]));
+
+    // Negative labels cannot become uint32: the slice fails, naming the file.
+    let mut b = FileBuilder::new();
+    let negative: Vec<i32> = vec![-1; d * h * w];
+    b.create_dataset("stack").with_i32_data(&negative).with_shape(&[d as u64, h as u64, w as u64]);
+    let path = dir.path().join("negative.h5");
+    b.write(&path).unwrap();
+    let err = open(&path).slice(SliceIndex(0)).unwrap_err().to_string();
+    assert!(err.contains("label value -1") && err.ends_with("negative.h5"), "{err}");
+
+    // No image inside: the datasets are listed.
+    let mut b = FileBuilder::new();
+    b.create_dataset("table").with_f32_data(&[1.0, 2.0]);
+    let path = dir.path().join("table.h5");
+    b.write(&path).unwrap();
+    let err = open_err(&path).to_string();
+    assert!(err.contains("no 2-D or 3-D numeric dataset") && err.contains("table"), "{err}");
 }

@@ -1,4 +1,4 @@
-//! Files in and out: EM stacks (multi-page TIFF/BigTIFF, PNG/TIFF sequences), mask import and
+//! Files in and out: EM stacks (multi-page TIFF/BigTIFF, HDF5, PNG/TIFF sequences), mask import and
 //! export, atomic writes.
 //!
 //! Depends on `state` only (it produces `Volume`s and fills `MaskVolume`s); never on the UI,
@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod error;
 pub mod export;
+mod hdf5;
 pub mod import;
 pub mod meta;
 pub mod stack;

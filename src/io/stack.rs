@@ -71,6 +71,7 @@ impl Default for OpenOptions {
 enum Signature {
     Tiff { big: bool },
     Png,
+    Hdf5,
 }
 
 fn signature(head: &[u8]) -> Option<Signature> {
@@ -78,6 +79,7 @@ fn signature(head: &[u8]) -> Option<Signature> {
         [b'I', b'I', 42, 0, ..] | [b'M', b'M', 0, 42, ..] => Some(Signature::Tiff { big: false }),
         [b'I', b'I', 43, 0, ..] | [b'M', b'M', 0, 43, ..] => Some(Signature::Tiff { big: true }),
         [0x89, b'P', b'N', b'G', ..] => Some(Signature::Png),
+        [0x89, b'H', b'D', b'F', b'\r', b'\n', 0x1a, b'\n', ..] => Some(Signature::Hdf5),
         _ => None,
     }
 }
@@ -96,13 +98,12 @@ fn sniff(path: &Path) -> Result<(File, u64, Signature), IoError> {
 }
 
 /// Said of formats we recognise but do not read yet.
-const READ_FOR_NOW: &str = "stacks are read from TIFF or PNG for now";
+const READ_FOR_NOW: &str = "stacks are read from TIFF, PNG or HDF5 for now";
 
 /// The error for a file that is neither TIFF nor PNG, naming what it is when we can tell, so
 /// the user knows to convert it rather than suspect a broken file.
 fn unknown_format(path: &Path, head: &[u8]) -> IoError {
     let known = match head {
-        [0x89, b'H', b'D', b'F', ..] => Some("HDF5"),
         [0x1f, 0x8b, ..] => Some("gzip-compressed"),
         [0xff, 0xd8, 0xff, ..] => Some("JPEG"),
         [b'P', b'K', 3, 4, ..] => Some("ZIP"),
@@ -111,12 +112,12 @@ fn unknown_format(path: &Path, head: &[u8]) -> IoError {
     };
     match known {
         Some(kind) => IoError::unsupported(path, format!("file type: {kind} ({READ_FOR_NOW})")),
-        None => IoError::read(path, "not a TIFF or PNG image (unrecognised file signature)"),
+        None => IoError::read(path, "not a TIFF, PNG or HDF5 file (unrecognised file signature)"),
     }
 }
 
-/// Opens a stack: a TIFF/BigTIFF file (all pages), a PNG file (one slice) or a folder of
-/// PNG/TIFF slices. Reads metadata only; slices decode when first asked for.
+/// Opens a stack: a TIFF/BigTIFF file (all pages), an HDF5 file (its image dataset), a PNG
+/// file (one slice) or a folder of PNG/TIFF slices. Reads metadata only; slices decode when first asked for.
 pub fn open_stack(path: &Path, opts: &OpenOptions) -> Result<Volume, IoError> {
     let meta = std::fs::metadata(path).map_err(|e| IoError::read(path, describe_io(&e)))?;
     if meta.is_dir() {
@@ -129,6 +130,14 @@ pub fn open_stack(path: &Path, opts: &OpenOptions) -> Result<Volume, IoError> {
             Ok(Volume::new(volume_info(path, info, len), Box::new(source), opts.cache_budget_bytes))
         }
         Signature::Png => open_files(path, vec![path.to_owned()], opts),
+        Signature::Hdf5 => {
+            drop(file);
+            // Streaming: metadata now, then only the chunks each slice touches.
+            let h5 = hdf5_pure::File::open_streaming(path)
+                .map_err(|e| IoError::read(path, format!("corrupt or unreadable HDF5: {e}")))?;
+            let (info, source) = super::hdf5::open(h5, path, len, opts)?;
+            Ok(Volume::new(info, Box::new(source), opts.cache_budget_bytes))
+        }
     }
 }
 
@@ -154,6 +163,12 @@ pub fn open_stack_bytes(bytes: Vec<u8>, name: &Path, opts: &OpenOptions) -> Resu
                 size_on_disk_bytes: len,
             };
             let source = PngBytes { bytes, name: name.to_owned(), opts: opts.clone() };
+            Ok(Volume::new(info, Box::new(source), opts.cache_budget_bytes))
+        }
+        Some(Signature::Hdf5) => {
+            let h5 = hdf5_pure::File::from_bytes(bytes)
+                .map_err(|e| IoError::read(name, format!("corrupt or unreadable HDF5: {e}")))?;
+            let (info, source) = super::hdf5::open(h5, name, len, opts)?;
             Ok(Volume::new(info, Box::new(source), opts.cache_budget_bytes))
         }
         None => Err(unknown_format(name, &bytes[..bytes.len().min(8)])),
@@ -288,6 +303,7 @@ fn probe_png<R: std::io::BufRead + Seek>(reader: R, path: &Path, opts: &OpenOpti
 fn probe(path: &Path, opts: &OpenOptions) -> Result<Probe, IoError> {
     let (file, len, sig) = sniff(path)?;
     match sig {
+        Signature::Hdf5 => Err(IoError::unsupported(path, "HDF5 file inside a slice folder; open it on its own")),
         Signature::Png => probe_png(BufReader::new(file), path, opts),
         Signature::Tiff { big } => {
             let (info, _) = tiff::open(BufReader::new(file), path, len, big, opts)?;
@@ -391,6 +407,7 @@ impl SliceSource for FileSequence {
         let fail = |problem: String| SliceError { slice: z, problem, path: path.clone() };
         let (file, len, sig) = sniff(path).map_err(|e| fail(e.to_string()))?;
         match sig {
+            Signature::Hdf5 => Err(fail("an HDF5 file where a slice image was".into())),
             Signature::Png => decode_png(BufReader::new(file), &self.opts).map_err(fail),
             Signature::Tiff { big } => {
                 let (_, source) =

@@ -73,6 +73,8 @@ pub struct ViewerState {
     pub shape: [usize; 3],
     /// Screen height of one slice step in the orthogonal views, relative to a pixel's width.
     pub z_aspect: f32,
+    /// Pixel width in nm, when the file says (for the scale bar).
+    pub pixel_size_nm: Option<f64>,
     /// XY camera; `None` until the first frame fits the image to the view.
     pub camera: Option<Camera>,
     /// The shared cursor.
@@ -110,6 +112,7 @@ impl ViewerState {
         Self {
             shape,
             z_aspect,
+            pixel_size_nm: None,
             camera: None,
             cursor: Cursor { x: shape[0] / 2, y: shape[1] / 2, z: SliceIndex(0) },
             contrast,
@@ -435,6 +438,12 @@ pub fn plane_ui(
         painter.line_segment([Pos2::new(sx, rect.top()), Pos2::new(sx, rect.bottom())], stroke);
         painter.line_segment([Pos2::new(rect.left(), sy), Pos2::new(rect.right(), sy)], stroke);
     }
+    if plane == Plane::Xy
+        && has_image
+        && let Some(nm) = state.pixel_size_nm
+    {
+        scale_bar(&painter, rect, cam.zoom, nm);
+    }
     painter.text(
         rect.left_top() + Vec2::new(6.0, 4.0),
         egui::Align2::LEFT_TOP,
@@ -442,6 +451,32 @@ pub fn plane_ui(
         egui::FontId::proportional(12.0),
         ui.visuals().strong_text_color(),
     );
+}
+
+/// The longest "round" length (1, 2 or 5 × 10^k nm) whose bar is at most `max_pts` long at
+/// `points_per_nm`, and its label (nm below 1 µm, else µm).
+pub fn scale_bar_length(points_per_nm: f64, max_pts: f64) -> (f64, String) {
+    let limit_nm = max_pts / points_per_nm;
+    let decade = 10f64.powf(limit_nm.log10().floor());
+    // A relative 1e-9 so that a bar that fits exactly is not lost to rounding.
+    let nm = [5.0, 2.0, 1.0].into_iter().map(|m| m * decade).find(|&l| l <= limit_nm * (1.0 + 1e-9)).unwrap_or(decade);
+    let label = if nm >= 1000.0 { format!("{} µm", nm / 1000.0) } else { format!("{nm} nm") };
+    (nm, label)
+}
+
+/// A scale bar in the bottom-left corner of the XY view.
+fn scale_bar(painter: &egui::Painter, rect: Rect, zoom: f32, pixel_nm: f64) {
+    let points_per_nm = f64::from(zoom) / pixel_nm;
+    let (nm, label) = scale_bar_length(points_per_nm, 140.0);
+    let len = (nm * points_per_nm) as f32;
+    let start = rect.left_bottom() + Vec2::new(14.0, -14.0);
+    let end = start + Vec2::new(len, 0.0);
+    painter.line_segment([start, end], Stroke::new(5.0, Color32::from_black_alpha(160)));
+    painter.line_segment([start, end], Stroke::new(3.0, Color32::WHITE));
+    let font = egui::FontId::proportional(12.0);
+    let at = start + Vec2::new(len / 2.0, -5.0);
+    painter.text(at + Vec2::new(1.0, 1.0), egui::Align2::CENTER_BOTTOM, &label, font.clone(), Color32::BLACK);
+    painter.text(at, egui::Align2::CENTER_BOTTOM, label, font, Color32::WHITE);
 }
 
 fn zoom_plane(state: &mut ViewerState, plane: Plane, factor: f32, anchor: Pos2, rect: Rect) {
@@ -479,4 +514,20 @@ pub fn layout(rect: Rect, state: &ViewerState) -> Vec<(Plane, Rect)> {
     let yz = Rect::from_min_max(Pos2::new(xy.right() + gap, rect.top()), Pos2::new(rect.right(), xy.bottom()));
     let xz = Rect::from_min_max(Pos2::new(rect.left(), xy.bottom() + gap), Pos2::new(xy.right(), rect.bottom()));
     vec![(Plane::Xy, xy), (Plane::Yz, yz), (Plane::Xz, xz)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_bar_picks_round_lengths() {
+        // 4.6 nm pixels at 100 % zoom: 140 points are 644 nm -> a 500 nm bar.
+        assert_eq!(scale_bar_length(1.0 / 4.6, 140.0), (500.0, "500 nm".to_owned()));
+        // Zoomed out 8x: 5152 nm -> 5 µm.
+        assert_eq!(scale_bar_length(1.0 / 4.6 / 8.0, 140.0), (5000.0, "5 µm".to_owned()));
+        // 2 µm exactly fits.
+        assert_eq!(scale_bar_length(140.0 / 2000.0, 140.0).0, 2000.0);
+        assert_eq!(scale_bar_length(140.0 / 1999.0, 140.0).0, 1000.0);
+    }
 }

@@ -353,6 +353,7 @@ fn opens_every_shared_stack() {
         [1024, 768, 50],
     );
     opens(OpenRequest::stack(data.join("flyem-medulla-fibsem-neuroproof-sample2/grayscale_maps")), [250, 250, 250]);
+    opens(OpenRequest::stack(data.join("gala-fibsem-mini/test-image.h5")), [200, 100, 50]);
 }
 
 #[test]

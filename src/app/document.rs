@@ -1,0 +1,398 @@
+//! The open stack and everything shown of it: which slice, orthogonal planes and prediction
+//! are loaded, what the GPU holds (so textures are written only when their content changes),
+//! the edits waiting for a dirty-rectangle upload, and what the status bar reports.
+
+use std::sync::Arc;
+
+use eframe::egui;
+use eframe::egui_wgpu::RenderState;
+
+use super::jobs::Opened;
+use super::loader::{LoadEvent, LoadRequest, Loader};
+use crate::render::{self, ImagePixels};
+use crate::state::view::{
+    AUTO_CONTRAST_PERCENTILES, mask_bits_rect, mask_bits_xy, mask_bits_xz, mask_bits_yz, percentile_window, z_aspect,
+};
+use crate::state::{
+    ClassId, ClassTable, Contrast, DType, MaskVolume, Provenance, Slice, SliceData, SliceIndex, SliceMask, Volume,
+};
+use crate::ui::panels::HoverInfo;
+use crate::ui::viewer::{Plane, ViewerState};
+
+/// The open stack and everything shown of it.
+pub(super) struct Document {
+    pub(super) volume: Arc<Volume>,
+    pub(super) masks: MaskVolume,
+    pub(super) prediction: Option<Arc<Volume>>,
+    pub(super) loader: Loader,
+    pub(super) view: ViewerState,
+    pub(super) data_range: (f64, f64),
+    pub(super) auto_contrast_pending: bool,
+    pub(super) xy: Option<(SliceIndex, Arc<Slice>)>,
+    pub(super) ortho: Option<([usize; 2], Arc<Slice>, Arc<Slice>)>,
+    pub(super) probabilities: Option<(SliceIndex, Arc<Vec<f32>>)>,
+    pub(super) requested_slice: Option<SliceIndex>,
+    pub(super) requested_ortho: Option<[usize; 2]>,
+    pub(super) requested_prediction: Option<SliceIndex>,
+    /// Requests that failed (their errors were shown once): not re-sent while the view stays
+    /// where it is, and not waited for.
+    pub(super) failed: Vec<LoadRequest>,
+    pub(super) gpu: GpuContent,
+    /// Rectangles of the shown slice edited since the last upload, and the mask key the GPU
+    /// will hold once they are uploaded (set only when the GPU was up to date before them).
+    pub(super) dirty_rects: Vec<render::PixelRect>,
+    pub(super) dirty_key: Option<MaskKey>,
+    pub(super) notes: Vec<String>,
+}
+
+/// What is on the GPU now, so uploads happen only when content changes.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct GpuContent {
+    pub(super) xy_image: Option<SliceIndex>,
+    pub(super) xy_mask: Option<MaskKey>,
+    pub(super) ortho_image: Option<[usize; 2]>,
+    pub(super) ortho_mask: Option<MaskKey>,
+    pub(super) prediction: Option<SliceIndex>,
+}
+
+/// Identity of uploaded mask bits: the plane position and the versions of every class slice
+/// that went into them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct MaskKey {
+    pub(super) position: [usize; 3],
+    pub(super) versions: Vec<(ClassId, u64)>,
+}
+
+impl Document {
+    pub(super) fn new(opened: Opened, classes: &ClassTable, ctx: &egui::Context) -> Self {
+        let Opened { volume, masks, prediction, notes, .. } = opened;
+        let info = volume.info().clone();
+        let wake = ctx.clone();
+        let loader = Loader::spawn(Arc::clone(&volume), prediction.clone(), move || wake.request_repaint());
+        let contrast = Contrast::full_range(info.dtype);
+        let data_range = (contrast.low, contrast.high);
+        let mut view =
+            ViewerState::new([info.width, info.height, info.depth], z_aspect(info.voxel_size), contrast, classes.len());
+        view.pixel_size_nm = info.voxel_size.map(|v| v.x_nm);
+        Self {
+            volume,
+            masks,
+            prediction,
+            loader,
+            view,
+            data_range,
+            auto_contrast_pending: true,
+            xy: None,
+            ortho: None,
+            probabilities: None,
+            requested_slice: None,
+            requested_ortho: None,
+            requested_prediction: None,
+            failed: Vec::new(),
+            gpu: GpuContent::default(),
+            dirty_rects: Vec::new(),
+            dirty_key: None,
+            notes,
+        }
+    }
+
+    /// A person's edit: sets `class` to `value` inside `rect` of slice `z`. When the slice is
+    /// the one on screen and the GPU holds its masks, only the rectangle is re-uploaded.
+    pub(super) fn edit_rect(
+        &mut self,
+        classes: &ClassTable,
+        class: ClassId,
+        z: SliceIndex,
+        rect: render::PixelRect,
+        value: bool,
+    ) -> Result<(), String> {
+        let [w, h, _] = self.view.shape;
+        if rect.x1 as usize > w || rect.y1 as usize > h || rect.width() == 0 || rect.height() == 0 {
+            return Err(format!("rectangle {rect:?} is outside the {w}x{h} px slice"));
+        }
+        let slots = Self::slots(classes);
+        let shown = self.gpu.xy_image == Some(z);
+        let key = |d: &Self| d.mask_key(&slots, [usize::MAX, usize::MAX, z.0], std::iter::once(z));
+        let up_to_date = shown && self.gpu.xy_mask.as_ref() == Some(&key(self));
+        let mut mask = self.masks.mask(class, z).cloned().unwrap_or_else(|| SliceMask::new(w, h));
+        for y in rect.y0 as usize..rect.y1 as usize {
+            for x in rect.x0 as usize..rect.x1 as usize {
+                mask.set(x, y, value);
+            }
+        }
+        self.masks.put(class, z, mask, Provenance::User).map_err(|e| e.to_string())?;
+        if up_to_date || (shown && self.dirty_key.is_some()) {
+            self.dirty_rects.push(rect);
+            self.dirty_key = Some(key(self));
+        } else {
+            self.dirty_rects.clear();
+            self.dirty_key = None;
+        }
+        Ok(())
+    }
+
+    fn slots(classes: &ClassTable) -> Vec<ClassId> {
+        classes.iter().map(|c| c.id).take(render::CLASS_SLOTS).collect()
+    }
+
+    fn mask_key(
+        &self,
+        slots: &[ClassId],
+        position: [usize; 3],
+        zs: impl Iterator<Item = SliceIndex> + Clone,
+    ) -> MaskKey {
+        let versions = slots
+            .iter()
+            .map(|&c| {
+                (c, zs.clone().map(|z| self.masks.version(c, z)).fold(0u64, |a, v| a.wrapping_mul(31).wrapping_add(v)))
+            })
+            .collect();
+        MaskKey { position, versions }
+    }
+
+    /// Applies loader results; asks for what the view needs next.
+    pub(super) fn logic(&mut self, errors: &mut Vec<String>) {
+        for event in self.loader.drain().collect::<Vec<_>>() {
+            match event {
+                LoadEvent::Slice { z, slice } => {
+                    if z == self.view.cursor.z {
+                        self.xy = Some((z, slice));
+                    }
+                    if self.requested_slice == Some(z) {
+                        self.requested_slice = None;
+                    }
+                }
+                LoadEvent::Ortho { x, y, xz, yz } => {
+                    if self.requested_ortho == Some([x, y]) {
+                        self.requested_ortho = None;
+                    }
+                    self.ortho = Some(([x, y], xz, yz));
+                }
+                LoadEvent::Prediction { z, probabilities } => {
+                    if self.requested_prediction == Some(z) {
+                        self.requested_prediction = None;
+                    }
+                    if z == self.view.cursor.z {
+                        self.probabilities = Some((z, probabilities));
+                    }
+                }
+                LoadEvent::Failed { request, message } => {
+                    // The request stays marked as sent, so it is retried only when the user
+                    // comes back to it, not every frame.
+                    if !self.failed.contains(&request) {
+                        self.failed.push(request);
+                    }
+                    errors.push(message);
+                }
+            }
+        }
+        let z = self.view.cursor.z;
+        if self.xy.as_ref().is_none_or(|(shown, _)| *shown != z) {
+            // A prefetched slice shows at once; otherwise the old one stays until it arrives.
+            if let Some(slice) = self.volume.cached(z) {
+                self.xy = Some((z, slice));
+            } else if self.requested_slice != Some(z) {
+                self.send(LoadRequest::Slice(z));
+                self.requested_slice = Some(z);
+            }
+        }
+        if self.auto_contrast_pending
+            && let Some((_, slice)) = &self.xy
+        {
+            self.auto_contrast_pending = false;
+            if self.volume.info().dtype == DType::F32
+                && let Some(range) = percentile_window(&slice.data, 0.0, 100.0)
+            {
+                self.data_range = range;
+            }
+            if let Some((lo, hi)) =
+                percentile_window(&slice.data, AUTO_CONTRAST_PERCENTILES.0, AUTO_CONTRAST_PERCENTILES.1)
+            {
+                (self.view.contrast.low, self.view.contrast.high) = (lo, hi);
+            }
+        }
+        let xy_pos = [self.view.cursor.x, self.view.cursor.y];
+        if self.view.orthogonal
+            && self.volume.depth() > 1
+            && self.ortho.as_ref().is_none_or(|(pos, _, _)| *pos != xy_pos)
+            && self.requested_ortho != Some(xy_pos)
+        {
+            self.send(LoadRequest::Ortho { x: xy_pos[0], y: xy_pos[1] });
+            self.requested_ortho = Some(xy_pos);
+        }
+        if self.prediction.is_some()
+            && self.probabilities.as_ref().is_none_or(|(shown, _)| *shown != z)
+            && self.requested_prediction != Some(z)
+        {
+            self.send(LoadRequest::Prediction(z));
+            self.requested_prediction = Some(z);
+        }
+    }
+
+    fn send(&mut self, request: LoadRequest) {
+        self.failed.retain(|f| *f != request);
+        self.loader.request(request);
+    }
+
+    /// Whether something the view shows is still on its way (failures are not waited for).
+    pub(super) fn is_loading(&self) -> bool {
+        let c = self.view.cursor;
+        let waiting = |shown: bool, request: LoadRequest| !shown && !self.failed.contains(&request);
+        waiting(self.gpu.xy_image == Some(c.z), LoadRequest::Slice(c.z))
+            || (self.view.orthogonal
+                && self.view.shape[2] > 1
+                && waiting(self.gpu.ortho_image == Some([c.x, c.y]), LoadRequest::Ortho { x: c.x, y: c.y }))
+            || (self.prediction.is_some() && waiting(self.gpu.prediction == Some(c.z), LoadRequest::Prediction(c.z)))
+    }
+
+    pub(super) fn auto_contrast(&mut self) {
+        if let Some((_, slice)) = &self.xy
+            && let Some((lo, hi)) =
+                percentile_window(&slice.data, AUTO_CONTRAST_PERCENTILES.0, AUTO_CONTRAST_PERCENTILES.1)
+        {
+            (self.view.contrast.low, self.view.contrast.high) = (lo, hi);
+        }
+    }
+
+    /// Uploads whatever changed since the last frame.
+    pub(super) fn upload(&mut self, render_state: &RenderState, classes: &ClassTable, errors: &mut Vec<String>) {
+        let slots = Self::slots(classes);
+        let [w, h, d] = self.view.shape;
+        let mut failures = Vec::new();
+        let ortho_pos = self.ortho.as_ref().map(|(p, _, _)| *p);
+        let ortho_key = ortho_pos.map(|[x, y]| self.mask_key(&slots, [x, y, usize::MAX], (0..d).map(SliceIndex)));
+        render::callback::with_renderer(render_state, |r, device, queue| {
+            let mut report = |e: render::RenderError| failures.push(format!("{}: {e}", self.volume.path().display()));
+            if let Some((shown_z, slice)) = &self.xy
+                && self.gpu.xy_image != Some(*shown_z)
+            {
+                match upload_slice(r, device, queue, Plane::Xy, slice) {
+                    Ok(()) => self.gpu.xy_image = Some(*shown_z),
+                    Err(e) => report(e),
+                }
+            }
+            // Masks follow the slice shown (not the one asked for) so they never mismatch it.
+            if let Some(shown_z) = self.gpu.xy_image {
+                let key = self.mask_key(&slots, [usize::MAX, usize::MAX, shown_z.0], std::iter::once(shown_z));
+                if self.gpu.xy_mask.as_ref() != Some(&key) && self.dirty_key.as_ref() == Some(&key) {
+                    // Only edits since the last upload: send their rectangles.
+                    let mut ok = true;
+                    for rect in std::mem::take(&mut self.dirty_rects) {
+                        let (xs, ys) = (rect.x0 as usize..rect.x1 as usize, rect.y0 as usize..rect.y1 as usize);
+                        let bits = mask_bits_rect(&self.masks, &slots, shown_z, xs, ys);
+                        if let Err(e) = r.update_mask_rect(queue, Plane::Xy.view_id(), rect, &bits) {
+                            report(e);
+                            ok = false;
+                        }
+                    }
+                    if ok {
+                        self.gpu.xy_mask = Some(key.clone());
+                    }
+                }
+                self.dirty_key = None;
+                self.dirty_rects.clear();
+                if self.gpu.xy_mask.as_ref() != Some(&key) {
+                    let bits = mask_bits_xy(&self.masks, &slots, shown_z);
+                    match r.set_mask(device, queue, Plane::Xy.view_id(), w as u32, h as u32, &bits) {
+                        Ok(()) => self.gpu.xy_mask = Some(key),
+                        Err(e) => report(e),
+                    }
+                }
+            }
+            if let Some((pos, xz, yz)) = &self.ortho {
+                if self.gpu.ortho_image != Some(*pos) {
+                    let ok = upload_slice(r, device, queue, Plane::Xz, xz)
+                        .and_then(|()| upload_slice(r, device, queue, Plane::Yz, yz));
+                    match ok {
+                        Ok(()) => self.gpu.ortho_image = Some(*pos),
+                        Err(e) => report(e),
+                    }
+                }
+                if self.gpu.ortho_mask != ortho_key
+                    && let Some(key) = &ortho_key
+                {
+                    let xz_bits = mask_bits_xz(&self.masks, &slots, pos[1]);
+                    let yz_bits = mask_bits_yz(&self.masks, &slots, pos[0]);
+                    let ok = r
+                        .set_mask(device, queue, Plane::Xz.view_id(), w as u32, d as u32, &xz_bits)
+                        .and_then(|()| r.set_mask(device, queue, Plane::Yz.view_id(), d as u32, h as u32, &yz_bits));
+                    match ok {
+                        Ok(()) => self.gpu.ortho_mask = Some(key.clone()),
+                        Err(e) => report(e),
+                    }
+                }
+            }
+            match &self.probabilities {
+                Some((pz, p)) if Some(*pz) == self.gpu.xy_image && self.gpu.prediction != Some(*pz) => {
+                    match r.set_prediction(device, queue, Plane::Xy.view_id(), w as u32, h as u32, p) {
+                        Ok(()) => self.gpu.prediction = Some(*pz),
+                        Err(e) => report(e),
+                    }
+                }
+                Some((pz, _)) if Some(*pz) != self.gpu.xy_image && self.gpu.prediction.is_some() => {
+                    // Never show one slice's prediction over another slice.
+                    r.clear_prediction(Plane::Xy.view_id());
+                    self.gpu.prediction = None;
+                }
+                _ => {}
+            }
+        });
+        if !failures.is_empty() {
+            // Report once; marking as shown stops a retry every frame.
+            self.gpu.xy_image = self.xy.as_ref().map(|(z, _)| *z);
+            self.gpu.ortho_image = ortho_pos;
+            errors.extend(failures);
+        }
+    }
+
+    pub(super) fn hover_info(&self, classes: &ClassTable) -> HoverInfo {
+        let Some((plane, [u, v])) = self.view.hover else { return HoverInfo::default() };
+        let [w, h, d] = self.view.shape;
+        let c = self.view.cursor;
+        let (x, y, z) = match plane {
+            Plane::Xy => (u, v, c.z.0 as f32),
+            Plane::Xz => (u, c.y as f32, v),
+            Plane::Yz => (c.x as f32, v, u),
+        };
+        if x < 0.0 || y < 0.0 || z < 0.0 || x >= w as f32 || y >= h as f32 || z >= d as f32 {
+            return HoverInfo::default();
+        }
+        let (x, y, z) = (x as usize, y as usize, SliceIndex(z as usize));
+        let value = match (&self.xy, &self.ortho) {
+            (Some((sz, s)), _) if *sz == z => Some(s.value_at(x, y)),
+            (_, Some(([ox, oy], xz, yz), ..)) if plane != Plane::Xy => {
+                if plane == Plane::Xz && *oy == y {
+                    Some(xz.value_at(x, z.0))
+                } else if *ox == x {
+                    Some(yz.value_at(z.0, y))
+                } else {
+                    None
+                }
+            }
+            _ => self.volume.cached(z).map(|s| s.value_at(x, y)),
+        };
+        let classes = classes
+            .iter()
+            .filter(|cl| self.masks.mask(cl.id, z).is_some_and(|m| m.get(x, y)))
+            .map(|cl| cl.name.clone())
+            .collect();
+        let probability = self.probabilities.as_ref().filter(|(pz, _)| *pz == z).map(|(_, p)| p[y * w + x]);
+        HoverInfo { voxel: Some([x, y, z.0]), value, classes, probability }
+    }
+}
+
+pub(super) fn upload_slice(
+    r: &mut render::SliceRenderer,
+    device: &eframe::wgpu::Device,
+    queue: &eframe::wgpu::Queue,
+    plane: Plane,
+    slice: &Slice,
+) -> Result<(), render::RenderError> {
+    let pixels = match &slice.data {
+        SliceData::U8(v) => ImagePixels::U8(v),
+        SliceData::U16(v) => ImagePixels::U16(v),
+        SliceData::U32(v) => ImagePixels::U32(v),
+        SliceData::F32(v) => ImagePixels::F32(v),
+    };
+    r.set_image(device, queue, plane.view_id(), slice.width as u32, slice.height as u32, pixels)
+}
