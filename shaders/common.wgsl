@@ -51,3 +51,31 @@ fn texel_clamped(p: vec2<f32>) -> vec2<i32> {
 fn inside_image(p: vec2<f32>) -> bool {
     return all(p >= vec2<f32>(0.0, 0.0)) && all(p < view.image_size.xy);
 }
+
+// Bilinear interpolation at image position `p` (texel centres at +0.5): the four texels to
+// load, clamped to the image, and the weights. Textures that are not filterable on every
+// device (integer, 32-bit float) are interpolated this way from texel loads.
+struct Bilinear {
+    t00: vec2<i32>,
+    t10: vec2<i32>,
+    t01: vec2<i32>,
+    t11: vec2<i32>,
+    f: vec2<f32>,
+};
+
+fn bilinear(p: vec2<f32>) -> Bilinear {
+    let q = p - vec2<f32>(0.5, 0.5);
+    let base = floor(q);
+    var b: Bilinear;
+    b.f = q - base;
+    b.t00 = texel_clamped(base + vec2<f32>(0.5, 0.5));
+    b.t11 = texel_clamped(base + vec2<f32>(1.5, 1.5));
+    b.t10 = vec2<i32>(b.t11.x, b.t00.y);
+    b.t01 = vec2<i32>(b.t00.x, b.t11.y);
+    return b;
+}
+
+// The interpolated value from the four loaded texels.
+fn bilinear_mix(b: Bilinear, v00: f32, v10: f32, v01: f32, v11: f32) -> f32 {
+    return mix(mix(v00, v10, b.f.x), mix(v01, v11, b.f.x), b.f.y);
+}

@@ -17,14 +17,8 @@ fn fs_prediction(in: VertexOut) -> @location(0) vec4<f32> {
     if (view.flags.x == 0u) {
         p = load_probability(texel_clamped(in.image));
     } else {
-        let q = in.image - vec2<f32>(0.5, 0.5);
-        let base = floor(q);
-        let f = q - base;
-        let t00 = texel_clamped(base + vec2<f32>(0.5, 0.5));
-        let t11 = texel_clamped(base + vec2<f32>(1.5, 1.5));
-        let top = mix(load_probability(t00), load_probability(vec2<i32>(t11.x, t00.y)), f.x);
-        let bottom = mix(load_probability(vec2<i32>(t00.x, t11.y)), load_probability(t11), f.x);
-        p = mix(top, bottom, f.y);
+        let b = bilinear(in.image);
+        p = bilinear_mix(b, load_probability(b.t00), load_probability(b.t10), load_probability(b.t01), load_probability(b.t11));
     }
     if (p < view.prediction.x) {
         discard;

@@ -31,32 +31,13 @@ fn grey(raw: f32) -> vec4<f32> {
     return vec4<f32>(v, v, v, 1.0);
 }
 
-// Bilinear weights and the four texels around image position `p` (texel centres at +0.5).
-struct Bilinear {
-    t00: vec2<i32>,
-    t11: vec2<i32>,
-    f: vec2<f32>,
-};
-
-fn bilinear(p: vec2<f32>) -> Bilinear {
-    let q = p - vec2<f32>(0.5, 0.5);
-    let base = floor(q);
-    var b: Bilinear;
-    b.f = q - base;
-    b.t00 = texel_clamped(base + vec2<f32>(0.5, 0.5));
-    b.t11 = texel_clamped(base + vec2<f32>(1.5, 1.5));
-    return b;
-}
-
 @fragment
 fn fs_uint(in: VertexOut) -> @location(0) vec4<f32> {
     if (view.flags.x == 0u) {
         return grey(load_uint(texel_clamped(in.image)));
     }
     let b = bilinear(in.image);
-    let top = mix(load_uint(b.t00), load_uint(vec2<i32>(b.t11.x, b.t00.y)), b.f.x);
-    let bottom = mix(load_uint(vec2<i32>(b.t00.x, b.t11.y)), load_uint(b.t11), b.f.x);
-    return grey(mix(top, bottom, b.f.y));
+    return grey(bilinear_mix(b, load_uint(b.t00), load_uint(b.t10), load_uint(b.t01), load_uint(b.t11)));
 }
 
 @fragment
@@ -65,7 +46,5 @@ fn fs_float(in: VertexOut) -> @location(0) vec4<f32> {
         return grey(load_float(texel_clamped(in.image)));
     }
     let b = bilinear(in.image);
-    let top = mix(load_float(b.t00), load_float(vec2<i32>(b.t11.x, b.t00.y)), b.f.x);
-    let bottom = mix(load_float(vec2<i32>(b.t00.x, b.t11.y)), load_float(b.t11), b.f.x);
-    return grey(mix(top, bottom, b.f.y));
+    return grey(bilinear_mix(b, load_float(b.t00), load_float(b.t10), load_float(b.t01), load_float(b.t11)));
 }

@@ -284,6 +284,14 @@ struct Layer {
     format: wgpu::TextureFormat,
 }
 
+/// The three textures of a view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LayerSlot {
+    Image,
+    Mask,
+    Prediction,
+}
+
 struct ViewGpu {
     uniform: wgpu::Buffer,
     uniform_bind_group: wgpu::BindGroup,
@@ -524,6 +532,38 @@ impl SliceRenderer {
         stats.bytes += bytes.len() as u64;
     }
 
+    /// (Re)creates the `slot` texture of `view` when its size or format changed, then writes
+    /// all of it.
+    #[allow(clippy::too_many_arguments)]
+    fn upload_layer(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        view: ViewId,
+        slot: LayerSlot,
+        size: [u32; 2],
+        format: wgpu::TextureFormat,
+        bytes: &[u8],
+    ) {
+        let (label, layout, binding) = match (slot, format) {
+            (LayerSlot::Image, wgpu::TextureFormat::R32Float) => ("slice image", self.float_layout.clone(), 1),
+            (LayerSlot::Image, _) => ("slice image", self.uint_layout.clone(), 0),
+            (LayerSlot::Mask, _) => ("class mask", self.single_uint_layout.clone(), 0),
+            (LayerSlot::Prediction, _) => ("prediction", self.single_float_layout.clone(), 0),
+        };
+        let mut stats = self.stats;
+        let v = self.view_mut(device, view);
+        let layer = match slot {
+            LayerSlot::Image => &mut v.image,
+            LayerSlot::Mask => &mut v.mask,
+            LayerSlot::Prediction => &mut v.prediction,
+        };
+        Self::ensure_layer(device, layer, label, &layout, binding, size[0], size[1], format);
+        let layer = layer.as_ref().expect("just ensured");
+        Self::write(&mut stats, queue, &layer.texture, [0, 0], size, bytes);
+        self.stats = stats;
+    }
+
     /// Uploads the EM image of `view` (its raw samples; the shader windows them).
     pub fn set_image(
         &mut self,
@@ -535,16 +575,7 @@ impl SliceRenderer {
         pixels: ImagePixels<'_>,
     ) -> Result<(), RenderError> {
         self.check_size("image", width, height, pixels.len())?;
-        let (layout, binding) = match pixels {
-            ImagePixels::F32(_) => (self.float_layout.clone(), 1),
-            _ => (self.uint_layout.clone(), 0),
-        };
-        let mut stats = self.stats;
-        let v = self.view_mut(device, view);
-        Self::ensure_layer(device, &mut v.image, "slice image", &layout, binding, width, height, pixels.format());
-        let layer = v.image.as_ref().expect("just ensured");
-        Self::write(&mut stats, queue, &layer.texture, [0, 0], [width, height], pixels.bytes());
-        self.stats = stats;
+        self.upload_layer(device, queue, view, LayerSlot::Image, [width, height], pixels.format(), pixels.bytes());
         Ok(())
     }
 
@@ -560,13 +591,8 @@ impl SliceRenderer {
         bits: &[u16],
     ) -> Result<(), RenderError> {
         self.check_size("mask", width, height, bits.len())?;
-        let layout = self.single_uint_layout.clone();
-        let mut stats = self.stats;
-        let v = self.view_mut(device, view);
-        Self::ensure_layer(device, &mut v.mask, "class mask", &layout, 0, width, height, wgpu::TextureFormat::R16Uint);
-        let layer = v.mask.as_ref().expect("just ensured");
-        Self::write(&mut stats, queue, &layer.texture, [0, 0], [width, height], bytemuck::cast_slice(bits));
-        self.stats = stats;
+        let format = wgpu::TextureFormat::R16Uint;
+        self.upload_layer(device, queue, view, LayerSlot::Mask, [width, height], format, bytemuck::cast_slice(bits));
         Ok(())
     }
 
@@ -622,22 +648,8 @@ impl SliceRenderer {
         probabilities: &[f32],
     ) -> Result<(), RenderError> {
         self.check_size("prediction", width, height, probabilities.len())?;
-        let layout = self.single_float_layout.clone();
-        let mut stats = self.stats;
-        let v = self.view_mut(device, view);
-        Self::ensure_layer(
-            device,
-            &mut v.prediction,
-            "prediction",
-            &layout,
-            0,
-            width,
-            height,
-            wgpu::TextureFormat::R32Float,
-        );
-        let layer = v.prediction.as_ref().expect("just ensured");
-        Self::write(&mut stats, queue, &layer.texture, [0, 0], [width, height], bytemuck::cast_slice(probabilities));
-        self.stats = stats;
+        let (format, bytes) = (wgpu::TextureFormat::R32Float, bytemuck::cast_slice(probabilities));
+        self.upload_layer(device, queue, view, LayerSlot::Prediction, [width, height], format, bytes);
         Ok(())
     }
 
