@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use super::document::image_pixels;
 use crate::io::{self, OpenOptions};
 use crate::render::headless::{Offscreen, TARGET_FORMAT};
-use crate::render::{ClassStyle, HeadlessGpu, ImagePixels, ScreenFromImage, SliceRenderer, ViewId, ViewParams};
-use crate::state::SliceData;
+use crate::render::{ClassStyle, HeadlessGpu, ScreenFromImage, SliceRenderer, ViewId, ViewParams};
 use crate::state::view::percentile_window;
 
 /// One timed case.
@@ -82,15 +82,6 @@ fn write_stack(path: &Path, width: usize, height: usize, depth: usize, sixteen: 
     Ok(())
 }
 
-fn pixels(data: &SliceData) -> ImagePixels<'_> {
-    match data {
-        SliceData::U8(v) => ImagePixels::U8(v),
-        SliceData::U16(v) => ImagePixels::U16(v),
-        SliceData::U32(v) => ImagePixels::U32(v),
-        SliceData::F32(v) => ImagePixels::F32(v),
-    }
-}
-
 /// Runs the benchmark: `switches` slice switches per case, `frames` frames per draw case.
 pub fn run(switches: usize, frames: usize) -> Result<ViewerBench> {
     let gpu = HeadlessGpu::new()?;
@@ -108,12 +99,12 @@ pub fn run(switches: usize, frames: usize) -> Result<ViewerBench> {
         let (mut dec, mut up, mut tot) = (Vec::new(), Vec::new(), Vec::new());
         // Warm-up: pipeline and texture creation are not part of a switch.
         let s = volume.slice(crate::state::SliceIndex(0))?;
-        renderer.set_image(&gpu.device, &gpu.queue, view, w as u32, w as u32, pixels(&s.data))?;
+        renderer.set_image(&gpu.device, &gpu.queue, view, w as u32, w as u32, image_pixels(&s.data))?;
         for z in 1..depth {
             let t0 = Instant::now();
             let s = volume.slice(crate::state::SliceIndex(z))?;
             let t1 = Instant::now();
-            renderer.set_image(&gpu.device, &gpu.queue, view, w as u32, w as u32, pixels(&s.data))?;
+            renderer.set_image(&gpu.device, &gpu.queue, view, w as u32, w as u32, image_pixels(&s.data))?;
             gpu.queue.submit([]);
             let _ = gpu.device.poll(eframe::wgpu::PollType::wait_indefinitely());
             let t2 = Instant::now();

@@ -360,7 +360,7 @@ impl Document {
         let (x, y, z) = (x as usize, y as usize, SliceIndex(z as usize));
         let value = match (&self.xy, &self.ortho) {
             (Some((sz, s)), _) if *sz == z => Some(s.value_at(x, y)),
-            (_, Some(([ox, oy], xz, yz), ..)) if plane != Plane::Xy => {
+            (_, Some(([ox, oy], xz, yz))) if plane != Plane::Xy => {
                 if plane == Plane::Xz && *oy == y {
                     Some(xz.value_at(x, z.0))
                 } else if *ox == x {
@@ -381,6 +381,16 @@ impl Document {
     }
 }
 
+/// A slice's samples as the renderer takes them (it never sees `state` types).
+pub(super) fn image_pixels(data: &SliceData) -> ImagePixels<'_> {
+    match data {
+        SliceData::U8(v) => ImagePixels::U8(v),
+        SliceData::U16(v) => ImagePixels::U16(v),
+        SliceData::U32(v) => ImagePixels::U32(v),
+        SliceData::F32(v) => ImagePixels::F32(v),
+    }
+}
+
 pub(super) fn upload_slice(
     r: &mut render::SliceRenderer,
     device: &eframe::wgpu::Device,
@@ -388,11 +398,5 @@ pub(super) fn upload_slice(
     plane: Plane,
     slice: &Slice,
 ) -> Result<(), render::RenderError> {
-    let pixels = match &slice.data {
-        SliceData::U8(v) => ImagePixels::U8(v),
-        SliceData::U16(v) => ImagePixels::U16(v),
-        SliceData::U32(v) => ImagePixels::U32(v),
-        SliceData::F32(v) => ImagePixels::F32(v),
-    };
-    r.set_image(device, queue, plane.view_id(), slice.width as u32, slice.height as u32, pixels)
+    r.set_image(device, queue, plane.view_id(), slice.width as u32, slice.height as u32, image_pixels(&slice.data))
 }
