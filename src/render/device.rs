@@ -183,7 +183,7 @@ pub struct HeadlessGpu {
 }
 
 impl HeadlessGpu {
-    /// The highest-performance adapter (`WGPU_BACKEND` / `WGPU_ADAPTER_NAME` honoured), as the
+    /// The highest-performance adapter (`WGPU_BACKEND` / `WGPU_POWER_PREF` honoured), as the
     /// app would pick it.
     pub fn new() -> Result<Self, DeviceError> {
         // GL only when nothing better exists (it also logs EGL noise on machines without it).
