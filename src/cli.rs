@@ -49,7 +49,6 @@ pub struct Cli {
 }
 
 /// `sam4em bench …`.
-#[cfg(any(feature = "model", feature = "gui"))]
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// What to time.
@@ -58,9 +57,11 @@ pub struct BenchArgs {
 }
 
 /// What to benchmark.
-#[cfg(any(feature = "model", feature = "gui"))]
 #[derive(Debug, Subcommand)]
 pub enum BenchWhat {
+    /// Proofreading: brush segment at 1024² and 4096², flood fill and its undo at 4096²,
+    /// journal appends — through the app's editor and journal.
+    Edit(BenchEditArgs),
     /// Per-slice encoder, decoder and full-model times at 512² (random weights, merged LoRA,
     /// batch 1), optionally next to the official sam2 PyTorch image encoder.
     #[cfg(feature = "model")]
@@ -69,6 +70,17 @@ pub enum BenchWhat {
     /// with three class overlays, headless on the app's device.
     #[cfg(feature = "gui")]
     Viewer(BenchViewerArgs),
+}
+
+/// `sam4em bench edit`.
+#[derive(Debug, Args)]
+pub struct BenchEditArgs {
+    /// Repeat each case this many times (brush: 200 segments per repeat).
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `sam4em bench viewer`.
@@ -96,8 +108,7 @@ pub enum Command {
     Export(ExportArgs),
     /// Print the class table as JSON (edit it and pass it back with `--classes`).
     Classes(ClassesArgs),
-    /// Benchmarks (`sam4em bench model`, `sam4em bench viewer`).
-    #[cfg(any(feature = "model", feature = "gui"))]
+    /// Benchmarks (`sam4em bench edit`, `sam4em bench model`, `sam4em bench viewer`).
     Bench(BenchArgs),
     /// Identify a SAM 2 / SAM4EM checkpoint (size, sha256, official or not) and check that it
     /// loads.
@@ -123,6 +134,10 @@ pub struct ExportArgs {
     /// output was written.
     #[arg(short, long)]
     pub out: PathBuf,
+    /// A project folder (or an automatic session) of the app: its saved masks plus every
+    /// journalled edit, with its class table.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["labels", "masks"])]
+    pub project: Option<PathBuf>,
     /// A binary mask stack for one class, as CLASS=PATH (any non-zero pixel is foreground).
     /// Repeat for several classes.
     #[arg(long = "mask", value_name = "CLASS=PATH")]
@@ -166,6 +181,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Info(a)) => info(a),
         Some(Command::Export(a)) => export(a),
         Some(Command::Classes(a)) => classes(a),
+        Some(Command::Bench(BenchArgs { what: BenchWhat::Edit(a) })) => {
+            let report = crate::edit_bench::run(a.repeats)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::edit_bench::describe(&report));
+            }
+            Ok(())
+        }
         #[cfg(feature = "model")]
         Some(Command::Bench(BenchArgs { what: BenchWhat::Model(a) })) => crate::cli_model::bench(a),
         #[cfg(feature = "gui")]
@@ -185,8 +209,11 @@ fn bare(cli: &Cli) -> Result<()> {
         None => bail!("--labels, --mask and --prediction need a stack to go with"),
         Some(path) => {
             // A stack named on the command line that cannot be opened is reported here, on one
-            // line with exit code 2, not in an empty window (metadata only: this is quick).
-            io::open_stack(path, &OpenOptions { cache_budget_bytes: 0, ..Default::default() })?;
+            // line with exit code 2, not in an empty window (metadata only: this is quick). A
+            // project folder is opened by the app (it may ask where its stack went).
+            if !path.join(io::session::PROJECT_FILE).is_file() {
+                io::open_stack(path, &OpenOptions { cache_budget_bytes: 0, ..Default::default() })?;
+            }
             let mut masks = Vec::new();
             for spec in &cli.masks {
                 let Some((class, p)) = spec.split_once('=') else { bail!("--mask `{spec}` is not CLASS=PATH") };
@@ -301,6 +328,9 @@ pub fn parse_voxel_size(spec: &str) -> Result<VoxelSize> {
 }
 
 fn export(a: &ExportArgs) -> Result<()> {
+    if let Some(dir) = &a.project {
+        return export_project(a, dir);
+    }
     let classes = load_classes(a.classes.as_deref())?;
     let opts = OpenOptions { cache_budget_bytes: 0, ..Default::default() };
     let mut inputs: Vec<(String, PathBuf)> = Vec::new();
@@ -374,6 +404,43 @@ fn export(a: &ExportArgs) -> Result<()> {
             "note: {} label-map voxels belong to several classes; the class listed last wins",
             report.overlapping_px
         );
+    }
+    for out in &report.outputs {
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// `sam4em export --project DIR`: the project's masks as the app would show them.
+fn export_project(a: &ExportArgs, dir: &Path) -> Result<()> {
+    let opened = io::session::Project::open(dir)?;
+    let classes = match &a.classes {
+        Some(path) => load_classes(Some(path))?,
+        None => opened.project.classes().clone(),
+    };
+    if opened.recovery.replayed_records > 0 || opened.recovery.torn_tail_dropped {
+        eprintln!("note: {}", opened.recovery);
+    }
+    io::export::preflight(&classes, &a.out, &a.format)?;
+    let voxel_size = match &a.voxel_size {
+        Some(spec) => Some(parse_voxel_size(spec)?),
+        None => opened
+            .project
+            .stack_path()
+            .ok()
+            .and_then(|p| io::open_stack(&p, &OpenOptions { cache_budget_bytes: 0, ..Default::default() }).ok())
+            .and_then(|v| v.info().voxel_size),
+    };
+    let report = io::export_masks(
+        &opened.masks,
+        &classes,
+        &a.out,
+        &a.format,
+        &ExportOptions { compression: a.compression, voxel_size },
+    )?;
+    for c in classes.iter() {
+        let px: u64 = opened.masks.slices(c.id).map(|(_, e)| e.mask.count_ones()).sum();
+        println!("{:<24} {px} foreground voxels", c.name);
     }
     for out in &report.outputs {
         println!("wrote {}", out.display());

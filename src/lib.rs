@@ -9,12 +9,14 @@
 //! - [`ui`]: egui widgets — slice views, panels, status bar; never blocks.
 //! - [`app`]: the eframe app; the only module that sees all others.
 //! - [`cli`]: the headless command line.
+//! - [`edit_bench`]: `sam4em bench edit`, timings of the proofreading operations.
 
 #[cfg(feature = "gui")]
 pub mod app;
 pub mod cli;
 #[cfg(feature = "model")]
 pub mod cli_model;
+pub mod edit_bench;
 pub mod io;
 #[cfg(feature = "model")]
 pub mod model;

@@ -246,6 +246,7 @@ fn bare_sam4em_opens_a_window_on_the_sample_with_overlays() {
         .arg("--screenshot")
         .arg(&shot)
         .env("SAM4EM_CONFIG_DIR", dir.path())
+        .env("SAM4EM_DATA_DIR", dir.path())
         .output()
         .unwrap();
     let err = stderr(&o);
@@ -259,4 +260,9 @@ fn bare_sam4em_opens_a_window_on_the_sample_with_overlays() {
     assert!(tinted > 5_000, "{tinted} mitochondria-tinted pixels");
     // The recent-files list remembers the sample.
     assert!(dir.path().join("recent.json").is_file());
+    // Its automatic session was created in the data folder, with the imported labels saved.
+    let sessions: Vec<_> = std::fs::read_dir(dir.path().join("sessions")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let opened = sam4em::io::session::Project::open(&sessions[0]).unwrap();
+    assert!(opened.masks.classes().count() >= 2, "the sample's labels are in the session");
 }

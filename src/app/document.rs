@@ -9,13 +9,15 @@ use eframe::egui_wgpu::RenderState;
 
 use super::jobs::Opened;
 use super::loader::{LoadEvent, LoadRequest, Loader};
+use crate::io::session::Project;
 use crate::render::{self, ImagePixels};
+use crate::state::bitplane::PixelBox;
+use crate::state::edit::{Commit, Dirty, Editor};
+use crate::state::tools::ToolOutcome;
 use crate::state::view::{
     AUTO_CONTRAST_PERCENTILES, mask_bits_rect, mask_bits_xy, mask_bits_xz, mask_bits_yz, percentile_window, z_aspect,
 };
-use crate::state::{
-    ClassId, ClassTable, Contrast, DType, MaskVolume, Provenance, Slice, SliceData, SliceIndex, SliceMask, Volume,
-};
+use crate::state::{ClassId, ClassTable, Contrast, DType, MaskVolume, Slice, SliceData, SliceIndex, Volume};
 use crate::ui::panels::HoverInfo;
 use crate::ui::viewer::{Plane, ViewerState};
 
@@ -38,10 +40,17 @@ pub(super) struct Document {
     /// where it is, and not waited for.
     pub(super) failed: Vec<LoadRequest>,
     pub(super) gpu: GpuContent,
-    /// Rectangles of the shown slice edited since the last upload, and the mask key the GPU
-    /// will hold once they are uploaded (set only when the GPU was up to date before them).
+    /// Rectangles of the shown XY slice that edits changed since the last mask upload. When
+    /// every change since then was noted here, only these are re-uploaded.
     pub(super) dirty_rects: Vec<render::PixelRect>,
-    pub(super) dirty_key: Option<MaskKey>,
+    /// An edit was noted since the last upload.
+    pub(super) edits_noted: bool,
+    /// Masks changed without a note (an import): the next upload sends whole planes.
+    pub(super) unnoted_change: bool,
+    /// Transactions and undo history of the masks.
+    pub(super) editor: Editor,
+    /// The project the masks are journalled to (`None` when no data folder is available).
+    pub(super) session: Option<Project>,
     pub(super) notes: Vec<String>,
 }
 
@@ -65,7 +74,7 @@ pub(super) struct MaskKey {
 
 impl Document {
     pub(super) fn new(opened: Opened, classes: &ClassTable, ctx: &egui::Context) -> Self {
-        let Opened { volume, masks, prediction, notes, .. } = opened;
+        let Opened { volume, masks, prediction, notes, session, .. } = opened;
         let info = volume.info().clone();
         let wake = ctx.clone();
         let loader = Loader::spawn(Arc::clone(&volume), prediction.clone(), move || wake.request_repaint());
@@ -91,42 +100,85 @@ impl Document {
             failed: Vec::new(),
             gpu: GpuContent::default(),
             dirty_rects: Vec::new(),
-            dirty_key: None,
+            edits_noted: false,
+            unnoted_change: false,
+            editor: Editor::default(),
+            session,
             notes,
         }
     }
 
-    /// A person's edit: sets `class` to `value` inside `rect` of slice `z`. When the slice is
-    /// the one on screen and the GPU holds its masks, only the rectangle is re-uploaded.
+    /// Notes regions changed by an edit, undo or redo so that only they are re-uploaded.
+    pub(super) fn note(&mut self, dirty: &[Dirty]) {
+        self.edits_noted = true;
+        let shown = self.gpu.xy_image;
+        for d in dirty {
+            if Some(d.z) == shown && !d.area.is_empty() {
+                let r = d.area;
+                self.dirty_rects.push(render::PixelRect {
+                    x0: r.x0 as u32,
+                    y0: r.y0 as u32,
+                    x1: r.x1 as u32,
+                    y1: r.y1 as u32,
+                });
+            }
+        }
+    }
+
+    /// Applies what a tool did: redraw its regions, journal its commit. A journal that cannot
+    /// be written is reported; the edit itself stays (in memory, and in the next save).
+    pub(super) fn apply_outcome(&mut self, outcome: ToolOutcome, errors: &mut Vec<String>) {
+        self.note(&outcome.dirty);
+        if let Some(commit) = outcome.committed {
+            self.journal(&commit, errors);
+        }
+    }
+
+    /// An undo or redo: redraws what it changed and journals it.
+    pub(super) fn undo_redo(&mut self, commit: &Commit, errors: &mut Vec<String>) {
+        self.note(&commit.dirty);
+        self.journal(commit, errors);
+    }
+
+    /// Journals a commit (its regions were noted as the tool drew them, more precisely than
+    /// the commit's tile boxes).
+    pub(super) fn journal(&mut self, commit: &Commit, errors: &mut Vec<String>) {
+        if let Some(session) = &mut self.session
+            && !commit.writes.is_empty()
+            && let Err(e) = session.append(&commit.writes)
+        {
+            errors.push(format!("the edit was made but could not be journalled (save the project to keep it): {e}"));
+        }
+    }
+
+    /// A person's edit: sets `class` to `value` inside `rect` of slice `z` (one undo step).
     pub(super) fn edit_rect(
         &mut self,
-        classes: &ClassTable,
         class: ClassId,
         z: SliceIndex,
         rect: render::PixelRect,
         value: bool,
+        errors: &mut Vec<String>,
     ) -> Result<(), String> {
         let [w, h, _] = self.view.shape;
         if rect.x1 as usize > w || rect.y1 as usize > h || rect.width() == 0 || rect.height() == 0 {
             return Err(format!("rectangle {rect:?} is outside the {w}x{h} px slice"));
         }
-        let slots = Self::slots(classes);
-        let shown = self.gpu.xy_image == Some(z);
-        let key = |d: &Self| d.mask_key(&slots, [usize::MAX, usize::MAX, z.0], std::iter::once(z));
-        let up_to_date = shown && self.gpu.xy_mask.as_ref() == Some(&key(self));
-        let mut mask = self.masks.mask(class, z).cloned().unwrap_or_else(|| SliceMask::new(w, h));
-        for y in rect.y0 as usize..rect.y1 as usize {
-            for x in rect.x0 as usize..rect.x1 as usize {
-                mask.set(x, y, value);
+        let area = PixelBox { x0: rect.x0 as usize, y0: rect.y0 as usize, x1: rect.x1 as usize, y1: rect.y1 as usize };
+        self.editor.begin("rectangle").map_err(|e| e.to_string())?;
+        let painted = self.editor.paint(&mut self.masks, class, z, |p| {
+            p.fill_rect(area, value);
+            area
+        });
+        match painted {
+            Ok(changed) => self.note(&[Dirty { class, z, area: changed }]),
+            Err(e) => {
+                self.editor.abort(&mut self.masks);
+                return Err(e.to_string());
             }
         }
-        self.masks.put(class, z, mask, Provenance::User).map_err(|e| e.to_string())?;
-        if up_to_date || (shown && self.dirty_key.is_some()) {
-            self.dirty_rects.push(rect);
-            self.dirty_key = Some(key(self));
-        } else {
-            self.dirty_rects.clear();
-            self.dirty_key = None;
+        if let Some(commit) = self.editor.commit(&self.masks) {
+            self.journal(&commit, errors);
         }
         Ok(())
     }
@@ -274,8 +326,13 @@ impl Document {
             // Masks follow the slice shown (not the one asked for) so they never mismatch it.
             if let Some(shown_z) = self.gpu.xy_image {
                 let key = self.mask_key(&slots, [usize::MAX, usize::MAX, shown_z.0], std::iter::once(shown_z));
-                if self.gpu.xy_mask.as_ref() != Some(&key) && self.dirty_key.as_ref() == Some(&key) {
-                    // Only edits since the last upload: send their rectangles.
+                let gpu_holds_shown = self.gpu.xy_mask.as_ref().is_some_and(|k| k.position == key.position);
+                if self.gpu.xy_mask.as_ref() != Some(&key)
+                    && gpu_holds_shown
+                    && self.edits_noted
+                    && !self.unnoted_change
+                {
+                    // Every change since the last upload was a noted edit: send their rectangles.
                     let mut ok = true;
                     for rect in std::mem::take(&mut self.dirty_rects) {
                         let (xs, ys) = (rect.x0 as usize..rect.x1 as usize, rect.y0 as usize..rect.y1 as usize);
@@ -289,7 +346,8 @@ impl Document {
                         self.gpu.xy_mask = Some(key.clone());
                     }
                 }
-                self.dirty_key = None;
+                self.edits_noted = false;
+                self.unnoted_change = false;
                 self.dirty_rects.clear();
                 if self.gpu.xy_mask.as_ref() != Some(&key) {
                     let bits = mask_bits_xy(&self.masks, &slots, shown_z);

@@ -9,8 +9,10 @@ use crossbeam_channel::Receiver;
 use eframe::egui;
 
 use super::OpenRequest;
+use crate::io::session::{self, Project, SessionError, StackRef};
 use crate::io::{self, OpenOptions};
-use crate::state::{ClassTable, MaskVolume, Volume};
+use crate::state::bitplane::BitPlane;
+use crate::state::{ClassId, ClassTable, MaskVolume, SliceIndex, Volume};
 
 /// A finished open job.
 pub(super) struct Opened {
@@ -19,13 +21,35 @@ pub(super) struct Opened {
     pub(super) masks: MaskVolume,
     pub(super) prediction: Option<Arc<Volume>>,
     pub(super) notes: Vec<String>,
+    /// Where edits are journalled.
+    pub(super) session: Option<Project>,
+    /// The class table of a reopened project or session (replaces the app's).
+    pub(super) classes: Option<ClassTable>,
+}
+
+/// Why an open job did not produce a document.
+pub(super) enum OpenFailure {
+    /// Shown as an error.
+    Error(String),
+    /// A project whose stack is not where it was: ask the user for its new location.
+    StackMissing { project: PathBuf, message: String },
+}
+
+impl From<String> for OpenFailure {
+    fn from(e: String) -> Self {
+        OpenFailure::Error(e)
+    }
 }
 
 /// What a background job sends back.
 pub(super) enum JobResult {
-    Opened(Result<Opened, String>),
+    Opened(Box<Result<Opened, OpenFailure>>),
     Imported(Result<(MaskVolume, Vec<String>), String>),
     Prediction(Result<Arc<Volume>, String>),
+    /// Thresholded prediction slices to accept into a class.
+    PredictionPlanes(PlanesFor),
+    /// A finished export: what was written.
+    Exported(Result<Vec<PathBuf>, String>),
     Picked(DialogKind, Option<PathBuf>),
 }
 
@@ -35,6 +59,14 @@ pub(super) enum DialogKind {
     OpenFolder,
     ImportLabels,
     OpenPrediction,
+    OpenProject,
+    SaveProjectAs,
+    /// The stack of a project moved: where is it now (a file)?
+    LocateStack,
+    /// … or a folder of slices?
+    LocateStackFolder,
+    /// File > Export masks: the output folder.
+    ExportMasks,
 }
 
 /// One-shot jobs in flight.
@@ -63,18 +95,112 @@ impl Jobs {
     }
 }
 
-/// Opens a stack and imports what comes with it (runs on a job thread).
-pub(super) fn open_job(request: OpenRequest, classes: ClassTable) -> Result<Opened, String> {
+/// Whether `path` is a project folder (rather than a folder of slices).
+pub(super) fn is_project(path: &Path) -> bool {
+    path.join(session::PROJECT_FILE).is_file()
+}
+
+/// Opens a project folder: its masks (saved slices + journal) and its stack, at `relocated`
+/// when the user has just said where the stack moved (runs on a job thread).
+pub(super) fn open_project_job(dir: &Path, relocated: Option<PathBuf>) -> Result<Opened, OpenFailure> {
+    let session::OpenedProject { mut project, masks, recovery } = Project::open(dir).map_err(|e| e.to_string())?;
+    let missing =
+        |project: &Project, message: String| OpenFailure::StackMissing { project: project.dir().to_owned(), message };
+    let volume = match relocated {
+        // The user's answer to "where is the stack now?": a wrong answer asks again.
+        Some(path) => {
+            let volume =
+                io::open_stack(&path, &OpenOptions::default()).map_err(|e| missing(&project, e.to_string()))?;
+            project.relink(&path, volume.info()).map_err(|e| missing(&project, e.to_string()))?;
+            volume
+        }
+        None => {
+            let path = match project.stack_path() {
+                Ok(p) => p,
+                Err(e @ SessionError::StackMissing { .. }) => return Err(missing(&project, e.to_string())),
+                Err(e) => return Err(e.to_string().into()),
+            };
+            let volume = io::open_stack(&path, &OpenOptions::default()).map_err(|e| e.to_string())?;
+            let (s, info) = (project.stack(), volume.info());
+            if (s.width, s.height, s.depth, s.dtype) != (info.width, info.height, info.depth, info.dtype) {
+                // Same place, other content: the project's masks do not fit it.
+                let message = format!(
+                    "the stack at {} is now {}x{}x{} {} but the project was made for {}x{}x{} {}; choose the right stack",
+                    path.display(),
+                    info.width,
+                    info.height,
+                    info.depth,
+                    info.dtype,
+                    s.width,
+                    s.height,
+                    s.depth,
+                    s.dtype
+                );
+                return Err(missing(&project, message));
+            }
+            volume
+        }
+    };
+    let mut notes = vec![format!("project {}", project.dir().display())];
+    if recovery.replayed_records > 0 || recovery.torn_tail_dropped {
+        notes.push(recovery.to_string());
+    }
+    let classes = Some(project.classes().clone());
+    Ok(Opened {
+        request: OpenRequest::stack(project.dir()),
+        volume: Arc::new(volume),
+        masks,
+        prediction: None,
+        notes,
+        session: Some(project),
+        classes,
+    })
+}
+
+/// Opens a stack and imports what comes with it (runs on a job thread). Edits to a stack
+/// opened without a project are journalled to its automatic session under `data_dir`; when
+/// that session already holds masks (edits of an earlier run, maybe one that crashed) they
+/// are restored instead of importing again.
+pub(super) fn open_job(
+    request: OpenRequest,
+    classes: ClassTable,
+    data_dir: Option<PathBuf>,
+) -> Result<Opened, OpenFailure> {
+    if is_project(&request.stack) {
+        return open_project_job(&request.stack, None);
+    }
     let opts = OpenOptions::default();
     let volume = io::open_stack(&request.stack, &opts).map_err(|e| e.to_string())?;
-    let mut masks = MaskVolume::new(volume.width(), volume.height(), volume.depth());
     let mut notes = Vec::new();
+    let (mut session, restored) = match &data_dir {
+        Some(data) => autosession(data, &volume, &mut notes),
+        None => {
+            notes.push("no data folder: edits are not journalled".to_owned());
+            (None, None)
+        }
+    };
+    if let Some((masks, session_classes)) = restored {
+        let prediction = match &request.prediction {
+            Some(p) => Some(open_prediction(p, &volume)?),
+            None => None,
+        };
+        return Ok(Opened {
+            request,
+            volume: Arc::new(volume),
+            masks,
+            prediction,
+            notes,
+            session,
+            classes: Some(session_classes),
+        });
+    }
+    let mut masks = MaskVolume::new(volume.width(), volume.height(), volume.depth());
     if let Some(labels) = &request.labels {
         notes.extend(import_labels(labels, request.label_map.as_deref(), &classes, &mut masks)?);
     }
     for (class, path) in &request.masks {
         let Some(def) = classes.find(class) else {
-            return Err(format!("no class `{class}` for the masks in {}", path.display()));
+            return Err(format!("no class `{class}` for the masks in {}", path.display()).into());
         };
         io::import_binary_masks(path, def.id, &mut masks, &opts).map_err(|e| e.to_string())?;
         notes.push(format!("{} imported", def.name));
@@ -83,8 +209,106 @@ pub(super) fn open_job(request: OpenRequest, classes: ClassTable) -> Result<Open
         Some(p) => Some(open_prediction(p, &volume)?),
         None => None,
     };
-    Ok(Opened { request, volume: Arc::new(volume), masks, prediction, notes })
+    // Imports are not journalled edits: write them into the fresh session's files.
+    if let Some(project) = &mut session {
+        for class in masks.classes().collect::<Vec<_>>() {
+            for z in masks.slices(class).map(|(z, _)| z).collect::<Vec<_>>() {
+                project.mark_changed(class, z);
+            }
+        }
+        if let Err(e) = project.save(&masks, &classes) {
+            notes.push(format!("edits are not journalled: {e}"));
+            session = None;
+        }
+    }
+    Ok(Opened { request, volume: Arc::new(volume), masks, prediction, notes, session, classes: None })
 }
+
+/// The automatic session of a stack: reopened (with its masks and classes) when it holds
+/// any, else created empty. A session that cannot be read, or was made for a stack of another
+/// shape, is moved aside (never deleted) and a new one started.
+fn autosession(
+    data_dir: &Path,
+    volume: &Volume,
+    notes: &mut Vec<String>,
+) -> (Option<Project>, Option<(MaskVolume, ClassTable)>) {
+    let dir = session::autosession_dir(data_dir, volume.path());
+    if is_project(&dir) {
+        match Project::open(&dir) {
+            Ok(op) => {
+                let s = op.project.stack();
+                let same = (s.width, s.height, s.depth, s.dtype)
+                    == (volume.width(), volume.height(), volume.depth(), volume.info().dtype);
+                if same && (op.masks.classes().next().is_some() || op.recovery.replayed_records > 0) {
+                    notes.push(format!("edits restored from the last session ({})", op.recovery));
+                    let classes = op.project.classes().clone();
+                    return (Some(op.project), Some((op.masks, classes)));
+                }
+                if !same {
+                    move_aside(&dir, "made for a stack of another shape", notes);
+                }
+            }
+            Err(e) => move_aside(&dir, &e.to_string(), notes),
+        }
+    }
+    if is_project(&dir) {
+        // An empty session of this stack: start over in it.
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            notes.push(format!("edits are not journalled: cannot reset {}: {e}", dir.display()));
+            return (None, None);
+        }
+    }
+    if let Some(parent) = dir.parent()
+        && let Err(e) = std::fs::create_dir_all(parent)
+    {
+        notes.push(format!("edits are not journalled: cannot create {}: {e}", parent.display()));
+        return (None, None);
+    }
+    match Project::create(&dir, StackRef::from_info(volume.info()), &ClassTable::default()) {
+        Ok(p) => (Some(p), None),
+        Err(e) => {
+            notes.push(format!("edits are not journalled: {e}"));
+            (None, None)
+        }
+    }
+}
+
+fn move_aside(dir: &Path, why: &str, notes: &mut Vec<String>) {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let aside = dir.with_extension(format!("old-{secs}"));
+    match std::fs::rename(dir, &aside) {
+        Ok(()) => notes.push(format!("the last session could not be used ({why}); kept as {}", aside.display())),
+        Err(e) => notes.push(format!("the last session could not be used ({why}) nor moved aside: {e}")),
+    }
+}
+
+/// Thresholded probability slices for accepting a prediction (runs on a job thread).
+pub(super) fn prediction_planes(
+    prediction: &Volume,
+    slices: Vec<SliceIndex>,
+    threshold: f32,
+) -> Result<Vec<(SliceIndex, BitPlane)>, String> {
+    slices
+        .into_iter()
+        .map(|z| {
+            let slice = prediction.slice(z).map_err(|e| e.to_string())?;
+            let p = super::loader::probabilities(&slice.data);
+            Ok((z, threshold_plane(prediction.width(), prediction.height(), &p, threshold)))
+        })
+        .collect()
+}
+
+/// The pixels of a probability slice at or above `threshold`.
+pub(super) fn threshold_plane(width: usize, height: usize, probabilities: &[f32], threshold: f32) -> BitPlane {
+    let mut plane = BitPlane::new(width, height);
+    for (i, _) in probabilities.iter().enumerate().filter(|(_, p)| **p >= threshold) {
+        plane.set(i % width, i / width, true);
+    }
+    plane
+}
+
+/// The class a set of prediction planes is for.
+pub(super) type PlanesFor = (ClassId, Result<Vec<(SliceIndex, BitPlane)>, String>);
 
 pub(super) fn import_labels(
     labels: &Path,

@@ -21,11 +21,13 @@ use eframe::egui::{self, Vec2};
 use eframe::egui_wgpu::RenderState;
 
 use crate::render::{self, DeviceCaps, ModelDevicePlan};
-use crate::state::{ClassId, ClassTable, MaskVolume, Provenance, SliceIndex};
+use crate::state::tools::{self as edit_tools, EditTarget, PointerEvent, ToolState};
+use crate::state::{ClassId, ClassTable, MaskVolume, Provenance, ReviewState, SliceIndex};
 use crate::ui::panels::{self, HoverInfo, UiAction};
+use crate::ui::tools::{self as tools_ui, EditAction, EditStatus};
 use crate::ui::viewer::{self, Plane, ViewerState};
 use document::Document;
-use jobs::{DialogKind, JobResult, Jobs, import_labels, open_job, open_prediction};
+use jobs::{DialogKind, JobResult, Jobs, OpenFailure, import_labels, open_job, open_prediction, open_project_job};
 use loader::Loader;
 use recent::RecentFiles;
 
@@ -76,6 +78,9 @@ pub struct LaunchOptions {
     pub config_dir: Option<PathBuf>,
     /// Keep no recent-files list (tests).
     pub no_recent: bool,
+    /// Where sessions (journals of edits to stacks opened without a project) live (`None`:
+    /// `io::session::default_data_dir`).
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Runs the app window until it is closed.
@@ -113,6 +118,11 @@ pub struct StudioApp {
     screenshot_done: Arc<std::sync::atomic::AtomicBool>,
     frames: u64,
     central_area: Option<egui::Rect>,
+    tools: ToolState,
+    active_class: ClassId,
+    data_dir: Option<PathBuf>,
+    /// A project whose stack moved, and the message saying so: the user is asked where it is.
+    locate: Option<(PathBuf, String)>,
 }
 
 impl StudioApp {
@@ -140,12 +150,14 @@ impl StudioApp {
         let (tx, rx) = bounded(16);
         let config_dir = options.config_dir.clone().or_else(recent::default_config_dir);
         let recent = if options.no_recent { RecentFiles::default() } else { RecentFiles::load(config_dir.as_deref()) };
+        let classes = ClassTable::default();
+        let active_class = classes.iter().nth(1).or(classes.iter().next()).map_or(ClassId(1), |c| c.id);
         let mut app = Self {
             render_state,
             device_note,
             #[cfg(feature = "model")]
             model_device,
-            classes: ClassTable::default(),
+            classes,
             doc: None,
             opening: None,
             jobs: Jobs { tx, rx, running: Vec::new() },
@@ -156,6 +168,10 @@ impl StudioApp {
             screenshot_done: Arc::default(),
             frames: 0,
             central_area: None,
+            tools: ToolState::default(),
+            active_class,
+            data_dir: options.data_dir.or_else(crate::io::session::default_data_dir),
+            locate: None,
         };
         if let Some(request) = options.open {
             app.open(request, &cc.egui_ctx);
@@ -166,8 +182,9 @@ impl StudioApp {
     /// Starts opening a stack in the background; the current one stays until it is ready.
     pub fn open(&mut self, request: OpenRequest, ctx: &egui::Context) {
         let classes = self.classes.clone();
+        let data_dir = self.data_dir.clone();
         self.opening = Some(request.clone());
-        self.jobs.spawn("stack-open", ctx, move || JobResult::Opened(open_job(request, classes)));
+        self.jobs.spawn("stack-open", ctx, move || JobResult::Opened(Box::new(open_job(request, classes, data_dir))));
     }
 
     /// Whether anything is still loading (open jobs, slices, orthogonal planes).
@@ -226,7 +243,152 @@ impl StudioApp {
         value: bool,
     ) -> Result<(), String> {
         let Some(doc) = &mut self.doc else { return Err("no stack is open".to_owned()) };
-        doc.edit_rect(&self.classes, class, z, rect, value)
+        doc.edit_rect(class, z, rect, value, &mut self.errors)
+    }
+
+    /// The tool settings (tests pick tools through them or through the panel).
+    pub fn tools(&self) -> &ToolState {
+        &self.tools
+    }
+
+    /// The class the tools edit.
+    pub fn active_class(&self) -> ClassId {
+        self.active_class
+    }
+
+    /// Label of the step undo would undo.
+    pub fn undo_label(&self) -> Option<&str> {
+        self.doc.as_ref().and_then(|d| d.editor.undo_label())
+    }
+
+    /// The folder the open stack's edits are journalled to.
+    pub fn session_dir(&self) -> Option<&Path> {
+        self.doc.as_ref().and_then(|d| d.session.as_ref()).map(|s| s.dir())
+    }
+
+    /// Applies an editing command (what the panel buttons and shortcuts do).
+    pub fn edit(&mut self, action: EditAction, ctx: &egui::Context) {
+        let Some(doc) = &mut self.doc else { return };
+        let class = self.active_class;
+        let z = doc.view.cursor.z;
+        let slots: Vec<ClassId> = self.classes.iter().map(|c| c.id).collect();
+        fn target(doc: &mut Document, class: ClassId, z: SliceIndex) -> EditTarget<'_> {
+            EditTarget { masks: &mut doc.masks, editor: &mut doc.editor, class, z }
+        }
+        let changes_masks = matches!(
+            action,
+            EditAction::FillHoles
+                | EditAction::CopyFrom(_)
+                | EditAction::Interpolate
+                | EditAction::AcceptSlice
+                | EditAction::UnacceptSlice
+                | EditAction::AcceptPrediction { .. }
+        );
+        if changes_masks && doc.editor.in_progress() {
+            // A key pressed mid-stroke: the stroke is one transaction, finish it first.
+            doc.notes.push(format!("{}: finish the stroke first", action_name(action)));
+            return;
+        }
+        let outcome = match action {
+            EditAction::Undo => {
+                self.tools.cancel_drag();
+                if let Some(c) = doc.editor.undo(&mut doc.masks) {
+                    doc.undo_redo(&c, &mut self.errors);
+                }
+                return;
+            }
+            EditAction::Redo => {
+                if let Some(c) = doc.editor.redo(&mut doc.masks) {
+                    doc.undo_redo(&c, &mut self.errors);
+                }
+                return;
+            }
+            EditAction::Abort => {
+                let event = PointerEvent::Abort;
+                self.tools.handle(event, target(doc, class, z))
+            }
+            EditAction::FillHoles => edit_tools::fill_holes(target(doc, class, z)),
+            EditAction::CopyFrom(delta) => edit_tools::copy_slice(target(doc, class, z), z.0 as isize + delta),
+            EditAction::Interpolate => edit_tools::interpolate(target(doc, class, z)),
+            EditAction::AcceptSlice => {
+                edit_tools::set_review(&mut doc.masks, &mut doc.editor, &slots, z, ReviewState::Accepted)
+            }
+            EditAction::UnacceptSlice => edit_tools::unaccept(&mut doc.masks, &mut doc.editor, &slots, z),
+            EditAction::AcceptPrediction { all_unreviewed: false } => {
+                let Some((pz, p)) = doc.probabilities.clone().filter(|(pz, _)| *pz == z) else {
+                    self.errors.push("no prediction is loaded for this slice".to_owned());
+                    return;
+                };
+                let [w, h, _] = doc.view.shape;
+                let plane = jobs::threshold_plane(w, h, &p, doc.view.prediction.threshold);
+                edit_tools::accept_predictions(&mut doc.masks, &mut doc.editor, class, &[(pz, plane)])
+            }
+            EditAction::AcceptPrediction { all_unreviewed: true } => {
+                let Some(prediction) = doc.prediction.clone() else { return };
+                let unreviewed: Vec<SliceIndex> = (0..doc.view.shape[2])
+                    .map(SliceIndex)
+                    .filter(|&zi| {
+                        matches!(doc.masks.review(class, zi), ReviewState::Unseen | ReviewState::Predicted)
+                            && doc.masks.provenance(class, zi) != Provenance::Imported
+                    })
+                    .collect();
+                let threshold = doc.view.prediction.threshold;
+                self.jobs.spawn("prediction-accept", ctx, move || {
+                    JobResult::PredictionPlanes((class, jobs::prediction_planes(&prediction, unreviewed, threshold)))
+                });
+                return;
+            }
+            EditAction::NextUnreviewed { forward } => {
+                match edit_tools::next_unreviewed(&doc.masks, &slots, doc.view.cursor.z, forward) {
+                    Some(next) => doc.view.set_slice(next.0 as isize),
+                    None => doc.notes.push("every slice is accepted".to_owned()),
+                }
+                return;
+            }
+            EditAction::SetActiveClass(c) => {
+                self.active_class = c;
+                return;
+            }
+            EditAction::Save => {
+                self.save_session();
+                return;
+            }
+            EditAction::SaveAsDialog => {
+                self.pick(DialogKind::SaveProjectAs, ctx);
+                return;
+            }
+            EditAction::OpenProjectDialog => {
+                self.pick(DialogKind::OpenProject, ctx);
+                return;
+            }
+        };
+        match outcome {
+            Ok(o) => doc.apply_outcome(o, &mut self.errors),
+            Err(e) => self.errors.push(format!("{}: {e}", action_name(action))),
+        }
+    }
+
+    /// Sends one pointer event to the active tool on the shown slice (tests drive tools with
+    /// these as the views do).
+    pub fn pointer(&mut self, event: PointerEvent) {
+        let Some(doc) = &mut self.doc else { return };
+        let Some(z) = doc.gpu.xy_image else { return };
+        let target = EditTarget { masks: &mut doc.masks, editor: &mut doc.editor, class: self.active_class, z };
+        match self.tools.handle(event, target) {
+            Ok(o) => doc.apply_outcome(o, &mut self.errors),
+            Err(e) => self.errors.push(format!("{}: {e}", self.tools.tool.label())),
+        }
+    }
+
+    /// Writes the journalled edits into the project's files (the journal starts empty again).
+    pub fn save_session(&mut self) {
+        let Some(doc) = &mut self.doc else { return };
+        if let Some(session) = &mut doc.session {
+            match session.save(&doc.masks, &self.classes) {
+                Ok(()) => doc.notes.push(format!("saved {}", session.dir().display())),
+                Err(e) => self.errors.push(e.to_string()),
+            }
+        }
     }
 
     /// Texture uploads so far (tests check that unchanged content is not re-uploaded).
@@ -274,33 +436,56 @@ impl StudioApp {
                 DialogKind::OpenPrediction => {
                     dialog.set_title("Open a probability map").add_filter("Probability maps", &images).pick_file()
                 }
+                DialogKind::OpenProject => dialog.set_title("Open a project folder").pick_folder(),
+                DialogKind::ExportMasks => dialog.set_title("Export masks into a folder").pick_folder(),
+                DialogKind::SaveProjectAs => dialog.set_title("Save the project into a new folder").pick_folder(),
+                DialogKind::LocateStack => {
+                    dialog.set_title("Where is the project's stack now?").add_filter("EM stacks", &images).pick_file()
+                }
+                DialogKind::LocateStackFolder => {
+                    dialog.set_title("Where is the project's folder of slices now?").pick_folder()
+                }
             };
             JobResult::Picked(kind, path)
         });
     }
 
+    /// Shows a freshly opened stack (or project) in place of the current one.
+    fn adopt(&mut self, mut opened: jobs::Opened, ctx: &egui::Context) {
+        // The stack being replaced: compact its journal into its project files.
+        self.save_session();
+        if let Some(classes) = opened.classes.take() {
+            if !classes.iter().any(|c| c.id == self.active_class) {
+                self.active_class = classes.iter().next().map_or(self.active_class, |c| c.id);
+            }
+            self.classes = classes;
+        }
+        self.tools.cancel_drag();
+        self.recent.push(&opened.request);
+        ctx.send_viewport_cmd(egui::ViewportCommand::Title(format!(
+            "SAM4EM Studio — {}",
+            opened.volume.path().display()
+        )));
+        // Nothing of the previous stack may show over the new one.
+        if let Some(rs) = &self.render_state {
+            render::callback::with_renderer(rs, |r, _, _| {
+                for plane in [Plane::Xy, Plane::Xz, Plane::Yz] {
+                    r.forget_view(plane.view_id());
+                }
+            });
+        }
+        self.doc = Some(Document::new(opened, &self.classes, ctx));
+    }
+
     fn handle_job(&mut self, result: JobResult, ctx: &egui::Context) {
         match result {
-            JobResult::Opened(Ok(opened)) => {
+            JobResult::Opened(opened) => {
                 self.opening = None;
-                self.recent.push(&opened.request);
-                ctx.send_viewport_cmd(egui::ViewportCommand::Title(format!(
-                    "SAM4EM Studio — {}",
-                    opened.volume.path().display()
-                )));
-                // Nothing of the previous stack may show over the new one.
-                if let Some(rs) = &self.render_state {
-                    render::callback::with_renderer(rs, |r, _, _| {
-                        for plane in [Plane::Xy, Plane::Xz, Plane::Yz] {
-                            r.forget_view(plane.view_id());
-                        }
-                    });
+                match *opened {
+                    Ok(opened) => self.adopt(opened, ctx),
+                    Err(OpenFailure::Error(e)) => self.errors.push(e),
+                    Err(OpenFailure::StackMissing { project, message }) => self.locate = Some((project, message)),
                 }
-                self.doc = Some(Document::new(opened, &self.classes, ctx));
-            }
-            JobResult::Opened(Err(e)) => {
-                self.opening = None;
-                self.errors.push(e);
             }
             JobResult::Imported(Ok((imported, notes))) => {
                 if let Some(doc) = &mut self.doc {
@@ -312,7 +497,21 @@ impl StudioApp {
                             }
                         }
                     }
+                    doc.unnoted_change = true;
+                    // Undo steps recorded before the import would write over it.
+                    doc.editor.clear();
                     doc.notes.extend(notes);
+                    // An import is not a journalled edit: write it into the project at once.
+                    if let Some(session) = &mut doc.session {
+                        for class in imported.classes().collect::<Vec<_>>() {
+                            for (z, _) in imported.slices(class) {
+                                session.mark_changed(class, z);
+                            }
+                        }
+                        if let Err(e) = session.save(&doc.masks, &self.classes) {
+                            self.errors.push(e.to_string());
+                        }
+                    }
                 }
             }
             JobResult::Imported(Err(e)) | JobResult::Prediction(Err(e)) => self.errors.push(e),
@@ -329,6 +528,24 @@ impl StudioApp {
                     doc.gpu.prediction = None;
                 }
             }
+            JobResult::PredictionPlanes((class, Ok(planes))) => {
+                if let Some(doc) = &mut self.doc {
+                    if planes.is_empty() {
+                        doc.notes.push("no unreviewed slices to accept".to_owned());
+                    }
+                    match edit_tools::accept_predictions(&mut doc.masks, &mut doc.editor, class, &planes) {
+                        Ok(o) => doc.apply_outcome(o, &mut self.errors),
+                        Err(e) => self.errors.push(format!("accept predictions: {e}")),
+                    }
+                }
+            }
+            JobResult::PredictionPlanes((_, Err(e))) => self.errors.push(e),
+            JobResult::Exported(Ok(outputs)) => {
+                if let Some(doc) = &mut self.doc {
+                    doc.notes.push(format!("exported {} files", outputs.len()));
+                }
+            }
+            JobResult::Exported(Err(e)) => self.errors.push(e),
             JobResult::Picked(_, None) => {}
             JobResult::Picked(kind, Some(path)) => self.picked(kind, path, ctx),
         }
@@ -351,6 +568,77 @@ impl StudioApp {
                 let volume = Arc::clone(&doc.volume);
                 self.jobs.spawn("prediction-open", ctx, move || JobResult::Prediction(open_prediction(&path, &volume)));
             }
+            DialogKind::OpenProject => {
+                if jobs::is_project(&path) {
+                    self.open(OpenRequest::stack(path), ctx);
+                } else {
+                    self.errors.push(format!("not a SAM4EM project (it has no project.json): {}", path.display()));
+                }
+            }
+            DialogKind::SaveProjectAs => self.save_project_as(&path),
+            DialogKind::ExportMasks => self.export_masks(path, ctx),
+            DialogKind::LocateStack | DialogKind::LocateStackFolder => self.locate_stack(path, ctx),
+        }
+    }
+
+    /// The project being opened whose stack was not found, if any (the app is asking where
+    /// the stack went).
+    pub fn stack_to_locate(&self) -> Option<(&Path, &str)> {
+        self.locate.as_ref().map(|(p, m)| (p.as_path(), m.as_str()))
+    }
+
+    /// The answer to "where is the project's stack now?": opens the project with its stack at
+    /// `path` (refused, with an error, when the shape differs from the project's).
+    pub fn locate_stack(&mut self, path: PathBuf, ctx: &egui::Context) {
+        let Some((project, _)) = self.locate.take() else { return };
+        self.opening = Some(OpenRequest::stack(&project));
+        self.jobs.spawn("stack-open", ctx, move || JobResult::Opened(Box::new(open_project_job(&project, Some(path)))));
+    }
+
+    /// Exports every class of the open stack's masks into `dir` (one binary TIFF per class and
+    /// a label map) on a job thread.
+    pub fn export_masks(&mut self, dir: PathBuf, ctx: &egui::Context) {
+        let Some(doc) = &self.doc else { return };
+        let masks = doc.masks.clone();
+        let classes = self.classes.clone();
+        let voxel_size = doc.volume.info().voxel_size;
+        self.jobs.spawn("mask-export", ctx, move || {
+            let opts = crate::io::ExportOptions { voxel_size, ..Default::default() };
+            let formats = [crate::io::ExportFormat::Tiff, crate::io::ExportFormat::Labels];
+            JobResult::Exported(
+                crate::io::export_masks(&masks, &classes, &dir, &formats, &opts)
+                    .map(|r| r.outputs)
+                    .map_err(|e| e.to_string()),
+            )
+        });
+    }
+
+    /// Saves the open stack's masks as a project in `dir` (a new or empty folder) and
+    /// journals further edits there.
+    pub fn save_project_as(&mut self, dir: &Path) {
+        let Some(doc) = &mut self.doc else { return };
+        let result = match &mut doc.session {
+            Some(session) => session.save_as(dir, &doc.masks, &self.classes),
+            None => {
+                let stack = crate::io::session::StackRef::from_info(doc.volume.info());
+                crate::io::session::Project::create(dir, stack, &self.classes).and_then(|mut p| {
+                    for class in doc.masks.classes().collect::<Vec<_>>() {
+                        for z in doc.masks.slices(class).map(|(z, _)| z).collect::<Vec<_>>() {
+                            p.mark_changed(class, z);
+                        }
+                    }
+                    p.save(&doc.masks, &self.classes)?;
+                    doc.session = Some(p);
+                    Ok(())
+                })
+            }
+        };
+        match result {
+            Ok(()) => {
+                doc.notes.push(format!("saved as {}", dir.display()));
+                self.recent.push(&OpenRequest::stack(dir));
+            }
+            Err(e) => self.errors.push(e.to_string()),
         }
     }
 
@@ -371,6 +659,10 @@ impl StudioApp {
                 }
             }
             UiAction::Quit => ctx.send_viewport_cmd(egui::ViewportCommand::Close),
+            UiAction::OpenProjectDialog => self.edit(EditAction::OpenProjectDialog, ctx),
+            UiAction::SaveProject => self.edit(EditAction::Save, ctx),
+            UiAction::SaveProjectAsDialog => self.edit(EditAction::SaveAsDialog, ctx),
+            UiAction::ExportMasksDialog => self.pick(DialogKind::ExportMasks, ctx),
         }
     }
 
@@ -404,6 +696,24 @@ impl StudioApp {
     }
 }
 
+/// How an editing command is named in error messages.
+fn action_name(action: EditAction) -> &'static str {
+    match action {
+        EditAction::Undo => "undo",
+        EditAction::Redo => "redo",
+        EditAction::Abort => "abort",
+        EditAction::FillHoles => "fill holes",
+        EditAction::CopyFrom(_) => "copy slice",
+        EditAction::Interpolate => "interpolate",
+        EditAction::AcceptSlice | EditAction::UnacceptSlice => "review",
+        EditAction::AcceptPrediction { .. } => "accept prediction",
+        EditAction::NextUnreviewed { .. } => "next unreviewed",
+        EditAction::SetActiveClass(_) => "active class",
+        EditAction::Save | EditAction::SaveAsDialog => "save project",
+        EditAction::OpenProjectDialog => "open project",
+    }
+}
+
 /// Shares the display device with burn when [`ModelDevicePlan`] allows, else falls back to
 /// the CPU backend; returns the device and a note for the user.
 #[cfg(feature = "model")]
@@ -420,6 +730,12 @@ fn model_device_for(rs: &RenderState, caps: &DeviceCaps) -> (burn::tensor::Devic
 }
 
 impl eframe::App for StudioApp {
+    fn on_exit(&mut self) {
+        // The journal already holds every committed edit; this folds it into the project's
+        // files so the next start does not have to replay it.
+        self.save_session();
+    }
+
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         while let Ok(result) = self.jobs.rx.try_recv() {
             self.handle_job(result, ctx);
@@ -441,6 +757,15 @@ impl eframe::App for StudioApp {
         egui::Panel::top("menu").show(ui, |ui| {
             panels::menu_bar_ui(ui, self.doc.as_mut().map(|d| &mut d.view), &recent, &mut actions);
         });
+        if self.doc.is_some() {
+            // Before the viewer's keys: shortcuts with modifiers (Shift+F) must win over the
+            // plain keys (F) that egui would otherwise match too. Applied before the views
+            // handle the pointer, so that Esc drops a stroke before a release could commit it.
+            for e in tools_ui::handle_edit_keys(&ctx, &mut self.tools, &self.classes) {
+                self.edit(e, &ctx);
+            }
+        }
+        let mut edits = Vec::new();
         let hover = self.doc.as_ref().map(|d| d.hover_info(&self.classes)).unwrap_or_default();
         egui::Panel::bottom("status").show(ui, |ui| match &self.doc {
             Some(doc) => {
@@ -455,9 +780,27 @@ impl eframe::App for StudioApp {
                 ui.label(&self.device_note);
             }
         });
+        let slots: Vec<ClassId> = self.classes.iter().map(|c| c.id).collect();
         if let Some(doc) = &mut self.doc {
             egui::Panel::left("display").resizable(true).default_size(270.0).show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| {
+                    let status = EditStatus {
+                        undo: doc.editor.undo_label().map(str::to_owned),
+                        redo: doc.editor.redo_label().map(str::to_owned),
+                        history_bytes: doc.editor.history_bytes(),
+                        review: Some(edit_tools::slice_review(&doc.masks, &slots, doc.view.cursor.z)),
+                        project: doc.session.as_ref().map(|s| s.dir().display().to_string()),
+                        has_prediction: doc.prediction.is_some(),
+                    };
+                    tools_ui::tool_panel_ui(
+                        ui,
+                        &mut self.tools,
+                        &mut self.active_class,
+                        &self.classes,
+                        &status,
+                        &mut edits,
+                    );
+                    ui.separator();
                     panels::display_panel_ui(
                         ui,
                         &mut doc.view,
@@ -475,6 +818,7 @@ impl eframe::App for StudioApp {
                 });
             });
         }
+        let mut pointer = Vec::new();
         egui::CentralPanel::default().show(ui, |ui| {
             let Some(doc) = &mut self.doc else {
                 ui.centered_and_justified(|ui| match &self.opening {
@@ -484,6 +828,11 @@ impl eframe::App for StudioApp {
                 return;
             };
             panels::slice_slider_ui(ui, &mut doc.view);
+            let states: Vec<ReviewState> =
+                (0..doc.view.shape[2]).map(|z| edit_tools::slice_review(&doc.masks, &slots, SliceIndex(z))).collect();
+            if let Some(z) = tools_ui::review_strip_ui(ui, &states, doc.view.cursor.z.0) {
+                doc.view.set_slice(z as isize);
+            }
             let area = ui.available_rect_before_wrap();
             self.central_area = Some(area);
             let layout = viewer::layout(area, &doc.view);
@@ -499,11 +848,45 @@ impl eframe::App for StudioApp {
                     Plane::Xy => doc.gpu.xy_image.is_some(),
                     Plane::Xz | Plane::Yz => doc.gpu.ortho_image.is_some(),
                 };
-                viewer::plane_ui(ui, rect, plane, &mut doc.view, &colors, has_image && self.render_state.is_some());
+                let tools = (plane == Plane::Xy).then_some(&self.tools);
+                let has_image = has_image && self.render_state.is_some();
+                pointer.extend(viewer::plane_ui(ui, rect, plane, &mut doc.view, &colors, has_image, tools));
             }
             ui.allocate_rect(area, egui::Sense::hover());
             panels::help_ui(&ctx, &mut doc.view);
         });
+        for event in pointer {
+            self.pointer(event);
+        }
+        for e in edits {
+            self.edit(e, &ctx);
+        }
+        if let Some((project, message)) = &self.locate {
+            let mut choice = None;
+            egui::Window::new("Stack not found")
+                .collapsible(false)
+                .anchor(egui::Align2::CENTER_CENTER, Vec2::ZERO)
+                .show(&ctx, |ui| {
+                    ui.label(message);
+                    ui.label(egui::RichText::new(format!("project: {}", project.display())).small());
+                    ui.horizontal(|ui| {
+                        if ui.button("Locate stack file…").clicked() {
+                            choice = Some(Some(DialogKind::LocateStack));
+                        }
+                        if ui.button("Locate folder of slices…").clicked() {
+                            choice = Some(Some(DialogKind::LocateStackFolder));
+                        }
+                        if ui.button("Cancel").clicked() {
+                            choice = Some(None);
+                        }
+                    });
+                });
+            match choice {
+                Some(Some(kind)) => self.pick(kind, &ctx),
+                Some(None) => self.locate = None,
+                None => {}
+            }
+        }
         if !self.errors.is_empty() {
             let mut dismiss = false;
             egui::Window::new("Problem")
@@ -536,5 +919,5 @@ pub fn launch(request: Option<OpenRequest>, screenshot: Option<PathBuf>) -> Resu
     {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    run(LaunchOptions { open, screenshot, config_dir: None, no_recent: false })
+    run(LaunchOptions { open, screenshot, config_dir: None, no_recent: false, data_dir: None })
 }

@@ -1,5 +1,5 @@
 //! Files in and out: EM stacks (multi-page TIFF/BigTIFF, HDF5, PNG/TIFF sequences), mask import and
-//! export, atomic writes.
+//! export, atomic writes, projects (saved sessions with a crash journal).
 //!
 //! Depends on `state` only (it produces `Volume`s and fills `MaskVolume`s); never on the UI,
 //! the renderer or the model.
@@ -10,10 +10,12 @@ pub mod export;
 mod hdf5;
 pub mod import;
 pub mod meta;
+pub mod session;
 pub mod stack;
 mod tiff;
 
 pub use error::IoError;
 pub use export::{ExportFormat, ExportOptions, ExportReport, TiffCompression, export_masks};
 pub use import::{ImportReport, import_binary_masks, import_label_map, parse_label_mapping, sidecar_mapping};
+pub use session::{OpenedProject, Project, Recovery, SessionError, StackRef, autosession_dir, default_data_dir};
 pub use stack::{ColorToGray, OpenOptions, open_stack, open_stack_bytes};

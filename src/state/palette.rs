@@ -20,3 +20,12 @@ pub const EXTRA: [Rgb; 5] = [
     Rgb(0, 114, 178),   // blue
     Rgb(255, 255, 255), // white
 ];
+
+/// Slice navigator: a slice nobody looked at (neutral grey).
+pub const REVIEW_UNSEEN: Rgb = Rgb(90, 90, 90);
+/// Slice navigator: model output not yet reviewed (blue).
+pub const REVIEW_PREDICTED: Rgb = Rgb(0, 114, 178);
+/// Slice navigator: a person edited it (orange).
+pub const REVIEW_CORRECTED: Rgb = Rgb(230, 159, 0);
+/// Slice navigator: a person accepted it (bluish green).
+pub const REVIEW_ACCEPTED: Rgb = Rgb(0, 158, 115);

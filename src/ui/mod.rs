@@ -1,8 +1,9 @@
 //! The user interface in egui: slice views with navigation ([`viewer`]) and the panels around
-//! them ([`panels`]). Never blocks and never touches burn; reads and edits `state` types and
+//! them ([`panels`]), and the proofreading tools ([`tools`]). Never blocks and never touches burn; reads and edits `state` types and
 //! draws images through `render`'s paint callback.
 
 pub mod panels;
+pub mod tools;
 pub mod viewer;
 
 pub use panels::{HoverInfo, UiAction};

@@ -25,6 +25,14 @@ pub enum UiAction {
     OpenRecent(usize),
     /// Re-run auto-contrast on the shown slice.
     AutoContrast,
+    /// File > Open project.
+    OpenProjectDialog,
+    /// File > Save project.
+    SaveProject,
+    /// File > Save project as.
+    SaveProjectAsDialog,
+    /// File > Export masks.
+    ExportMasksDialog,
     /// Quit.
     Quit,
 }
@@ -39,6 +47,9 @@ pub fn menu_bar_ui(ui: &mut egui::Ui, state: Option<&mut ViewerState>, recent: &
             if ui.button("Open folder of slices…").clicked() {
                 actions.push(UiAction::OpenFolderDialog);
             }
+            if ui.button("Open project…").clicked() {
+                actions.push(UiAction::OpenProjectDialog);
+            }
             ui.menu_button("Open recent", |ui| {
                 if recent.is_empty() {
                     ui.label("Nothing yet");
@@ -49,6 +60,16 @@ pub fn menu_bar_ui(ui: &mut egui::Ui, state: Option<&mut ViewerState>, recent: &
                     }
                 }
             });
+            ui.separator();
+            if ui.button("Save project (Ctrl+S)").clicked() {
+                actions.push(UiAction::SaveProject);
+            }
+            if ui.button("Save project as…").clicked() {
+                actions.push(UiAction::SaveProjectAsDialog);
+            }
+            if ui.button("Export masks…").clicked() {
+                actions.push(UiAction::ExportMasksDialog);
+            }
             ui.separator();
             if ui.button("Import label map…").clicked() {
                 actions.push(UiAction::ImportLabelsDialog);
@@ -72,7 +93,7 @@ pub fn menu_bar_ui(ui: &mut egui::Ui, state: Option<&mut ViewerState>, recent: &
                     // Refitted to the view's size on the next frame.
                     state.camera = None;
                 }
-                if ui.button("1:1 (1)").clicked() {
+                if ui.button("1:1 (0)").clicked() {
                     state.one_to_one(ui.ctx().pixels_per_point());
                 }
             });
@@ -228,10 +249,10 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("PgUp / PgDn", "10 slices back / forward"),
     ("Home / End", "first / last slice"),
     ("Ctrl + wheel, pinch, + / −", "zoom about the pointer"),
-    ("Drag (left or middle button)", "pan"),
-    ("Click", "move the cursor (the XZ / YZ views follow)"),
+    ("Drag (left or middle button)", "pan (left: Navigate tool only)"),
+    ("Click", "move the cursor (Navigate tool; the XZ / YZ views follow)"),
     ("F", "fit the slice to the window"),
-    ("1", "1:1 (one image pixel per screen pixel)"),
+    ("0", "1:1 (one image pixel per screen pixel)"),
     ("T", "orthogonal views on / off"),
     ("M", "class overlay on / off"),
     ("O", "filled / outlined classes"),
@@ -250,11 +271,15 @@ pub fn help_ui(ctx: &egui::Context, state: &mut ViewerState) {
         .resizable(false)
         .anchor(egui::Align2::CENTER_CENTER, egui::Vec2::ZERO)
         .show(ctx, |ui| {
-            egui::Grid::new("shortcuts").striped(true).show(ui, |ui| {
-                for (keys, what) in SHORTCUTS {
-                    ui.label(RichText::new(*keys).monospace());
-                    ui.label(*what);
-                    ui.end_row();
+            ui.horizontal_top(|ui| {
+                for (id, list) in [("shortcuts", SHORTCUTS), ("edit shortcuts", super::tools::EDIT_SHORTCUTS)] {
+                    egui::Grid::new(id).striped(true).show(ui, |ui| {
+                        for (keys, what) in list {
+                            ui.label(RichText::new(*keys).monospace());
+                            ui.label(*what);
+                            ui.end_row();
+                        }
+                    });
                 }
             });
         });

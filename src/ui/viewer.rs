@@ -10,6 +10,7 @@ use eframe::egui::{
 use crate::render::{
     ClassStyle, Magnification, OverlayParams, PredictionParams, ScreenFromImage, SliceViewCallback, ViewId, ViewParams,
 };
+use crate::state::tools::{PointerEvent, Tool, ToolState};
 use crate::state::view::Camera;
 use crate::state::{Contrast, Cursor, SliceIndex};
 
@@ -269,7 +270,8 @@ pub fn handle_keys(ctx: &egui::Context, state: &mut ViewerState, xy_size: Vec2) 
         if pressed(Key::F) {
             state.fit(xy_size);
         }
-        if pressed(Key::Num1) {
+        // 0, not napari's 1, which selects the eraser.
+        if pressed(Key::Num0) {
             state.one_to_one(ppp);
         }
         if (pressed(Key::Plus) || pressed(Key::Equals))
@@ -315,7 +317,9 @@ pub fn handle_keys(ctx: &egui::Context, state: &mut ViewerState, xy_size: Vec2) 
 
 /// Draws `plane` in `rect` and handles its pointer input: wheel through slices (XY), Ctrl +
 /// wheel or pinch to zoom about the pointer, drag (primary or middle button) to pan, click to
-/// move the shared cursor.
+/// move the shared cursor. With `tools` (XY only) and a tool other than Navigate, primary and
+/// secondary presses and drags become [`PointerEvent`]s in image pixels (returned), the middle
+/// button or Space + drag still pan, and the tool's preview is drawn.
 pub fn plane_ui(
     ui: &mut egui::Ui,
     rect: Rect,
@@ -323,11 +327,13 @@ pub fn plane_ui(
     state: &mut ViewerState,
     colors: &[[u8; 3]],
     has_image: bool,
-) {
+    tools: Option<&ToolState>,
+) -> Vec<PointerEvent> {
+    let mut events_out = Vec::new();
     let response = ui.interact(rect, egui::Id::unique(("plane view", plane.label())), Sense::click_and_drag());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 0.0, ui.visuals().extreme_bg_color);
-    let Some((cam, aspect)) = state.plane_camera(plane, rect.size()) else { return };
+    let Some((cam, aspect)) = state.plane_camera(plane, rect.size()) else { return events_out };
     let (image_size, _) = state.plane_geometry(plane);
     let view_min = [rect.min.x, rect.min.y];
     let view_size = [rect.width(), rect.height()];
@@ -383,8 +389,15 @@ pub fn plane_ui(
         ui.memory_mut(|m| m.surrender_focus(focused));
     }
 
+    let space_held = ui.input(|i| i.key_down(Key::Space));
+    let editing = tools.filter(|t| t.tool != Tool::Navigate && has_image && !space_held);
+    if let Some(t) = editing {
+        events_out = tool_events(ui, &response, t, image_at);
+    }
+
     // Pan.
-    if response.dragged_by(PointerButton::Primary) || response.dragged_by(PointerButton::Middle) {
+    let primary_pans = editing.is_none();
+    if (primary_pans && response.dragged_by(PointerButton::Primary)) || response.dragged_by(PointerButton::Middle) {
         let d = response.drag_delta();
         if let Some(c) = &mut state.camera {
             match plane {
@@ -397,6 +410,7 @@ pub fn plane_ui(
 
     // Click moves the cursor (and so what the other views show).
     if response.clicked()
+        && editing.is_none()
         && let Some(p) = response.interact_pointer_pos()
     {
         let [u, v] = image_at(p);
@@ -444,6 +458,12 @@ pub fn plane_ui(
     {
         scale_bar(&painter, rect, cam.zoom, nm);
     }
+    if let Some(t) = tools {
+        let (scale, offset) = cam.screen_from_image(view_min, view_size, aspect);
+        let hover = response.hover_pos().map(image_at);
+        let to_screen = |p: [f32; 2]| Pos2::new(p[0] * scale[0] + offset[0], p[1] * scale[1] + offset[1]);
+        super::tools::tool_preview_ui(&painter, t, hover, to_screen, scale[0]);
+    }
     painter.text(
         rect.left_top() + Vec2::new(6.0, 4.0),
         egui::Align2::LEFT_TOP,
@@ -451,6 +471,43 @@ pub fn plane_ui(
         egui::FontId::proportional(12.0),
         ui.visuals().strong_text_color(),
     );
+    events_out
+}
+
+/// Turns this frame's pointer input on a view into tool events: a click is a press and a
+/// release at one point; a drag is a press where the button went down, a move for every
+/// pointer position egui saw this frame (so fast strokes stay continuous), and a release.
+fn tool_events(
+    ui: &egui::Ui,
+    response: &egui::Response,
+    tools: &ToolState,
+    image_at: impl Fn(Pos2) -> [f32; 2],
+) -> Vec<PointerEvent> {
+    let mut out = Vec::new();
+    let alternate = |r: &egui::Response| r.dragged_by(PointerButton::Secondary) || r.secondary_clicked();
+    let tool_button =
+        |r: &egui::Response| r.dragged_by(PointerButton::Primary) || r.dragged_by(PointerButton::Secondary);
+    let started = response.drag_started() && tool_button(response);
+    if started && let Some(origin) = ui.input(|i| i.pointer.press_origin()) {
+        out.push(PointerEvent::Press { at: image_at(origin), alternate: alternate(response) });
+    }
+    if (tools.dragging() || started) && tool_button(response) {
+        let moves: Vec<Pos2> = ui.input(|i| {
+            i.events.iter().filter_map(|e| if let egui::Event::PointerMoved(p) = e { Some(*p) } else { None }).collect()
+        });
+        let moves = if moves.is_empty() { response.interact_pointer_pos().into_iter().collect() } else { moves };
+        out.extend(moves.into_iter().map(|p| PointerEvent::Move { to: image_at(p) }));
+    }
+    if response.drag_stopped() {
+        out.push(PointerEvent::Release);
+    }
+    if (response.clicked() || response.secondary_clicked())
+        && let Some(p) = response.interact_pointer_pos()
+    {
+        out.push(PointerEvent::Press { at: image_at(p), alternate: alternate(response) });
+        out.push(PointerEvent::Release);
+    }
+    out
 }
 
 /// The longest "round" length (1, 2 or 5 × 10^k nm) whose bar is at most `max_pts` long at

@@ -5,6 +5,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod editing;
 mod render;
 mod shaders;
 mod viewer;

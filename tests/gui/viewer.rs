@@ -17,7 +17,14 @@ use sam4em::ui::viewer::layout;
 
 const SIZE: Vec2 = Vec2::new(1400.0, 900.0);
 
-fn harness_with(options: LaunchOptions, size: Vec2) -> Harness<'static, StudioApp> {
+pub fn harness_with(mut options: LaunchOptions, size: Vec2) -> Harness<'static, StudioApp> {
+    // Every harness journals its edits into a folder of its own (never the user's data folder,
+    // and never one another test restores from), unless the test names one.
+    if options.data_dir.is_none() {
+        // Inside cargo's per-target temporary folder, which `cargo clean` empties.
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temporary data folder");
+        options.data_dir = Some(dir.keep());
+    }
     // kittest's setup (software adapters first, so snapshots match across machines) with the
     // app's device descriptor.
     let mut setup = egui_kittest::wgpu::default_wgpu_setup();
@@ -169,7 +176,7 @@ fn zoom_about_the_pointer_pan_fit_and_one_to_one() {
     let now = image_at(cam2, start + Vec2::new(40.0, 25.0));
     assert!((now[0] - grabbed[0]).abs() < 0.5 && (now[1] - grabbed[1]).abs() < 0.5, "{grabbed:?} vs {now:?}");
 
-    h.key_press(Key::Num1);
+    h.key_press(Key::Num0);
     h.step();
     assert_eq!(h.state().viewer().unwrap().camera.unwrap().zoom, 1.0);
     h.key_press(Key::F);
