@@ -181,21 +181,15 @@ impl Editor {
             if new.as_deref() == old.as_ref() {
                 continue;
             }
-            let diff: Option<Box<Tile>> = {
-                let mut d = [0u64; TILE_PX];
-                let zero = [0u64; TILE_PX];
-                let (a, b) = (old.as_ref().unwrap_or(&zero), new.as_deref().unwrap_or(&zero));
-                for r in 0..TILE_PX {
-                    d[r] = a[r] ^ b[r];
-                }
-                Some(Box::new(d))
-            };
             rec.before.entry((Layer::Mask, index as u32)).or_insert_with(|| old.map(Box::new));
             let touched_old = entry.touched.tile(index).copied();
             rec.before.entry((Layer::Touched, index as u32)).or_insert_with(|| touched_old.map(Box::new));
-            let mut touched = touched_old.unwrap_or([0; TILE_PX]);
-            for (t, d) in touched.iter_mut().zip(diff.as_deref().into_iter().flatten()) {
-                *t |= d;
+            // Every pixel that changed is now one a person vouched for.
+            let zero = [0u64; TILE_PX];
+            let (a, b) = (old.as_ref().unwrap_or(&zero), new.as_deref().unwrap_or(&zero));
+            let mut touched = touched_old.unwrap_or(zero);
+            for ((t, a), b) in touched.iter_mut().zip(a).zip(b) {
+                *t |= a ^ b;
             }
             if let Some(tp) = &mut rec.touched_plane {
                 let (wpr, tx, y0) =

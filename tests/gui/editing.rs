@@ -16,24 +16,10 @@ use sam4em::state::{ClassId, MaskVolume, SliceIndex, SliceMask};
 use sam4em::ui::Plane;
 use sam4em::ui::viewer::layout;
 
-use super::viewer::harness_with;
+use super::viewer::{harness_with, settle};
 
 const SIZE: Vec2 = Vec2::new(1400.0, 900.0);
 const MITO: ClassId = ClassId(2);
-
-fn settle(h: &mut Harness<'static, StudioApp>) {
-    let start = Instant::now();
-    loop {
-        h.step();
-        if !h.state().is_busy() {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "still loading after 2 minutes");
-        std::thread::sleep(Duration::from_millis(3));
-    }
-    h.step();
-    h.step();
-}
 
 /// Screen position of image pixel centre (x, y) in the XY view.
 fn screen_at(h: &Harness<'static, StudioApp>, x: f32, y: f32) -> Pos2 {

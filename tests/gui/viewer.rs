@@ -39,7 +39,7 @@ fn harness(open: OpenRequest) -> Harness<'static, StudioApp> {
 }
 
 /// Steps until nothing is loading (the loader and jobs run on their own threads).
-fn settle(h: &mut Harness<'static, StudioApp>) {
+pub fn settle(h: &mut Harness<'static, StudioApp>) {
     let start = Instant::now();
     loop {
         h.step();
