@@ -4,7 +4,8 @@
 use sam4em::state::bitplane::{BitPlane, Connectivity, PixelBox};
 use sam4em::state::edit::Editor;
 use sam4em::state::tools::{
-    self, EditTarget, PointerEvent, Tool, ToolState, accept_predictions, next_unreviewed, set_review, slice_review,
+    self, EditPlane, EditTarget, PointerEvent, Tool, ToolState, accept_predictions, next_unreviewed, set_review,
+    slice_review,
 };
 use sam4em::state::{ClassId, MaskVolume, Provenance, ReviewState, SliceIndex, SliceMask};
 
@@ -440,4 +441,62 @@ fn review_states_and_next_unreviewed() {
     assert_eq!(next_unreviewed(&masks, &classes, z(0), true), None);
     tools::unaccept(&mut masks, &mut editor, &classes, z(1)).unwrap();
     assert_eq!(masks.review(MITO, z(1)), ReviewState::Predicted, "back to what its content is");
+}
+
+#[test]
+fn tools_work_in_the_orthogonal_planes_too() {
+    let mut s = Session::new(8, 6, 5);
+    s.tools.tool = Tool::Brush;
+    s.tools.brush_diameter_px = 1;
+    let send = |s: &mut Session, at: EditPlane, event| {
+        let target = EditTarget { masks: &mut s.masks, editor: &mut s.editor, class: MITO, z: SliceIndex(0) };
+        s.tools.handle_in(event, target, at).unwrap()
+    };
+    // XZ through row y = 3: a stroke along x at z = 2, then one down through every slice at x = 6.
+    let xz = EditPlane::Xz { y: 3 };
+    send(&mut s, xz, PointerEvent::Press { at: [1.5, 2.5], alternate: false });
+    send(&mut s, xz, PointerEvent::Move { to: [5.5, 2.5] });
+    send(&mut s, xz, PointerEvent::Release);
+    assert_eq!(show(s.masks.mask(MITO, SliceIndex(2)), 8, 6)[3], ".#####..");
+    assert!((0..5).filter(|&z| z != 2).all(|z| s.masks.mask(MITO, SliceIndex(z)).is_none()));
+    send(&mut s, xz, PointerEvent::Press { at: [6.5, 0.5], alternate: false });
+    send(&mut s, xz, PointerEvent::Move { to: [6.5, 4.5] });
+    let out = send(&mut s, xz, PointerEvent::Release);
+    assert_eq!(out.committed.unwrap().writes.len(), 5, "one commit writes all five slices");
+    for z in 0..5 {
+        let row = &show(s.masks.mask(MITO, SliceIndex(z)), 8, 6)[3];
+        assert_eq!(row, if z == 2 { ".######." } else { "......#." }, "slice {z}");
+        assert_eq!(s.masks.review(MITO, SliceIndex(z)), ReviewState::Corrected);
+    }
+    assert_eq!(s.editor.undo_len(), 2);
+    s.editor.undo(&mut s.masks).unwrap();
+    assert_eq!(show(s.masks.mask(MITO, SliceIndex(0)), 8, 6)[3], "........");
+    assert_eq!(show(s.masks.mask(MITO, SliceIndex(2)), 8, 6)[3], ".#####..");
+
+    // YZ through column x = 4: fill the empty plane → column 4 of every slice; delete it again
+    // as one object of that plane.
+    let yz = EditPlane::Yz { x: 4 };
+    s.tools.tool = Tool::Fill;
+    send(&mut s, yz, PointerEvent::Press { at: [0.5, 0.5], alternate: false });
+    send(&mut s, yz, PointerEvent::Release);
+    for z in 0..5 {
+        let m = mask_of(&s.masks, MITO, z);
+        assert!((0..6).all(|y| m.get(4, y)), "slice {z} column 4");
+    }
+    // Slice 2 row 3 had x 1..=5 set: the fill added only column 4 elsewhere.
+    assert_eq!(mask_of(&s.masks, MITO, 0).count_ones(), 6);
+    s.tools.tool = Tool::DeleteComponent;
+    send(&mut s, yz, PointerEvent::Press { at: [3.5, 5.5], alternate: false });
+    send(&mut s, yz, PointerEvent::Release);
+    assert_eq!(show(s.masks.mask(MITO, SliceIndex(2)), 8, 6)[3], ".###.#..");
+    assert_eq!(mask_of(&s.masks, MITO, 0).count_ones(), 0);
+
+    // Slices 3 px thick: a 5 px brush in XZ is 5 px across but reaches no neighbouring slice.
+    s.tools.tool = Tool::Brush;
+    (s.tools.brush_diameter_px, s.tools.z_aspect) = (5, 3.0);
+    send(&mut s, xz, PointerEvent::Press { at: [3.5, 0.5], alternate: false });
+    send(&mut s, xz, PointerEvent::Release);
+    assert_eq!(show(s.masks.mask(MITO, SliceIndex(0)), 8, 6)[3], ".#####..");
+    assert_eq!(mask_of(&s.masks, MITO, 0).count_ones(), 5);
+    assert_eq!(mask_of(&s.masks, MITO, 1).count_ones(), 0);
 }

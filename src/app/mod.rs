@@ -21,7 +21,7 @@ use eframe::egui::{self, Vec2};
 use eframe::egui_wgpu::RenderState;
 
 use crate::render::{self, DeviceCaps, ModelDevicePlan};
-use crate::state::tools::{self as edit_tools, EditTarget, PointerEvent, ToolState};
+use crate::state::tools::{self as edit_tools, EditPlane, EditTarget, PointerEvent, ToolState};
 use crate::state::{ClassId, ClassTable, MaskVolume, Provenance, ReviewState, SliceIndex};
 use crate::ui::panels::{self, HoverInfo, UiAction};
 use crate::ui::tools::{self as tools_ui, EditAction, EditStatus};
@@ -371,10 +371,27 @@ impl StudioApp {
     /// Sends one pointer event to the active tool on the shown slice (tests drive tools with
     /// these as the views do).
     pub fn pointer(&mut self, event: PointerEvent) {
+        self.pointer_in(Plane::Xy, event);
+    }
+
+    /// Sends one pointer event, in the pixels of view `plane`, to the active tool: the XY
+    /// view edits the slice it shows, XZ and YZ the row and column through the cursor. Nothing
+    /// happens while the view still shows something else (a slice on its way).
+    pub fn pointer_in(&mut self, plane: Plane, event: PointerEvent) {
         let Some(doc) = &mut self.doc else { return };
-        let Some(z) = doc.gpu.xy_image else { return };
-        let target = EditTarget { masks: &mut doc.masks, editor: &mut doc.editor, class: self.active_class, z };
-        match self.tools.handle(event, target) {
+        let c = doc.view.cursor;
+        let at = match plane {
+            Plane::Xy => match doc.gpu.xy_image {
+                Some(z) => EditPlane::Xy(z),
+                None => return,
+            },
+            _ if doc.gpu.ortho_image != Some([c.x, c.y]) => return,
+            Plane::Xz => EditPlane::Xz { y: c.y },
+            Plane::Yz => EditPlane::Yz { x: c.x },
+        };
+        self.tools.z_aspect = doc.view.z_aspect;
+        let target = EditTarget { masks: &mut doc.masks, editor: &mut doc.editor, class: self.active_class, z: c.z };
+        match self.tools.handle_in(event, target, at) {
             Ok(o) => doc.apply_outcome(o, &mut self.errors),
             Err(e) => self.errors.push(format!("{}: {e}", self.tools.tool.label())),
         }
@@ -848,15 +865,15 @@ impl eframe::App for StudioApp {
                     Plane::Xy => doc.gpu.xy_image.is_some(),
                     Plane::Xz | Plane::Yz => doc.gpu.ortho_image.is_some(),
                 };
-                let tools = (plane == Plane::Xy).then_some(&self.tools);
                 let has_image = has_image && self.render_state.is_some();
-                pointer.extend(viewer::plane_ui(ui, rect, plane, &mut doc.view, &colors, has_image, tools));
+                let events = viewer::plane_ui(ui, rect, plane, &mut doc.view, &colors, has_image, Some(&self.tools));
+                pointer.extend(events.into_iter().map(|e| (plane, e)));
             }
             ui.allocate_rect(area, egui::Sense::hover());
             panels::help_ui(&ctx, &mut doc.view);
         });
-        for event in pointer {
-            self.pointer(event);
+        for (plane, event) in pointer {
+            self.pointer_in(plane, event);
         }
         for e in edits {
             self.edit(e, &ctx);

@@ -452,20 +452,42 @@ impl BitPlane {
     /// Works row by row: the covered x-span of each row is computed analytically (capsule ∩
     /// row, union with the segment's own pixels) and set with word masks.
     pub fn stroke_segment(&mut self, from: [f32; 2], to: [f32; 2], radius_px: f32, value: bool) -> PixelBox {
+        self.stroke_segment_scaled(from, to, radius_px, [1.0, 1.0], value)
+    }
+
+    /// [`Self::stroke_segment`] with distances measured after scaling x by `scale[0]` and y by
+    /// `scale[1]`: the brush is an ellipse `radius_px / scale` pixels across and down. In an
+    /// orthogonal view, where one row (or column) is a slice `z_aspect` pixels thick, a scale
+    /// of `z_aspect` along z keeps the brush round in the sample. The pixels the segment itself
+    /// passes through are always painted. A scale that is not finite and positive paints
+    /// nothing.
+    pub fn stroke_segment_scaled(
+        &mut self,
+        from: [f32; 2],
+        to: [f32; 2],
+        radius_px: f32,
+        scale: [f32; 2],
+        value: bool,
+    ) -> PixelBox {
         let mut out = PixelBox::default();
-        if !(from.iter().chain(&to).all(|c| c.is_finite()) && radius_px.is_finite()) {
+        let finite = from.iter().chain(&to).chain(&scale).all(|c| c.is_finite()) && radius_px.is_finite();
+        if !finite || scale.iter().any(|&s| s <= 0.0) {
             return out;
         }
         let (a, b) = ([f64::from(from[0]), f64::from(from[1])], [f64::from(to[0]), f64::from(to[1])]);
+        let (sx, sy) = (f64::from(scale[0]), f64::from(scale[1]));
+        // The capsule lives in scaled space; the pen (the segment's own pixels) in pixels.
+        let (a_s, b_s) = ([a[0] * sx, a[1] * sy], [b[0] * sx, b[1] * sy]);
         let r = f64::from(radius_px).max(0.0);
         let (y_min, y_max) = (a[1].min(b[1]), a[1].max(b[1]));
         // Rows whose centre line meets the capsule, and rows the segment itself crosses.
-        let first = (y_min - r - 0.5).ceil().min(y_min.floor());
-        let last = (y_max + r - 0.5).floor().max(y_max.floor());
+        let first = ((y_min * sy - r) / sy - 0.5).ceil().min(y_min.floor());
+        let last = ((y_max * sy + r) / sy - 0.5).floor().max(y_max.floor());
         let Some((y0, y1)) = clip_inclusive(first, last, self.height) else { return out };
         for y in y0..y1 {
             let yf = y as f64;
-            let capsule = capsule_span(a, b, r, yf + 0.5).map(|(l, h)| ((l - 0.5).ceil(), (h - 0.5).floor()));
+            let capsule = capsule_span(a_s, b_s, r, (yf + 0.5) * sy)
+                .map(|(l, h)| ((l / sx - 0.5).ceil(), (h / sx - 0.5).floor()));
             let pen = segment_pixels_in_row(a, b, yf);
             for (l, h) in [capsule, pen].into_iter().flatten() {
                 if let Some((x0, x1)) = clip_inclusive(l, h, self.width) {
@@ -946,6 +968,34 @@ pub fn component_3d(
         }
     }
     comp.into_iter().collect()
+}
+
+#[cfg(test)]
+mod scaled_brush_tests {
+    use super::*;
+
+    #[test]
+    fn a_scaled_brush_is_an_ellipse_and_scale_one_is_the_plain_brush() {
+        // Radius 3 px across; rows 3 px thick (scale 3 down): one row above and below.
+        let mut p = BitPlane::new(11, 7);
+        p.stroke_segment_scaled([5.5, 3.5], [5.5, 3.5], 3.0, [1.0, 3.0], true);
+        let rows: Vec<String> =
+            (0..7).map(|y| (0..11).map(|x| if p.get(x, y) { '#' } else { '.' }).collect()).collect();
+        assert_eq!(
+            rows,
+            ["...........", "...........", ".....#.....", "..#######..", ".....#.....", "...........", "..........."]
+        );
+        // Columns 2 px thick across: radius 3 → 1 column either side, 3 rows either side.
+        let mut q = BitPlane::new(7, 9);
+        q.stroke_segment_scaled([3.5, 4.5], [3.5, 4.5], 3.0, [2.0, 1.0], true);
+        let widths: Vec<u64> = (0..9).map(|y| (0..7).filter(|&x| q.get(x, y)).count() as u64).collect();
+        assert_eq!(widths, [0, 1, 3, 3, 3, 3, 3, 1, 0]);
+        // Scale 1 is exactly the plain brush.
+        let (mut u, mut v) = (BitPlane::new(40, 30), BitPlane::new(40, 30));
+        u.stroke_segment([3.2, 4.7], [31.9, 22.1], 4.5, true);
+        v.stroke_segment_scaled([3.2, 4.7], [31.9, 22.1], 4.5, [1.0, 1.0], true);
+        assert_eq!(u, v);
+    }
 }
 
 #[cfg(test)]

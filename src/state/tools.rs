@@ -4,13 +4,15 @@
 //! copy a neighbouring slice, interpolate between edited slices, accept a prediction) are
 //! single transactions too.
 //!
-//! Everything works on image pixel coordinates of the XY plane; the UI converts pointer
-//! positions. Pure Rust: depends only on the other `state` modules.
+//! Tools work in a slice (XY) or in an orthogonal plane (XZ, YZ: the plane is assembled from
+//! the slices, edited, and its changed pixels written back slice by slice in the same
+//! transaction), on pixel coordinates of that plane; the UI converts pointer positions. Pure
+//! Rust: depends only on the other `state` modules.
 
 use super::bitplane::{BitPlane, Connectivity, PixelBox, brush_radius_px, component_3d, interpolate_many};
 use super::classes::ClassId;
 use super::edit::{Commit, Dirty, EditError, Editor};
-use super::mask::{MaskVolume, Provenance, ReviewState, SliceMeta};
+use super::mask::{MaskVolume, Provenance, ReviewState, SliceMask, SliceMeta};
 use super::volume::SliceIndex;
 
 /// Smallest and largest brush diameters, pixels.
@@ -86,13 +88,108 @@ pub struct ToolState {
     pub connectivity: Connectivity,
     /// Component delete follows the object through the slices above and below.
     pub delete_in_3d: bool,
+    /// Slice spacing over pixel size: in XZ and YZ the brush spans `1 / z_aspect` as many
+    /// slices as pixels, so it stays round in the sample (and on screen).
+    pub z_aspect: f32,
     drag: Option<Drag>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum Drag {
-    Brush { last: [f32; 2], value: bool, class: ClassId, z: SliceIndex },
-    Lasso { points: Vec<[f32; 2]>, value: bool, class: ClassId, z: SliceIndex },
+    Brush { last: [f32; 2], value: bool, class: ClassId, at: EditPlane },
+    Lasso { points: Vec<[f32; 2]>, value: bool, class: ClassId, at: EditPlane },
+}
+
+/// The plane a tool works in. Pointer positions are in that plane's pixels: (x, y) in a
+/// slice; (x, z) in XZ through row `y`; (z, y) in YZ through column `x` — the layout the
+/// orthogonal views draw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EditPlane {
+    /// Slice z.
+    Xy(SliceIndex),
+    /// Row y through every slice.
+    Xz {
+        /// The row.
+        y: usize,
+    },
+    /// Column x through every slice.
+    Yz {
+        /// The column.
+        x: usize,
+    },
+}
+
+/// The bits of `class` in an orthogonal plane, laid out as [`EditPlane`] says.
+fn ortho_plane(masks: &MaskVolume, class: ClassId, at: EditPlane) -> BitPlane {
+    let (w, h, d) = (masks.width(), masks.height(), masks.depth());
+    match at {
+        EditPlane::Xy(z) => masks.mask(class, z).map_or_else(|| BitPlane::new(w, h), SliceMask::to_plane),
+        EditPlane::Xz { y } => {
+            let mut p = BitPlane::new(w, d);
+            for z in 0..d {
+                if let Some(m) = masks.mask(class, SliceIndex(z)) {
+                    (0..w).filter(|&x| m.get(x, y)).for_each(|x| p.set(x, z, true));
+                }
+            }
+            p
+        }
+        EditPlane::Yz { x } => {
+            let mut p = BitPlane::new(d, h);
+            for z in 0..d {
+                if let Some(m) = masks.mask(class, SliceIndex(z)) {
+                    (0..h).filter(|&y| m.get(x, y)).for_each(|y| p.set(z, y, true));
+                }
+            }
+            p
+        }
+    }
+}
+
+/// Applies `op` to `class` in the plane `at` inside the open transaction: in a slice directly,
+/// in an orthogonal plane on a copy of it whose changed pixels are then written into each
+/// slice they belong to. Returns the regions to redraw, per slice.
+fn paint_in(
+    editor: &mut Editor,
+    masks: &mut MaskVolume,
+    class: ClassId,
+    at: EditPlane,
+    op: impl FnOnce(&mut BitPlane) -> PixelBox,
+) -> Result<Vec<Dirty>, EditError> {
+    if let EditPlane::Xy(z) = at {
+        let area = editor.paint(masks, class, z, op)?;
+        return Ok(vec![Dirty { class, z, area }]);
+    }
+    let before = ortho_plane(masks, class, at);
+    let mut after = before.clone();
+    let area = op(&mut after);
+    let mut dirty = Vec::new();
+    // Changed plane pixels (u, v), grouped by the slice they belong to, as (x, y, value).
+    let mut by_slice: std::collections::BTreeMap<usize, Vec<([usize; 2], bool)>> = Default::default();
+    for v in area.y0..area.y1 {
+        for u in area.x0..area.x1 {
+            let value = after.get(u, v);
+            if before.get(u, v) != value {
+                let (z, px) = match at {
+                    EditPlane::Xz { y } => (v, [u, y]),
+                    EditPlane::Yz { x } => (u, [x, v]),
+                    EditPlane::Xy(_) => unreachable!("handled above"),
+                };
+                by_slice.entry(z).or_default().push((px, value));
+            }
+        }
+    }
+    for (z, changes) in by_slice {
+        let area = editor.paint(masks, class, SliceIndex(z), |p| {
+            let mut b = PixelBox::default();
+            for &([x, y], value) in &changes {
+                p.set(x, y, value);
+                b = b.union(PixelBox { x0: x, y0: y, x1: x + 1, y1: y + 1 });
+            }
+            b
+        })?;
+        dirty.push(Dirty { class, z: SliceIndex(z), area });
+    }
+    Ok(dirty)
 }
 
 impl Default for ToolState {
@@ -102,6 +199,7 @@ impl Default for ToolState {
             brush_diameter_px: 10,
             connectivity: Connectivity::Four,
             delete_in_3d: false,
+            z_aspect: 1.0,
             drag: None,
         }
     }
@@ -128,10 +226,19 @@ pub struct EditTarget<'a> {
     pub z: SliceIndex,
 }
 
-fn pixel_at(masks: &MaskVolume, at: [f32; 2]) -> Option<[usize; 2]> {
-    let (x, y) = (at[0].floor(), at[1].floor());
-    (x >= 0.0 && y >= 0.0 && (x as usize) < masks.width() && (y as usize) < masks.height())
-        .then_some([x as usize, y as usize])
+/// Width and height of the plane `at`, pixels.
+fn ortho_plane_size(masks: &MaskVolume, at: EditPlane) -> [usize; 2] {
+    match at {
+        EditPlane::Xy(_) => [masks.width(), masks.height()],
+        EditPlane::Xz { .. } => [masks.width(), masks.depth()],
+        EditPlane::Yz { .. } => [masks.depth(), masks.height()],
+    }
+}
+
+/// The pixel of a `size` plane containing the point, if it is inside.
+fn pixel_in(size: [usize; 2], p: [f32; 2]) -> Option<[usize; 2]> {
+    let (x, y) = (p[0].floor(), p[1].floor());
+    (x >= 0.0 && y >= 0.0 && (x as usize) < size[0] && (y as usize) < size[1]).then_some([x as usize, y as usize])
 }
 
 impl ToolState {
@@ -167,61 +274,93 @@ impl ToolState {
         self.brush_diameter_px = next.clamp(BRUSH_DIAMETER_RANGE_PX.0, BRUSH_DIAMETER_RANGE_PX.1);
     }
 
-    /// Handles one pointer event with the active tool.
+    /// How the brush is scaled in plane `at` (see [`BitPlane::stroke_segment_scaled`]).
+    pub fn brush_scale(&self, at: EditPlane) -> [f32; 2] {
+        let a = if self.z_aspect.is_finite() && self.z_aspect > 0.0 { self.z_aspect } else { 1.0 };
+        match at {
+            EditPlane::Xy(_) => [1.0, 1.0],
+            EditPlane::Xz { .. } => [1.0, a],
+            EditPlane::Yz { .. } => [a, 1.0],
+        }
+    }
+
+    /// Handles one pointer event with the active tool on the slice `target.z`.
     pub fn handle(&mut self, event: PointerEvent, target: EditTarget<'_>) -> Result<ToolOutcome, EditError> {
-        let EditTarget { masks, editor, class, z } = target;
+        let at = EditPlane::Xy(target.z);
+        self.handle_in(event, target, at)
+    }
+
+    /// Handles one pointer event with the active tool in the plane `at` (a slice or an
+    /// orthogonal plane; `target.z` is then not used). A drag stays in the plane it started in.
+    pub fn handle_in(
+        &mut self,
+        event: PointerEvent,
+        target: EditTarget<'_>,
+        at: EditPlane,
+    ) -> Result<ToolOutcome, EditError> {
+        let EditTarget { masks, editor, class, .. } = target;
         let mut out = ToolOutcome::default();
         let radius = brush_radius_px(self.brush_diameter_px);
+        let size = ortho_plane_size(masks, at);
+        // The plane of the drag in progress, else the one pressed in.
+        let scale = self.brush_scale(match &self.drag {
+            Some(Drag::Brush { at, .. } | Drag::Lasso { at, .. }) => *at,
+            None => at,
+        });
         match (event, self.drag.take()) {
-            (PointerEvent::Press { at, alternate }, None) => match self.tool {
+            (PointerEvent::Press { at: p, alternate }, None) => match self.tool {
                 Tool::Navigate => {}
                 Tool::Brush | Tool::Eraser => {
                     let value = (self.tool == Tool::Brush) != alternate;
                     editor.begin(if value { "brush" } else { "erase" })?;
-                    let area = editor.paint(masks, class, z, |p| p.stroke_segment(at, at, radius, value))?;
-                    editor.touch(masks, class, z, |t| t.stroke_segment(at, at, radius, true))?;
-                    out.dirty.push(Dirty { class, z, area });
-                    self.drag = Some(Drag::Brush { last: at, value, class, z });
+                    out.dirty =
+                        paint_in(editor, masks, class, at, |b| b.stroke_segment_scaled(p, p, radius, scale, value))?;
+                    if let EditPlane::Xy(z) = at {
+                        editor.touch(masks, class, z, |t| t.stroke_segment(p, p, radius, true))?;
+                    }
+                    self.drag = Some(Drag::Brush { last: p, value, class, at });
                 }
                 Tool::Lasso => {
-                    self.drag = Some(Drag::Lasso { points: vec![at], value: !alternate, class, z });
+                    self.drag = Some(Drag::Lasso { points: vec![p], value: !alternate, class, at });
                 }
                 Tool::Fill => {
-                    if let Some(seed) = pixel_at(masks, at) {
+                    if let Some(seed) = pixel_in(size, p) {
                         let conn = self.connectivity;
                         editor.begin(if alternate { "clear region" } else { "fill" })?;
-                        let area = editor.paint(masks, class, z, |p| p.flood_fill(seed, !alternate, conn))?;
-                        out.dirty.push(Dirty { class, z, area });
+                        out.dirty = paint_in(editor, masks, class, at, |b| b.flood_fill(seed, !alternate, conn))?;
                         out.committed = editor.commit(masks);
                     }
                 }
                 Tool::DeleteComponent => {
-                    if let Some(seed) = pixel_at(masks, at) {
-                        out = self.delete_component(masks, editor, class, z, seed)?;
+                    if let Some(seed) = pixel_in(size, p) {
+                        out = self.delete_component(masks, editor, class, at, seed)?;
                     }
                 }
             },
-            (PointerEvent::Move { to }, Some(Drag::Brush { last, value, class, z })) => {
-                let area = editor.paint(masks, class, z, |p| p.stroke_segment(last, to, radius, value))?;
-                editor.touch(masks, class, z, |t| t.stroke_segment(last, to, radius, true))?;
-                out.dirty.push(Dirty { class, z, area });
-                self.drag = Some(Drag::Brush { last: to, value, class, z });
+            (PointerEvent::Move { to }, Some(Drag::Brush { last, value, class, at })) => {
+                out.dirty =
+                    paint_in(editor, masks, class, at, |b| b.stroke_segment_scaled(last, to, radius, scale, value))?;
+                if let EditPlane::Xy(z) = at {
+                    editor.touch(masks, class, z, |t| t.stroke_segment(last, to, radius, true))?;
+                }
+                self.drag = Some(Drag::Brush { last: to, value, class, at });
             }
-            (PointerEvent::Move { to }, Some(Drag::Lasso { mut points, value, class, z })) => {
+            (PointerEvent::Move { to }, Some(Drag::Lasso { mut points, value, class, at })) => {
                 let last = *points.last().expect("lasso starts with a point");
                 if (to[0] - last[0]).hypot(to[1] - last[1]) >= LASSO_MIN_STEP_PX {
                     points.push(to);
                 }
-                self.drag = Some(Drag::Lasso { points, value, class, z });
+                self.drag = Some(Drag::Lasso { points, value, class, at });
             }
             (PointerEvent::Release, Some(Drag::Brush { .. })) => {
                 out.committed = editor.commit(masks);
             }
-            (PointerEvent::Release, Some(Drag::Lasso { points, value, class, z })) => {
+            (PointerEvent::Release, Some(Drag::Lasso { points, value, class, at })) => {
                 editor.begin(if value { "lasso" } else { "lasso erase" })?;
-                let area = editor.paint(masks, class, z, |p| p.fill_polygon(&points, value))?;
-                editor.touch(masks, class, z, |t| t.fill_polygon(&points, true))?;
-                out.dirty.push(Dirty { class, z, area });
+                out.dirty = paint_in(editor, masks, class, at, |b| b.fill_polygon(&points, value))?;
+                if let EditPlane::Xy(z) = at {
+                    editor.touch(masks, class, z, |t| t.fill_polygon(&points, true))?;
+                }
                 out.committed = editor.commit(masks);
             }
             (PointerEvent::Abort, Some(Drag::Brush { .. })) => {
@@ -240,19 +379,25 @@ impl ToolState {
         masks: &mut MaskVolume,
         editor: &mut Editor,
         class: ClassId,
-        z: SliceIndex,
+        at: EditPlane,
         seed: [usize; 2],
     ) -> Result<ToolOutcome, EditError> {
         let mut out = ToolOutcome::default();
-        if !masks.mask(class, z).is_some_and(|m| m.get(seed[0], seed[1])) {
+        if !ortho_plane(masks, class, at).get(seed[0], seed[1]) {
             return Ok(out);
         }
         editor.begin("delete object")?;
         if self.delete_in_3d {
+            // The same object whichever view it was clicked in: follow it through the slices.
+            let [x, y, z] = match at {
+                EditPlane::Xy(z) => [seed[0], seed[1], z.0],
+                EditPlane::Xz { y } => [seed[0], y, seed[1]],
+                EditPlane::Yz { x } => [x, seed[1], seed[0]],
+            };
             let parts = {
                 let m: &MaskVolume = masks;
                 let mut plane_of = |zi: usize| m.mask(class, SliceIndex(zi)).map(|s| s.to_plane());
-                component_3d(&mut plane_of, m.depth(), [seed[0], seed[1], z.0], self.connectivity)
+                component_3d(&mut plane_of, m.depth(), [x, y, z], self.connectivity)
             };
             for (zi, part) in parts {
                 let zi = SliceIndex(zi);
@@ -261,8 +406,7 @@ impl ToolState {
             }
         } else {
             let conn = self.connectivity;
-            let area = editor.paint(masks, class, z, |p| p.delete_component(seed, conn))?;
-            out.dirty.push(Dirty { class, z, area });
+            out.dirty = paint_in(editor, masks, class, at, |p| p.delete_component(seed, conn))?;
         }
         out.committed = editor.commit(masks);
         Ok(out)

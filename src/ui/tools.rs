@@ -339,24 +339,26 @@ pub fn review_strip_ui(ui: &mut egui::Ui, states: &[ReviewState], shown: usize) 
     None
 }
 
-/// Draws the brush outline at the pointer and the lasso drawn so far over the XY view.
-/// `screen_from_image` maps image pixel coordinates to screen points.
+/// Draws the brush outline at the pointer and the lasso drawn so far over a view.
+/// `screen_from_image` maps plane pixel coordinates to screen points; `points_per_pixel` is the
+/// view's scale along each axis (the orthogonal views stretch z), so the brush is an ellipse
+/// there.
 pub fn tool_preview_ui(
     painter: &egui::Painter,
     tools: &ToolState,
     hover_image: Option<[f32; 2]>,
     screen_from_image: impl Fn([f32; 2]) -> Pos2,
-    points_per_pixel: f32,
+    points_per_pixel: Vec2,
 ) {
     let stroke = Stroke::new(1.5, Color32::WHITE);
     let shadow = Stroke::new(3.0, Color32::from_black_alpha(140));
     if matches!(tools.tool, Tool::Brush | Tool::Eraser)
         && let Some(at) = hover_image
     {
-        let r = (tools.brush_diameter_px as f32 / 2.0 * points_per_pixel).max(1.5);
+        let r = (tools.brush_diameter_px as f32 / 2.0 * points_per_pixel).max(Vec2::splat(1.5));
         let c = screen_from_image(at);
-        painter.circle_stroke(c, r, shadow);
-        painter.circle_stroke(c, r, stroke);
+        painter.add(egui::Shape::ellipse_stroke(c, r, shadow));
+        painter.add(egui::Shape::ellipse_stroke(c, r, stroke));
     }
     let points: Vec<Pos2> = tools.lasso_points().iter().map(|&p| screen_from_image(p)).collect();
     if points.len() > 1 {

@@ -10,7 +10,7 @@ use eframe::egui::{
 use crate::render::{
     ClassStyle, Magnification, OverlayParams, PredictionParams, ScreenFromImage, SliceViewCallback, ViewId, ViewParams,
 };
-use crate::state::tools::{PointerEvent, Tool, ToolState};
+use crate::state::tools::{EditPlane, PointerEvent, Tool, ToolState};
 use crate::state::view::Camera;
 use crate::state::{Contrast, Cursor, SliceIndex};
 
@@ -317,8 +317,8 @@ pub fn handle_keys(ctx: &egui::Context, state: &mut ViewerState, xy_size: Vec2) 
 
 /// Draws `plane` in `rect` and handles its pointer input: wheel through slices (XY), Ctrl +
 /// wheel or pinch to zoom about the pointer, drag (primary or middle button) to pan, click to
-/// move the shared cursor. With `tools` (XY only) and a tool other than Navigate, primary and
-/// secondary presses and drags become [`PointerEvent`]s in image pixels (returned), the middle
+/// move the shared cursor. With `tools` and a tool other than Navigate, primary and secondary
+/// presses and drags become [`PointerEvent`]s in the plane's pixels (returned), the middle
 /// button or Space + drag still pan, and the tool's preview is drawn.
 pub fn plane_ui(
     ui: &mut egui::Ui,
@@ -462,7 +462,14 @@ pub fn plane_ui(
         let (scale, offset) = cam.screen_from_image(view_min, view_size, aspect);
         let hover = response.hover_pos().map(image_at);
         let to_screen = |p: [f32; 2]| Pos2::new(p[0] * scale[0] + offset[0], p[1] * scale[1] + offset[1]);
-        super::tools::tool_preview_ui(&painter, t, hover, to_screen, scale[0]);
+        // The brush is round in the sample: per plane pixel it covers 1 / brush scale.
+        let at = match plane {
+            Plane::Xy => EditPlane::Xy(state.cursor.z),
+            Plane::Xz => EditPlane::Xz { y: state.cursor.y },
+            Plane::Yz => EditPlane::Yz { x: state.cursor.x },
+        };
+        let [bx, by] = t.brush_scale(at);
+        super::tools::tool_preview_ui(&painter, t, hover, to_screen, Vec2::new(scale[0] / bx, scale[1] / by));
     }
     painter.text(
         rect.left_top() + Vec2::new(6.0, 4.0),

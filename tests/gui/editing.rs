@@ -308,3 +308,44 @@ fn a_project_whose_stack_moved_asks_where_it_is_and_checks_the_answer() {
     let reopened = sam4em::io::session::Project::open(&project).unwrap();
     assert_eq!(reopened.project.stack_path().unwrap(), std::path::absolute(&moved).unwrap());
 }
+
+/// Screen position of plane pixel centre (u, v) in view `plane`.
+fn screen_in(h: &Harness<'static, StudioApp>, plane: Plane, u: f32, v: f32) -> Pos2 {
+    let view = h.state().viewer().unwrap();
+    let rect = layout(h.state().last_central_area().unwrap(), view).into_iter().find(|(p, _)| *p == plane).unwrap().1;
+    let (cam, aspect) = view.plane_camera(plane, rect.size()).unwrap();
+    let (scale, offset) = cam.screen_from_image([rect.min.x, rect.min.y], [rect.width(), rect.height()], aspect);
+    Pos2::new(u * scale[0] + offset[0], v * scale[1] + offset[1])
+}
+
+#[test]
+fn the_brush_paints_in_the_xz_view_through_the_cursor_row() {
+    let mut h =
+        harness_with(LaunchOptions { open: Some(OpenRequest::sample()), no_recent: true, ..Default::default() }, SIZE);
+    settle(&mut h);
+    h.key_press(Key::Num2);
+    h.step();
+    let y = h.state().viewer().unwrap().cursor.y;
+    let before: Vec<SliceMask> = (0..10).map(|z| mito(&h, z)).collect();
+    // Along x at z = 6 in XZ: x 150 → 250.
+    let (a, b) = (screen_in(&h, Plane::Xz, 150.5, 6.5), screen_in(&h, Plane::Xz, 250.5, 6.5));
+    h.hover_at(a);
+    h.step();
+    h.drag_at(a);
+    h.step();
+    h.hover_at(b);
+    h.step();
+    h.drop_at(b);
+    h.step();
+    h.step();
+    let after = mito(&h, 6);
+    assert!((150..=250).all(|x| after.get(x, y)), "row {y} of slice 6 painted from x 150 to 250");
+    // The 10 px brush is round in the sample: 46 nm of 50 nm slices, so slice 6 only.
+    for z in (0..10).filter(|&z| z != 6) {
+        assert_eq!(mito(&h, z), before[z], "slice {z} is beyond the 10 px brush");
+    }
+    assert_eq!(h.state().undo_label(), Some("brush"));
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.step();
+    assert_eq!(mito(&h, 6), before[6]);
+}
