@@ -108,6 +108,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Print the class table as JSON (edit it and pass it back with `--classes`).
     Classes(ClassesArgs),
+    /// List the automatic sessions of stacks opened in the app (their folders work with
+    /// `export --project` and `sam4em DIR`).
+    Sessions(SessionsArgs),
     /// Benchmarks (`sam4em bench edit`, `sam4em bench model`, `sam4em bench viewer`).
     Bench(BenchArgs),
     /// Identify a SAM 2 / SAM4EM checkpoint (size, sha256, official or not) and check that it
@@ -167,6 +170,15 @@ pub struct ExportArgs {
     pub voxel_size: Option<String>,
 }
 
+/// `sam4em sessions`.
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    /// Data folder (default: `$SAM4EM_DATA_DIR`, else the platform's, e.g.
+    /// `~/.local/share/sam4em`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
 /// `sam4em classes`.
 #[derive(Debug, Args)]
 pub struct ClassesArgs {
@@ -181,6 +193,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Info(a)) => info(a),
         Some(Command::Export(a)) => export(a),
         Some(Command::Classes(a)) => classes(a),
+        Some(Command::Sessions(a)) => sessions(a),
         Some(Command::Bench(BenchArgs { what: BenchWhat::Edit(a) })) => {
             let report = crate::edit_bench::run(a.repeats)?;
             if a.json {
@@ -444,6 +457,41 @@ fn export_project(a: &ExportArgs, dir: &Path) -> Result<()> {
     }
     for out in &report.outputs {
         println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn sessions(a: &SessionsArgs) -> Result<()> {
+    let Some(data) = a.data_dir.clone().or_else(io::session::default_data_dir) else {
+        bail!("no data folder: set SAM4EM_DATA_DIR or HOME, or pass --data-dir");
+    };
+    let dir = data.join("sessions");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("no sessions yet in {}", dir.display());
+            return Ok(());
+        }
+        Err(e) => bail!("cannot list {}: {e}", dir.display()),
+    };
+    let mut rows: Vec<(u64, PathBuf, String)> = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.join(io::session::PROJECT_FILE).is_file() {
+            continue;
+        }
+        match io::session::read_project_summary(&path) {
+            Ok(f) => {
+                let s = &f.stack;
+                let what = format!("{} ({}x{}x{} {})", s.path.display(), s.width, s.height, s.depth, s.dtype);
+                rows.push((f.saved_at_unix_s, path, what));
+            }
+            Err(e) => rows.push((0, path, format!("unreadable: {e}"))),
+        }
+    }
+    rows.sort();
+    for (_, path, what) in rows.iter().rev() {
+        println!("{}\n    stack {what}", path.display());
     }
     Ok(())
 }

@@ -266,3 +266,47 @@ fn bare_sam4em_opens_a_window_on_the_sample_with_overlays() {
     let opened = sam4em::io::session::Project::open(&sessions[0]).unwrap();
     assert!(opened.masks.classes().count() >= 2, "the sample's labels are in the session");
 }
+
+#[test]
+fn sessions_lists_projects_and_export_reads_one_with_its_journal() {
+    use sam4em::io::session::{Project, StackRef};
+    use sam4em::state::bitplane::PixelBox;
+    use sam4em::state::edit::Editor;
+    use sam4em::state::{ClassId, ClassTable, DType, MaskVolume, SliceIndex};
+
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("sessions").join("em.tif-0123456789abcdef");
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    let stack = StackRef {
+        path: data.path().join("em.tif"),
+        relative: None,
+        width: 40,
+        height: 30,
+        depth: 3,
+        dtype: DType::U8,
+    };
+    let mut project = Project::create(&dir, stack, &ClassTable::default()).unwrap();
+    // Edits that exist only in the journal (as after a crash): export must include them.
+    let (mut masks, mut editor) = (MaskVolume::new(40, 30, 3), Editor::default());
+    editor.begin("rectangle").unwrap();
+    let rect = PixelBox { x0: 5, y0: 6, x1: 15, y1: 10 };
+    editor.paint(&mut masks, ClassId(2), SliceIndex(1), |p| p.fill_rect(rect, true)).unwrap();
+    project.append(&editor.commit(&masks).unwrap().writes).unwrap();
+    drop(project);
+
+    let o = sam4em(&["sessions", "--data-dir", &data.path().to_string_lossy()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains(&*dir.to_string_lossy()) && out.contains("em.tif (40x30x3 uint8)"), "{out}");
+
+    let masks_out = data.path().join("masks");
+    let o = sam4em(&["export", "--project", &dir.to_string_lossy(), "--out", &masks_out.to_string_lossy()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("mitochondria             40 foreground voxels"), "{}", stdout(&o));
+    let v = sam4em::io::open_stack(&masks_out.join("mitochondria.tif"), &Default::default()).unwrap();
+    let s = v.slice(SliceIndex(1)).unwrap();
+    let sam4em::state::SliceData::U8(px) = &s.data else { panic!("uint8 masks") };
+    let set: Vec<usize> = px.iter().enumerate().filter(|(_, v)| **v == 255).map(|(i, _)| i).collect();
+    let expected: Vec<usize> = (6..10).flat_map(|y| (5..15).map(move |x| y * 40 + x)).collect();
+    assert_eq!(set, expected);
+}

@@ -579,6 +579,12 @@ fn write_project_json(dir: &Path, file: &mut ProjectFile) -> Result<(), SessionE
     Ok(())
 }
 
+/// Reads a project's `project.json` without opening the project (no journal replay, nothing
+/// written): for listing sessions.
+pub fn read_project_summary(dir: &Path) -> Result<ProjectFile, SessionError> {
+    read_project_file(&dir.join(PROJECT_FILE))
+}
+
 fn read_project_file(path: &Path) -> Result<ProjectFile, SessionError> {
     let text = fs::read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => read_err("project file", path, "not found (is this a project folder?)"),
