@@ -51,6 +51,8 @@ pub(super) struct Document {
     pub(super) editor: Editor,
     /// The project the masks are journalled to (`None` when no data folder is available).
     pub(super) session: Option<Project>,
+    /// The last journal append failed (and the user was told).
+    pub(super) journal_failing: bool,
     pub(super) notes: Vec<String>,
 }
 
@@ -104,6 +106,7 @@ impl Document {
             unnoted_change: false,
             editor: Editor::default(),
             session,
+            journal_failing: false,
             notes,
         }
     }
@@ -143,11 +146,18 @@ impl Document {
     /// Journals a commit (its regions were noted as the tool drew them, more precisely than
     /// the commit's tile boxes).
     pub(super) fn journal(&mut self, commit: &Commit, errors: &mut Vec<String>) {
-        if let Some(session) = &mut self.session
-            && !commit.writes.is_empty()
-            && let Err(e) = session.append(&commit.writes)
-        {
-            errors.push(format!("the edit was made but could not be journalled (save the project to keep it): {e}"));
+        let Some(session) = &mut self.session else { return };
+        if commit.writes.is_empty() {
+            return;
+        }
+        match session.append(&commit.writes) {
+            Ok(()) => self.journal_failing = false,
+            // Said once, not after every stroke while the disk stays full.
+            Err(e) if !self.journal_failing => {
+                self.journal_failing = true;
+                errors.push(format!("edits are kept in memory but cannot be journalled (free space, then save): {e}"));
+            }
+            Err(_) => {}
         }
     }
 

@@ -173,13 +173,16 @@ pub(super) fn open_job(
     let volume = io::open_stack(&request.stack, &opts).map_err(|e| e.to_string())?;
     let mut notes = Vec::new();
     let (mut session, restored) = match &data_dir {
-        Some(data) => autosession(data, &volume, &mut notes),
+        Some(data) => autosession(data, &volume, &classes, &mut notes),
         None => {
             notes.push("no data folder: edits are not journalled".to_owned());
             (None, None)
         }
     };
     if let Some((masks, session_classes)) = restored {
+        if request.labels.is_some() || !request.masks.is_empty() {
+            notes.push("labels not imported again: the session has masks (File > Import label map adds them)".into());
+        }
         let prediction = match &request.prediction {
             Some(p) => Some(open_prediction(p, &volume)?),
             None => None,
@@ -225,11 +228,12 @@ pub(super) fn open_job(
 }
 
 /// The automatic session of a stack: reopened (with its masks and classes) when it holds
-/// any, else created empty. A session that cannot be read, or was made for a stack of another
-/// shape, is moved aside (never deleted) and a new one started.
+/// any, else created empty (or reused when empty). A session that cannot be read, or was made
+/// for a stack of another shape, is moved aside (never deleted) and a new one started.
 fn autosession(
     data_dir: &Path,
     volume: &Volume,
+    classes: &ClassTable,
     notes: &mut Vec<String>,
 ) -> (Option<Project>, Option<(MaskVolume, ClassTable)>) {
     let dir = session::autosession_dir(data_dir, volume.path());
@@ -239,23 +243,18 @@ fn autosession(
                 let s = op.project.stack();
                 let same = (s.width, s.height, s.depth, s.dtype)
                     == (volume.width(), volume.height(), volume.depth(), volume.info().dtype);
-                if same && (op.masks.classes().next().is_some() || op.recovery.replayed_records > 0) {
+                if same && op.masks.classes().next().is_some() {
                     notes.push(format!("edits restored from the last session ({})", op.recovery));
                     let classes = op.project.classes().clone();
                     return (Some(op.project), Some((op.masks, classes)));
                 }
-                if !same {
-                    move_aside(&dir, "made for a stack of another shape", notes);
+                if same {
+                    return (Some(op.project), None);
                 }
+                drop(op);
+                move_aside(&dir, "made for a stack of another shape", notes);
             }
             Err(e) => move_aside(&dir, &e.to_string(), notes),
-        }
-    }
-    if is_project(&dir) {
-        // An empty session of this stack: start over in it.
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            notes.push(format!("edits are not journalled: cannot reset {}: {e}", dir.display()));
-            return (None, None);
         }
     }
     if let Some(parent) = dir.parent()
@@ -264,7 +263,7 @@ fn autosession(
         notes.push(format!("edits are not journalled: cannot create {}: {e}", parent.display()));
         return (None, None);
     }
-    match Project::create(&dir, StackRef::from_info(volume.info()), &ClassTable::default()) {
+    match Project::create(&dir, StackRef::from_info(volume.info()), classes) {
         Ok(p) => (Some(p), None),
         Err(e) => {
             notes.push(format!("edits are not journalled: {e}"));
