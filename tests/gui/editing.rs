@@ -349,3 +349,34 @@ fn the_brush_paints_in_the_xz_view_through_the_cursor_row() {
     h.step();
     assert_eq!(mito(&h, 6), before[6]);
 }
+
+#[test]
+fn a_damaged_session_is_kept_aside_and_a_new_one_started() {
+    let data = tempfile::tempdir().unwrap();
+    let session = sam4em::io::session::autosession_dir(data.path(), Path::new(sam4em::cli::SAMPLE_STACK));
+    std::fs::create_dir_all(&session).unwrap();
+    std::fs::write(session.join("project.json"), b"{ not json").unwrap();
+    std::fs::write(session.join("precious.txt"), b"someone's work").unwrap();
+    let options = LaunchOptions {
+        open: Some(OpenRequest::sample()),
+        no_recent: true,
+        data_dir: Some(data.path().to_owned()),
+        ..Default::default()
+    };
+    let mut h = harness_with(options, SIZE);
+    settle(&mut h);
+    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
+    assert_eq!(h.state().session_dir(), Some(session.as_path()), "a fresh session in the usual place");
+    let kept: Vec<PathBuf> = std::fs::read_dir(data.path().join("sessions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("precious.txt").is_file())
+        .collect();
+    assert_eq!(kept.len(), 1, "the damaged session was moved aside, not deleted");
+    assert_ne!(kept[0], session);
+    // The new session works: an edit is journalled there.
+    let rect = sam4em::render::PixelRect { x0: 1, y0: 1, x1: 9, y1: 9 };
+    h.state_mut().edit_rect(MITO, SliceIndex(0), rect, true).unwrap();
+    let reopened = sam4em::io::session::Project::open(&session).unwrap();
+    assert!(reopened.masks.mask(MITO, SliceIndex(0)).unwrap().get(5, 5));
+}
