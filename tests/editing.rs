@@ -321,29 +321,84 @@ fn fill_holes_copy_and_interpolate() {
         ".........",
     ];
     s.masks.put(MITO, SliceIndex(4), ascii(&dot), Provenance::User).unwrap();
+    // An imported object on slice 3 (nobody edited it): it stays as it is, and it does not
+    // make slice 3 a key.
+    let mut corner = SliceMask::new(9, 9);
+    corner.set(8, 0, true);
+    s.masks.put(MITO, SliceIndex(3), corner.clone(), Provenance::Imported).unwrap();
     s.z = SliceIndex(3);
     let out = tools::interpolate(s.target()).unwrap();
     assert_eq!(out.dirty.len(), 2, "slices 2 and 3");
+    assert!(mask_of(&s.masks, MITO, 3).get(8, 0), "the imported object is kept");
     let n = |z| mask_of(&s.masks, MITO, z).count_ones();
-    assert!(n(1) > n(2) && n(2) > n(3) && n(3) >= n(4), "{} {} {} {}", n(1), n(2), n(3), n(4));
+    // Slice 3 also holds its imported corner pixel: not part of the interpolated shape.
+    let interpolated_3 = n(3) - 1;
+    assert!(
+        n(1) > n(2) && n(2) > interpolated_3 && interpolated_3 >= n(4),
+        "{} {} {interpolated_3} {}",
+        n(1),
+        n(2),
+        n(4)
+    );
     for z in [2, 3] {
         let m = mask_of(&s.masks, MITO, z);
         assert!(m.get(4, 3), "the shapes' common centre stays set on slice {z}");
         let block = mask_of(&s.masks, MITO, 1);
         let mut outside = 0;
-        m.for_each_set(|i| outside += usize::from(!block.get(i % 9, i / 9)));
+        m.for_each_set(|i| outside += usize::from(!block.get(i % 9, i / 9) && i != 8));
         assert_eq!(outside, 0);
     }
     assert_eq!(s.masks.review(MITO, SliceIndex(2)), ReviewState::Corrected);
     // One undo step for the whole interpolation.
     s.editor.undo(&mut s.masks).unwrap();
-    assert_eq!(mask_of(&s.masks, MITO, 2).count_ones() + mask_of(&s.masks, MITO, 3).count_ones(), 0);
+    assert_eq!(mask_of(&s.masks, MITO, 2).count_ones(), 0);
+    assert_eq!(mask_of(&s.masks, MITO, 3), corner);
+
+    // Only the objects a person worked on are interpolated: an imported block on the keys
+    // that nobody touched is not carried into the slice between them.
+    let mut k = Session::new(9, 9, 3);
+    let block_and_blob = [
+        "##.......",
+        "##.......",
+        ".........",
+        ".........",
+        "....###..",
+        "....###..",
+        "....###..",
+        ".........",
+        ".........",
+    ];
+    k.masks.put(MITO, SliceIndex(0), ascii(&block_and_blob), Provenance::Imported).unwrap();
+    k.masks.put(MITO, SliceIndex(2), ascii(&block_and_blob), Provenance::Imported).unwrap();
+    k.tools.tool = Tool::Brush;
+    k.tools.brush_diameter_px = 1;
+    for z in [0, 2] {
+        // A brush over the blob: nothing changes, but a person vouched for it.
+        k.z = SliceIndex(z);
+        k.click([5.5, 5.5], false);
+    }
+    assert_eq!(k.masks.review(MITO, SliceIndex(0)), ReviewState::Unseen);
+    set_review(&mut k.masks, &mut k.editor, &[MITO], SliceIndex(0), ReviewState::Accepted).unwrap();
+    set_review(&mut k.masks, &mut k.editor, &[MITO], SliceIndex(2), ReviewState::Accepted).unwrap();
+    k.z = SliceIndex(1);
+    tools::interpolate(k.target()).unwrap();
+    let blob_only = [
+        ".........",
+        ".........",
+        ".........",
+        ".........",
+        "....###..",
+        "....###..",
+        "....###..",
+        ".........",
+        ".........",
+    ];
+    assert_eq!(show(k.masks.mask(MITO, SliceIndex(1)), 9, 9), blob_only);
 }
 
 #[test]
 fn undo_history_is_capped_by_memory_not_count() {
     let mut masks = MaskVolume::new(512, 512, 1);
-    // Room for about three full-slice fills (64 tiles x 2 layers x 2 sides x 512 bytes each).
     // A fill of the whole 512² slice records 64 mask + 64 touched tiles (~69 kB): room for two.
     let cap = 150_000;
     let mut editor = Editor::new(cap);

@@ -465,15 +465,36 @@ pub fn copy_slice(target: EditTarget<'_>, from: isize) -> Result<ToolOutcome, Ed
 
 /// Whether a person edited or accepted this slice of the class (an interpolation key).
 fn is_key_slice(masks: &MaskVolume, class: ClassId, z: SliceIndex) -> bool {
-    let meta = masks.meta(class, z);
-    matches!(meta.review, ReviewState::Corrected | ReviewState::Accepted)
-        || matches!(meta.provenance, Provenance::User | Provenance::Imported)
+    matches!(masks.review(class, z), ReviewState::Corrected | ReviewState::Accepted)
 }
 
-/// Shape-based interpolation of the class around slice `z`: between the nearest key slices
-/// (edited or accepted by a person) below and above `z` when `z` itself is not one, else in
-/// the gaps on both sides of `z`. Slices strictly between two keys are replaced by the
-/// signed-distance interpolation of the keys; a gap without a key on one side is left alone.
+/// The objects of `class` on slice `z` a person worked on: the 8-connected components of its
+/// mask that contain a pixel they drew, erased or filled.
+fn edited_objects(masks: &MaskVolume, class: ClassId, z: SliceIndex) -> BitPlane {
+    let mut out = BitPlane::new(masks.width(), masks.height());
+    let Some(e) = masks.entry(class, z) else { return out };
+    let (mask, touched) = (e.mask.to_plane(), e.touched.to_plane());
+    let wpr = mask.words_per_row();
+    for i in 0..mask.words().len() {
+        let mut seeds = mask.words()[i] & touched.words()[i] & !out.words()[i];
+        while seeds != 0 {
+            let seed = [(i % wpr) * 64 + seeds.trailing_zeros() as usize, i / wpr];
+            let (object, _) = mask.region(seed, Connectivity::Eight);
+            for (o, &c) in out.words_mut().iter_mut().zip(object.words()) {
+                *o |= c;
+            }
+            seeds &= !out.words()[i];
+        }
+    }
+    out
+}
+
+/// Shape-based interpolation of the class around slice `z`, between the nearest key slices (a
+/// person edited or accepted them) below and above `z` when `z` is not one, else in the gaps
+/// on both sides of `z`. What is interpolated is the objects a person worked on in the keys
+/// (components with touched pixels), blended by signed distance; the result is added to the
+/// slices strictly between the keys, so nothing already there — other objects, imported or
+/// predicted — is removed. A gap without a key on one side is left alone.
 pub fn interpolate(target: EditTarget<'_>) -> Result<ToolOutcome, EditError> {
     let EditTarget { masks, editor, class, z } = target;
     let keys: Vec<usize> = (0..masks.depth()).filter(|&zi| is_key_slice(masks, class, SliceIndex(zi))).collect();
@@ -490,17 +511,18 @@ pub fn interpolate(target: EditTarget<'_>) -> Result<ToolOutcome, EditError> {
     if gaps.is_empty() {
         return Ok(ToolOutcome::default());
     }
-    let plane_of = |m: &MaskVolume, zi: usize| match m.mask(class, SliceIndex(zi)) {
-        Some(s) => s.to_plane(),
-        None => BitPlane::new(m.width(), m.height()),
-    };
     editor.begin("interpolate")?;
     let mut dirty = Vec::new();
     for (a, b) in gaps {
-        let between = interpolate_many(&plane_of(masks, a), &plane_of(masks, b), b - a - 1);
-        for (i, plane) in between.into_iter().enumerate() {
+        let (from, to) = (edited_objects(masks, class, SliceIndex(a)), edited_objects(masks, class, SliceIndex(b)));
+        for (i, plane) in interpolate_many(&from, &to, b - a - 1).into_iter().enumerate() {
             let zi = SliceIndex(a + 1 + i);
-            let area = editor.paint(masks, class, zi, |p| replace_with(p, &plane))?;
+            let area = editor.paint(masks, class, zi, |p| {
+                for (w, &q) in p.words_mut().iter_mut().zip(plane.words()) {
+                    *w |= q;
+                }
+                plane.bounds()
+            })?;
             dirty.push(Dirty { class, z: zi, area });
         }
     }

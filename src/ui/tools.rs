@@ -66,7 +66,7 @@ pub const EDIT_SHORTCUTS: &[(&str, &str)] = &[
     ("Esc", "drop the stroke in progress"),
     ("Shift+F", "fill holes on this slice"),
     ("C / Shift+C", "copy the class from the previous / next slice"),
-    ("Shift+I", "interpolate between edited slices"),
+    ("Shift+I", "interpolate drawn objects between edited slices"),
     ("A / Shift+U", "accept this slice / back to unreviewed"),
     ("Shift+A", "accept the prediction on this slice"),
     ("N / Shift+N", "next / previous unreviewed slice"),

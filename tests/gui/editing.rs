@@ -380,3 +380,46 @@ fn a_damaged_session_is_kept_aside_and_a_new_one_started() {
     let reopened = sam4em::io::session::Project::open(&session).unwrap();
     assert!(reopened.masks.mask(MITO, SliceIndex(0)).unwrap().get(5, 5));
 }
+
+#[test]
+fn interpolation_on_the_sample_fills_the_slices_between_two_strokes() {
+    let mut h =
+        harness_with(LaunchOptions { open: Some(OpenRequest::sample()), no_recent: true, ..Default::default() }, SIZE);
+    settle(&mut h);
+    h.key_press(Key::Num2);
+    let [x, y] = (100..400)
+        .step_by(10)
+        .flat_map(|y| (100..400).step_by(10).map(move |x| [x, y]))
+        .find(|&[x, y]| (2..=6).all(|z| (0..16).all(|d| !mito(&h, z).get(x + d, y) && !mito(&h, z).get(x, y + d))))
+        .expect("a spot without mitochondria on slices 2-6");
+    let (xf, yf) = (x as f32 + 8.5, y as f32 + 8.5);
+    for _ in 0..2 {
+        h.key_press(Key::ArrowUp);
+    }
+    settle(&mut h);
+    stroke(&mut h, &[[xf, yf], [xf + 1.0, yf]], true); // slice 2
+    for _ in 0..4 {
+        h.key_press(Key::ArrowUp);
+    }
+    settle(&mut h);
+    stroke(&mut h, &[[xf, yf], [xf + 1.0, yf]], true); // slice 6
+    h.key_press(Key::ArrowDown);
+    h.key_press(Key::ArrowDown);
+    settle(&mut h);
+    assert_eq!(h.state().viewer().unwrap().cursor.z, SliceIndex(4));
+    let before: Vec<SliceMask> = (0..10).map(|z| mito(&h, z)).collect();
+    h.key_press_modifiers(Modifiers::SHIFT, Key::I);
+    h.step();
+    for (z, was) in before.iter().enumerate().take(6).skip(3) {
+        let now = mito(&h, z);
+        assert!(now.get(x + 8, y + 8), "slice {z} got the interpolated stroke");
+        // Added, never removed: every pixel that was set stays set.
+        let mut lost = 0;
+        was.for_each_set(|i| lost += usize::from(!now.get(i % 512, i / 512)));
+        assert_eq!(lost, 0, "slice {z}");
+    }
+    for z in [0, 1, 2, 6, 7, 8, 9] {
+        assert_eq!(mito(&h, z), before[z], "slice {z} is outside the gap");
+    }
+    assert_eq!(h.state().undo_label(), Some("interpolate"));
+}
