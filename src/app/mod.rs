@@ -872,6 +872,11 @@ impl eframe::App for StudioApp {
             ui.allocate_rect(area, egui::Sense::hover());
             panels::help_ui(&ctx, &mut doc.view);
         });
+        if !pointer.is_empty() || !edits.is_empty() {
+            // Applied after this frame's upload: the next frame shows them (a lasso released
+            // with a still mouse would otherwise wait for the next input).
+            ctx.request_repaint();
+        }
         for (plane, event) in pointer {
             self.pointer_in(plane, event);
         }
