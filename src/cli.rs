@@ -401,27 +401,7 @@ fn export(a: &ExportArgs) -> Result<()> {
         voxel_size = voxel_size.or(report.voxel_size);
     }
 
-    let report = io::export_masks(
-        &masks,
-        &classes,
-        &a.out,
-        &a.format,
-        &ExportOptions { compression: a.compression, voxel_size },
-    )?;
-    for c in classes.iter() {
-        let px: u64 = masks.slices(c.id).map(|(_, e)| e.mask.count_ones()).sum();
-        println!("{:<24} {px} foreground voxels", c.name);
-    }
-    if report.overlapping_px > 0 {
-        eprintln!(
-            "note: {} label-map voxels belong to several classes; the class listed last wins",
-            report.overlapping_px
-        );
-    }
-    for out in &report.outputs {
-        println!("wrote {}", out.display());
-    }
-    Ok(())
+    write_export(a, &masks, &classes, voxel_size)
 }
 
 /// `sam4em export --project DIR`: the project's masks as the app would show them.
@@ -444,16 +424,23 @@ fn export_project(a: &ExportArgs, dir: &Path) -> Result<()> {
             .and_then(|p| io::open_stack(&p, &OpenOptions { cache_budget_bytes: 0, ..Default::default() }).ok())
             .and_then(|v| v.info().voxel_size),
     };
-    let report = io::export_masks(
-        &opened.masks,
-        &classes,
-        &a.out,
-        &a.format,
-        &ExportOptions { compression: a.compression, voxel_size },
-    )?;
+    write_export(a, &opened.masks, &classes, voxel_size)
+}
+
+/// Writes the export `a` asks for and reports it: foreground voxels per class, overlaps in
+/// the label map, the files written.
+fn write_export(a: &ExportArgs, masks: &MaskVolume, classes: &ClassTable, voxel_size: Option<VoxelSize>) -> Result<()> {
+    let opts = ExportOptions { compression: a.compression, voxel_size };
+    let report = io::export_masks(masks, classes, &a.out, &a.format, &opts)?;
     for c in classes.iter() {
-        let px: u64 = opened.masks.slices(c.id).map(|(_, e)| e.mask.count_ones()).sum();
+        let px: u64 = masks.slices(c.id).map(|(_, e)| e.mask.count_ones()).sum();
         println!("{:<24} {px} foreground voxels", c.name);
+    }
+    if report.overlapping_px > 0 {
+        eprintln!(
+            "note: {} label-map voxels belong to several classes; the class listed last wins",
+            report.overlapping_px
+        );
     }
     for out in &report.outputs {
         println!("wrote {}", out.display());
