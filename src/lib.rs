@@ -17,11 +17,15 @@ pub mod cli;
 #[cfg(feature = "model")]
 pub mod cli_model;
 pub mod edit_bench;
+#[cfg(feature = "model")]
+pub mod infer;
 pub mod io;
 #[cfg(feature = "model")]
 pub mod model;
 #[cfg(feature = "gui")]
 pub mod render;
 pub mod state;
+#[cfg(feature = "model")]
+pub mod train;
 #[cfg(feature = "gui")]
 pub mod ui;

@@ -16,6 +16,7 @@ pub mod hiera;
 pub mod loss;
 pub mod memory;
 pub mod metrics;
+pub mod multi;
 pub mod nn;
 pub mod optim;
 pub mod pe;

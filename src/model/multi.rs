@@ -1,0 +1,477 @@
+//! Several classes from one encoder pass: SAM4EM's encoder side (frozen Hiera trunk with its
+//! LoRA adapters, neck, fusion head) is shared by every class, and each class (glia,
+//! mitochondria, PSD…) has its own heads (slice memory, both prompt encoders, both mask
+//! decoders). The reference trains one whole model per structure; sharing the encoder is what
+//! lets the app segment three classes for the price of one encoder pass per slice, and lets
+//! corrections of any class improve the shared features.
+//!
+//! Also the adapter-set file: what a fine-tuning run changes (shared LoRA + fusion head, and
+//! every class's heads) with the metadata needed to use it safely (configuration, base
+//! checkpoint identity, class list, version lineage, training record).
+//!
+//! Depends on burn and the rest of `model` only.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::adapter::{BaseCheckpoint, in_adapter};
+use super::config::{HieraSize, Sam4emConfig};
+use super::memory::MemoryState;
+use super::nn::{Init, Kind};
+use super::sam4em::{Sam2Mapping, Sam4em, SliceOutput, StreamMode, StreamState, TrainBatch, logit};
+use super::weights::{HostTensor, StateDict, WeightsError};
+
+/// Format tag of adapter-set files.
+pub const SET_FORMAT: &str = "sam4em-adapter-set";
+/// Current adapter-set format version.
+pub const SET_FORMAT_VERSION: u32 = 1;
+
+/// Whether a model tensor belongs to the shared encoder side (trunk, LoRA, neck, fusion head)
+/// rather than to a class's heads.
+pub fn is_shared(key: &str) -> bool {
+    key.starts_with("image_encoder.") || key.starts_with("fpn.")
+}
+
+/// One class's heads. `model` shares its encoder tensors with [`MultiModel::encoder`] (clones
+/// of burn tensors share storage); only its memory, prompt encoders and decoders are used.
+#[derive(Clone, Debug)]
+pub struct ClassHead {
+    /// Class name (the class table's name, e.g. "mitochondria").
+    pub name: String,
+    /// The model whose heads this class uses.
+    pub model: Sam4em,
+}
+
+/// SAM4EM with one shared encoder and per-class heads.
+#[derive(Clone, Debug)]
+pub struct MultiModel {
+    /// The encoder side (its heads are not used).
+    pub encoder: Sam4em,
+    /// One entry per class, in the order predictions are returned.
+    pub heads: Vec<ClassHead>,
+}
+
+impl MultiModel {
+    /// Every class starts from the same heads (those of `base`); training tells them apart.
+    pub fn new(base: Sam4em, classes: &[String]) -> Self {
+        let heads = classes.iter().map(|name| ClassHead { name: name.clone(), model: base.clone() }).collect();
+        MultiModel { encoder: base, heads }
+    }
+
+    /// The model configuration (the same for every class).
+    pub fn config(&self) -> &Sam4emConfig {
+        &self.encoder.config
+    }
+
+    /// The device the tensors live on.
+    pub fn device(&self) -> Device {
+        self.encoder.device()
+    }
+
+    /// Class names in prediction order.
+    pub fn class_names(&self) -> Vec<String> {
+        self.heads.iter().map(|h| h.name.clone()).collect()
+    }
+
+    /// A copy with the LoRA adapters folded into the frozen weights, for inference: the
+    /// encoder then costs what SAM 2's does. `self` stays unmerged, so new adapters can be
+    /// applied to it later.
+    pub fn merged(&self) -> Self {
+        let mut m = self.clone();
+        m.encoder.merge_lora();
+        m
+    }
+
+    /// The shared encoder pass (eval mode).
+    ///
+    /// # Shapes
+    /// `[B, 3, S, S]` → `[B, d, g, g]`.
+    pub fn embed(&self, x: Tensor<4>) -> Tensor<4> {
+        self.encoder.embed(x)
+    }
+
+    /// Fresh streaming states, one per class, each prompted by its seed (binary `[1, 1, S, S]`)
+    /// or an empty mask.
+    pub fn start_streams(&self, seeds: Vec<Option<Tensor<4>>>) -> Vec<StreamState> {
+        assert_eq!(seeds.len(), self.heads.len(), "one seed (or None) per class");
+        self.heads.iter().zip(seeds).map(|(h, seed)| h.model.start_stream(seed, false)).collect()
+    }
+
+    /// Decodes one slice's embedding for every class and advances each class's stream.
+    pub fn stream_step(&self, fused: Tensor<4>, states: &mut [StreamState], mode: StreamMode) -> Vec<SliceOutput> {
+        self.heads.iter().zip(states.iter_mut()).map(|(h, s)| h.model.stream_step(fused.clone(), s, mode)).collect()
+    }
+
+    /// The logits behind a class's reported prediction (stage 1, or the mean of both stages
+    /// with `use_two_mask`) and the probability threshold the reference reports them at.
+    pub fn reported_logits(&self, out: &SliceOutput) -> (Tensor<4>, f64) {
+        let st = &self.config().stream;
+        let l = if st.use_two_mask { (out.logits1.clone() + out.logits2.clone()) * 0.5 } else { out.logits1.clone() };
+        (l, st.cross_batch_threshold)
+    }
+
+    /// The reference's training forward for a batch of consecutive slices, for every class:
+    /// one encoder pass in training mode (BatchNorm on batch statistics), then each class's
+    /// decode loop (slice 0 prompted with `prompts[c]`, later slices with the previous slice's
+    /// stage-2 mask at 0.5, memory advancing slice by slice).
+    ///
+    /// # Shapes
+    /// `x [B, 3, S, S]`, each prompt `[1, 1, S, S]`; returns per class logits `[B, 1, S, S]`.
+    pub fn forward_train(
+        &mut self,
+        x: Tensor<4>,
+        prompts: Vec<Tensor<4>>,
+        memories: &mut [MemoryState],
+    ) -> Vec<TrainBatch> {
+        let fused = self.encoder.embed_train(x);
+        let b = fused.dims()[0];
+        let threshold = logit(self.config().stream.intra_batch_threshold);
+        let mut outs = Vec::with_capacity(self.heads.len());
+        for ((head, prompt), memory) in self.heads.iter().zip(prompts).zip(memories.iter_mut()) {
+            let (mut l1, mut l2) = (Vec::with_capacity(b), Vec::with_capacity(b));
+            let mut prompt = prompt;
+            for i in 0..b {
+                let (out, next) = head.model.decode(fused.clone().narrow(0, i, 1), prompt, memory);
+                *memory = next;
+                prompt = out.logits2.clone().detach().greater_elem(threshold).float();
+                l1.push(out.logits1);
+                l2.push(out.logits2);
+            }
+            let next_prompt = head.model.predict_mask(l1[b - 1].clone().detach(), l2[b - 1].clone().detach());
+            outs.push(TrainBatch { logits1: Tensor::cat(l1, 0), logits2: Tensor::cat(l2, 0), next_prompt });
+        }
+        outs
+    }
+
+    /// Zeroed slice memories, one per class (the checkpoint's slot count).
+    pub fn zero_memories(&self) -> Vec<MemoryState> {
+        let c = self.config();
+        let device = self.device();
+        self.heads.iter().map(|_| MemoryState::zeros(c.memory.slots, c.memory.memory_dim, c.grid(), &device)).collect()
+    }
+
+    /// The same model on another device (e.g. its autodiff twin for training), copied through
+    /// host memory. The heads share the new encoder's tensors again.
+    pub fn to_device(&mut self, device: &Device) -> Result<Self, WeightsError> {
+        let mut encoder = Sam4em::new(&self.encoder.config, &Init::shapes_only(device));
+        let dict = StateDict {
+            tensors: self.encoder.state_dict(&|_, _| true),
+            other: BTreeMap::new(),
+            source: PathBuf::new(),
+        };
+        encoder.load_sam4em_state(&dict)?;
+        let mut heads = Vec::with_capacity(self.heads.len());
+        for h in &mut self.heads {
+            let mut model = encoder.clone();
+            let tensors = h.model.state_dict(&|k, _| !is_shared(k));
+            model.load_subset(&StateDict { tensors, other: BTreeMap::new(), source: PathBuf::new() }, &|k, _| {
+                !is_shared(k)
+            })?;
+            heads.push(ClassHead { name: h.name.clone(), model });
+        }
+        Ok(MultiModel { encoder, heads })
+    }
+}
+
+/// Finds the SAM 2 trunk size of an official checkpoint from its patch-embedding width and
+/// block count.
+pub fn detect_size(dict: &StateDict) -> Result<HieraSize, WeightsError> {
+    let trainer = dict.tensors.keys().all(|k| k.starts_with("sam.") || k.starts_with("module.sam."));
+    let prefix = if trainer { "sam.image_encoder.trunk." } else { "image_encoder.trunk." };
+    let format = |reason: String| WeightsError::Format { reason, path: dict.source.clone() };
+    let embed = dict
+        .tensors
+        .get(&format!("{prefix}patch_embed.proj.weight"))
+        .map(|t| t.shape[0])
+        .ok_or_else(|| format("no Hiera trunk in the file".into()))?;
+    let blocks = dict
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with(&format!("{prefix}blocks.")) && k.ends_with(".norm1.weight"))
+        .count();
+    HieraSize::ALL
+        .into_iter()
+        .find(|s| {
+            let h = s.hiera();
+            h.embed_dim == embed && h.stages.iter().sum::<usize>() == blocks
+        })
+        .ok_or_else(|| {
+            format(format!(
+                "a trunk of width {embed} with {blocks} blocks is not a SAM 2 size; give the model configuration"
+            ))
+        })
+}
+
+/// Builds SAM4EM from an official SAM 2 checkpoint already read into `dict`: the reference's
+/// random initialisation for what SAM 2 lacks (LoRA, fusion head, memory), SAM 2's prompt
+/// encoder and mask decoder in both stages, and every class starting from those heads.
+/// `config` defaults to SAM4EM's for the checkpoint's trunk size.
+pub fn from_sam2(
+    dict: &StateDict,
+    config: Option<Sam4emConfig>,
+    classes: &[String],
+    device: &Device,
+) -> Result<MultiModel, WeightsError> {
+    let config = match config {
+        Some(c) => c,
+        None => Sam4emConfig::sam4em(detect_size(dict)?),
+    };
+    // The reference seeds its initialisation (2024); so do we, so that runs from the same base
+    // checkpoint start from the same weights.
+    device.seed(2024);
+    let mut base = Sam4em::new(&config, &Init::random(device));
+    base.load_sam2_state(dict, Sam2Mapping::BothStages)?;
+    Ok(MultiModel::new(base, classes))
+}
+
+/// What a fine-tuning run recorded about itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// Optimiser steps taken.
+    pub steps: u64,
+    /// Slices trained on (stack indices).
+    pub slices: Vec<usize>,
+    /// Held-out slices validated on.
+    pub validation_slices: Vec<usize>,
+    /// Mean loss of the last epoch.
+    pub final_loss: f64,
+    /// Held-out Dice per class at the end (the reference's per-slice mean), if any slice was
+    /// held out.
+    pub validation_dice: BTreeMap<String, f64>,
+    /// Wall time of the run in seconds.
+    pub seconds: f64,
+    /// The compute device, in words.
+    pub device: String,
+    /// Why the run ended (finished, stopped, non-finite loss …).
+    pub ended: String,
+}
+
+/// Adapter-set metadata, stored as JSON in the safetensors header.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdapterSetMeta {
+    /// Always [`SET_FORMAT`].
+    pub format: String,
+    /// [`SET_FORMAT_VERSION`] when written by this program.
+    pub format_version: u32,
+    /// The whole model configuration; a set applies only to the same configuration.
+    pub config: Sam4emConfig,
+    /// The base checkpoint the run started from.
+    pub base: BaseCheckpoint,
+    /// Classes, in head order.
+    pub classes: Vec<String>,
+    /// Version number in this project's lineage (1, 2, …).
+    pub version: u64,
+    /// The version it was trained from (`None` for a run from the bare base checkpoint).
+    pub parent_version: Option<u64>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_unix_s: u64,
+    /// What the training run did.
+    pub training: TrainingRecord,
+}
+
+/// Why an adapter set cannot be used. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterSetError {
+    /// Reading or parsing the tensors failed, or a tensor does not fit.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The metadata is absent or unreadable.
+    #[error("not a SAM4EM adapter set ({reason}): {}", path.display())]
+    NotAnAdapterSet {
+        /// Why.
+        reason: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The set was made for another model configuration.
+    #[error("adapter set was trained for a different model configuration ({difference}): {}", path.display())]
+    ConfigMismatch {
+        /// First differing field.
+        difference: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The set was trained on another base checkpoint.
+    #[error("adapter set was trained on {expected} (sha256 {expected_sha256}), the loaded base is sha256 {found_sha256}: {}", path.display())]
+    BaseMismatch {
+        /// Base file name recorded.
+        expected: String,
+        /// Its hash.
+        expected_sha256: String,
+        /// Hash of the base in use.
+        found_sha256: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The set has no heads for a class the model needs.
+    #[error("adapter set has no heads for class {class} (it has {have}): {}", path.display())]
+    MissingClass {
+        /// The class.
+        class: String,
+        /// The classes it has.
+        have: String,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// A fine-tuning result in host memory.
+#[derive(Clone, Debug)]
+pub struct AdapterSet {
+    /// Metadata.
+    pub meta: AdapterSetMeta,
+    /// Shared tensors under `encoder/sam.<key>`, class heads under `class/<name>/sam.<key>`.
+    pub tensors: BTreeMap<String, HostTensor>,
+}
+
+const ENCODER_PREFIX: &str = "encoder/";
+
+fn class_prefix(name: &str) -> String {
+    format!("class/{name}/")
+}
+
+impl AdapterSet {
+    /// Captures what training changes: the shared LoRA and fusion head (with its BatchNorm
+    /// statistics) and every class's heads.
+    pub fn from_model(model: &mut MultiModel, meta: AdapterSetMeta) -> Self {
+        let mut tensors = BTreeMap::new();
+        for (k, t) in model.encoder.state_dict(&|k, kind| is_shared(k) && in_adapter(k, kind)) {
+            tensors.insert(format!("{ENCODER_PREFIX}{k}"), t);
+        }
+        for h in &mut model.heads {
+            let p = class_prefix(&h.name);
+            for (k, t) in h.model.state_dict(&|k, kind| !is_shared(k) && in_adapter(k, kind)) {
+                tensors.insert(format!("{p}{k}"), t);
+            }
+        }
+        AdapterSet { meta, tensors }
+    }
+
+    /// Writes the set atomically (safetensors, metadata in the header).
+    pub fn save(&self, path: &Path) -> Result<(), AdapterSetError> {
+        let json = serde_json::to_string(&self.meta)
+            .map_err(|e| AdapterSetError::NotAnAdapterSet { reason: e.to_string(), path: path.into() })?;
+        let mut meta = BTreeMap::new();
+        meta.insert("sam4em_set".to_string(), json);
+        StateDict::write_safetensors(&self.tensors, meta, path)?;
+        Ok(())
+    }
+
+    /// Reads only the metadata (fast: the header), e.g. to list versions.
+    pub fn read_meta(path: &Path) -> Result<AdapterSetMeta, AdapterSetError> {
+        let bytes = read_header_bytes(path)?;
+        parse_meta(&bytes, path)
+    }
+
+    /// Reads a set and its metadata.
+    pub fn read(path: &Path) -> Result<Self, AdapterSetError> {
+        let bytes = std::fs::read(path).map_err(|source| WeightsError::Read { source, path: path.into() })?;
+        let meta = parse_meta(&bytes, path)?;
+        let dict = StateDict::from_safetensors_bytes(&bytes, path)?;
+        Ok(AdapterSet { meta, tensors: dict.tensors })
+    }
+
+    /// Puts the set into `model` after checking the configuration, the base checkpoint (when
+    /// `base_sha256` is given) and that every class of the model has heads in the set.
+    pub fn apply(&self, model: &mut MultiModel, base_sha256: Option<&str>, path: &Path) -> Result<(), AdapterSetError> {
+        if &self.meta.config != model.config() {
+            let ours = serde_json::to_value(model.config()).unwrap_or_default();
+            let theirs = serde_json::to_value(&self.meta.config).unwrap_or_default();
+            let difference = ours
+                .as_object()
+                .and_then(|o| o.iter().find(|(k, v)| theirs.get(k.as_str()) != Some(v)).map(|(k, _)| k.clone()))
+                .unwrap_or_else(|| "configuration".into());
+            return Err(AdapterSetError::ConfigMismatch { difference, path: path.into() });
+        }
+        if let Some(sha) = base_sha256
+            && sha != self.meta.base.sha256
+        {
+            return Err(AdapterSetError::BaseMismatch {
+                expected: self.meta.base.file_name.clone(),
+                expected_sha256: self.meta.base.sha256.clone(),
+                found_sha256: sha.to_string(),
+                path: path.into(),
+            });
+        }
+        for h in &model.heads {
+            if !self.meta.classes.contains(&h.name) {
+                return Err(AdapterSetError::MissingClass {
+                    class: h.name.clone(),
+                    have: self.meta.classes.join(", "),
+                    path: path.into(),
+                });
+            }
+        }
+        let sub = |prefix: &str| StateDict {
+            tensors: self
+                .tensors
+                .iter()
+                .filter_map(|(k, t)| k.strip_prefix(prefix).map(|rest| (rest.to_string(), t.clone())))
+                .collect(),
+            other: BTreeMap::new(),
+            source: path.into(),
+        };
+        // Check every part before changing anything, so a bad file leaves the model as it was.
+        let mut staged = model.clone();
+        staged.encoder.load_subset(&sub(ENCODER_PREFIX), &|k, kind| is_shared(k) && in_adapter(k, kind))?;
+        for h in &mut staged.heads {
+            h.model.load_subset(&sub(&class_prefix(&h.name)), &|k, kind| !is_shared(k) && in_adapter(k, kind))?;
+        }
+        *model = staged;
+        Ok(())
+    }
+}
+
+fn read_header_bytes(path: &Path) -> Result<Vec<u8>, AdapterSetError> {
+    use std::io::Read;
+    let read = |source| AdapterSetError::Weights(WeightsError::Read { source, path: path.into() });
+    let mut f = std::fs::File::open(path).map_err(read)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(read)?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        return Err(AdapterSetError::NotAnAdapterSet { reason: "header too large".into(), path: path.into() });
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(read)?;
+    let mut bytes = len.to_vec();
+    bytes.extend_from_slice(&header);
+    Ok(bytes)
+}
+
+/// Parses the metadata from the start of a safetensors file (8-byte length + JSON header).
+fn parse_meta(bytes: &[u8], path: &Path) -> Result<AdapterSetMeta, AdapterSetError> {
+    let not = |reason: String| AdapterSetError::NotAnAdapterSet { reason, path: path.into() };
+    let n = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize);
+    let header = n
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+        .ok_or_else(|| not("the file is shorter than its safetensors header".into()))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(header).map_err(|e| not(format!("safetensors header: {e}")))?;
+    let json = header
+        .get("__metadata__")
+        .and_then(|m| m.get("sam4em_set"))
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| not("no sam4em_set metadata".into()))?;
+    let meta: AdapterSetMeta = serde_json::from_str(json).map_err(|e| not(format!("metadata: {e}")))?;
+    if meta.format != SET_FORMAT || meta.format_version > SET_FORMAT_VERSION {
+        return Err(not(format!(
+            "format {} version {} is not one this program reads",
+            meta.format, meta.format_version
+        )));
+    }
+    Ok(meta)
+}
+
+/// A probability from logits, on the host.
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Kind filter used by [`AdapterSet`]: whether `key` of `kind` is stored for the encoder side.
+pub fn in_shared_adapter(key: &str, kind: Kind) -> bool {
+    is_shared(key) && in_adapter(key, kind)
+}
