@@ -113,6 +113,19 @@ pub enum Command {
     Sessions(SessionsArgs),
     /// Benchmarks (`sam4em bench edit`, `sam4em bench model`, `sam4em bench viewer`).
     Bench(BenchArgs),
+    /// Predict glia / mitochondria / PSD masks over a stack with SAM4EM (checkpoint + adapter
+    /// set), streaming from seed slices; writes one binary TIFF per class.
+    #[cfg(feature = "model")]
+    Predict(crate::cli_learn::PredictArgs),
+    /// Fine-tune SAM4EM (LoRA + fusion head + class heads) on image and label stacks; writes
+    /// an adapter set. The paper's recipe by default (AdamW lr 5e-4, weight decay 0.01,
+    /// BCE + Dice, batches of 8 consecutive slices).
+    #[cfg(feature = "model")]
+    Train(crate::cli_learn::TrainArgs),
+    /// Score a predicted mask stack against ground truth: the paper's per-slice Dice/IoU
+    /// (an empty slice scores 0) and volume Dice/IoU, as text or JSON.
+    #[cfg(feature = "model")]
+    Eval(crate::cli_learn::EvalArgs),
     /// Identify a SAM 2 / SAM4EM checkpoint (size, sha256, official or not) and check that it
     /// loads.
     #[cfg(feature = "model")]
@@ -209,6 +222,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(BenchArgs { what: BenchWhat::Viewer(a) })) => bench_viewer(a),
         #[cfg(feature = "model")]
         Some(Command::Checkpoint(a)) => crate::cli_model::checkpoint(a),
+        #[cfg(feature = "model")]
+        Some(Command::Predict(a)) => crate::cli_learn::predict(a),
+        #[cfg(feature = "model")]
+        Some(Command::Train(a)) => crate::cli_learn::train_cmd(a),
+        #[cfg(feature = "model")]
+        Some(Command::Eval(a)) => crate::cli_learn::eval(a),
         None => bare(&cli),
     }
 }

@@ -15,6 +15,8 @@
 pub mod app;
 pub mod cli;
 #[cfg(feature = "model")]
+pub mod cli_learn;
+#[cfg(feature = "model")]
 pub mod cli_model;
 pub mod edit_bench;
 #[cfg(feature = "model")]

@@ -310,3 +310,89 @@ fn sessions_lists_projects_and_export_reads_one_with_its_journal() {
     let expected: Vec<usize> = (6..10).flat_map(|y| (5..15).map(move |x| y * 40 + x)).collect();
     assert_eq!(set, expected);
 }
+
+/// Four Lucchi++ slices (20–23) and their labels as small stacks in `dir`, and the micro model
+/// configuration at 128² (fast on a CPU).
+fn lucchi_quad(shared: &Path, dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let data = shared.join("data/lucchi-pp-train-z000-049");
+    let (img, lab) = (dir.join("img"), dir.join("lab"));
+    std::fs::create_dir_all(&img).unwrap();
+    std::fs::create_dir_all(&lab).unwrap();
+    for z in 20..24 {
+        std::fs::copy(data.join(format!("Train_In/mask{z:04}.png")), img.join(format!("{z}.png"))).unwrap();
+        std::fs::copy(data.join(format!("Train_Out/{z}.png")), lab.join(format!("{z}.png"))).unwrap();
+    }
+    let micro = shared.join("fixtures/sam4em-micro");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(micro.join("config.json")).unwrap()).unwrap();
+    config["image_size"] = 128.into();
+    let cfg = dir.join("micro128.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    (img, lab, cfg)
+}
+
+#[test]
+fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
+    let Some(shared) = common::shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (img, lab, cfg) = lucchi_quad(&shared, tmp.path());
+    let pt = shared.join("fixtures/sam4em-micro/sam2-micro.pt");
+    let adapter = tmp.path().join("mito-v1.safetensors");
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let labels = format!("mitochondria={}", s(&lab));
+    let (pt_s, img_s, cfg_s) = (s(&pt), s(&img), s(&cfg));
+    let common_model = ["--checkpoint", &pt_s, "--device", "cpu"];
+
+    // train: slices 0–2, slice 3 held out; 3 epochs of batches [0, 1] and [2].
+    let mut args = vec!["train", "--images", &img_s, "--labels", &labels, "--config", &cfg_s];
+    args.extend(common_model);
+    let out_s = s(&adapter);
+    args.extend(["--epochs", "3", "--batch-size", "2", "--validation", "3", "--out", &out_s, "--json"]);
+    let o = sam4em(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["training"]["steps"], 6, "{v}");
+    assert_eq!(v["training"]["slices"], serde_json::json!([0, 1, 2]));
+    let dice = v["training"]["validation_dice"]["mitochondria"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&dice), "{v}");
+    assert!(v["losses"].as_array().unwrap().iter().all(|l| l.as_f64().unwrap().is_finite()));
+    assert!(adapter.is_file());
+
+    // predict with the adapter (its configuration and classes come with it), seeded on slice 0.
+    let pred = tmp.path().join("pred");
+    let seed = format!("mitochondria={}", s(&lab));
+    let pred_s = s(&pred);
+    let mut args = vec!["predict", &img_s as &str];
+    args.extend(common_model);
+    args.extend(["--adapter", &out_s, "--out", &pred_s, "--seed-slice", "0", "--seed-mask", &seed, "--probabilities"]);
+    let o = sam4em(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("predicted 4 slices") && text.contains("mitochondria.tif"), "{text}");
+    let info = sam4em(&["info", &s(&pred.join("mitochondria.tif"))]);
+    assert!(stdout(&info).contains("4 x 768 x 1024"), "{}", stdout(&info));
+    assert!(pred.join("mitochondria_probability.tif").is_file());
+
+    // eval: both metrics, text and JSON.
+    let mask = s(&pred.join("mitochondria.tif"));
+    let o = sam4em(&["eval", "--prediction", &mask, "--truth", &s(&lab), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["slices"].as_array().unwrap().len(), 4);
+    for k in ["mean_dice", "mean_iou", "volume_dice", "volume_iou"] {
+        assert!((0.0..=1.0).contains(&v[k].as_f64().unwrap()), "{k}: {v}");
+    }
+    let o = sam4em(&["eval", "--prediction", &mask, "--truth", &s(&lab)]);
+    let text = stdout(&o);
+    assert!(text.contains("per-slice mean") && text.contains("volume: Dice"), "{text}");
+    // Ground truth against itself scores 1 everywhere.
+    let o = sam4em(&["eval", "--prediction", &s(&lab), "--truth", &s(&lab), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!((v["mean_dice"].as_f64(), v["volume_iou"].as_f64()), (Some(1.0), Some(1.0)), "{v}");
+
+    // A mismatched truth stack names the file.
+    let one = tmp.path().join("one");
+    std::fs::create_dir_all(&one).unwrap();
+    std::fs::copy(lab.join("20.png"), one.join("20.png")).unwrap();
+    fails_cleanly(&["eval", "--prediction", &mask, "--truth", &s(&one)], &one, "is 1024×768×1");
+}

@@ -177,6 +177,16 @@ pub fn stage_class_tiff(
     staged.file(target, |out| write_stack::<_, Gray8>(out, w, h, d, opts, |z| binary_page(masks, class, z)))
 }
 
+/// Writes an 8-bit multi-page TIFF (e.g. probabilities scaled to 0–255) atomically, one page
+/// per entry of `pages` (each `width × height`).
+pub fn write_u8_stack(path: &Path, width: usize, height: usize, pages: &[Vec<u8>]) -> Result<(), IoError> {
+    let mut staged = StagedWrites::new();
+    let opts = ExportOptions::default();
+    staged.file(path, |out| write_stack::<_, Gray8>(out, width, height, pages.len(), &opts, |z| pages[z.0].clone()))?;
+    staged.commit()?;
+    Ok(())
+}
+
 /// Stages one class as a folder of binary PNGs named `<export name>_<z>.png`, z zero-padded
 /// to at least four digits.
 pub fn stage_class_pngs(

@@ -5,6 +5,8 @@
 //! the renderer or the model.
 
 pub mod atomic;
+#[cfg(feature = "model")]
+pub mod download;
 pub mod error;
 pub mod export;
 mod hdf5;

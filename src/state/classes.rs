@@ -119,6 +119,25 @@ impl From<ClassTable> for ClassTableFile {
 }
 
 impl ClassTable {
+    /// A table of exactly these classes (display or export names), in this order. SAM4EM's
+    /// own classes keep their default ids, colours and export names; others are added.
+    pub fn from_names(names: &[String]) -> Result<Self, ClassError> {
+        let defaults = ClassTable::default();
+        let mut table = ClassTable { classes: Vec::new(), next_id: defaults.next_id };
+        for name in names {
+            match defaults.find(name) {
+                Some(d) => {
+                    table.check_names(&d.name, &d.export_name, None)?;
+                    table.classes.push(d.clone());
+                }
+                None => {
+                    table.add(name, name)?;
+                }
+            }
+        }
+        Ok(table)
+    }
+
     /// Classes in display order.
     pub fn iter(&self) -> impl Iterator<Item = &ClassDef> {
         self.classes.iter()

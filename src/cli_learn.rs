@@ -1,0 +1,556 @@
+//! Batch commands of the CLI: `sam4em predict` (stack + checkpoint + adapter → per-class
+//! masks), `sam4em train` (image and label stacks → adapter set, the paper's recipe by
+//! default) and `sam4em eval` (prediction vs ground truth: the paper's per-slice Dice/IoU and
+//! volume Dice/IoU).
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli_model::DeviceChoice;
+use crate::infer::{Flow, Predictor, Seed, StackRequest, model_window, slice_to_u8};
+use crate::io::{self, ExportFormat, ExportOptions, OpenOptions};
+use crate::model::adapter::{BaseCheckpoint, mapping_name};
+use crate::model::checkpoints::{Verdict, identify};
+use crate::model::metrics::{Overlap, StackMetrics};
+use crate::model::multi::{
+    AdapterSet, AdapterSetMeta, MultiModel, SET_FORMAT, SET_FORMAT_VERSION, TrainingRecord, from_sam2,
+};
+use crate::model::{Sam2Mapping, Sam4emConfig, StateDict};
+use crate::state::bitplane::BitPlane;
+use crate::state::{ClassTable, MaskVolume, SliceIndex, Volume};
+use crate::train::{Control, Schedule, TrainConfig, TrainEvent, TrainSample, train};
+
+/// Where the model comes from (shared by `predict` and `train`).
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Official SAM 2 / SAM 2.1 checkpoint (`.pt`, or safetensors with its keys).
+    #[arg(long, value_name = "PT")]
+    pub checkpoint: PathBuf,
+    /// Adapter set (from `sam4em train` or the app's Retrain); its configuration and classes
+    /// are used.
+    #[arg(long, value_name = "SAFETENSORS")]
+    pub adapter: Option<PathBuf>,
+    /// Model configuration as JSON (the reference fixtures' `config.json` format), for
+    /// checkpoints that are not one of SAM 2's sizes; SAM4EM's own for the checkpoint's size
+    /// otherwise.
+    #[arg(long, value_name = "JSON")]
+    pub config: Option<PathBuf>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "wgpu")]
+    pub device: DeviceChoice,
+}
+
+/// `sam4em predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The EM stack (multi-page TIFF, folder of PNG/TIFF slices, HDF5).
+    pub stack: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output folder: one binary TIFF stack per class (`<class>.tif`).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Classes to predict (comma-separated; default: the adapter's, else mitochondria).
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Vec<String>,
+    /// Slices to predict, `A..B` (B excluded) or `Z`; all by default.
+    #[arg(long, value_name = "A..B")]
+    pub slices: Option<String>,
+    /// Seed slice: streaming starts there, prompted by the `--seed-mask` masks of that slice.
+    /// Repeat for several seeds.
+    #[arg(long = "seed-slice", value_name = "Z")]
+    pub seed_slices: Vec<usize>,
+    /// Masks the seed slices take their prompts from, as CLASS=PATH (binary stacks, non-zero =
+    /// foreground).
+    #[arg(long = "seed-mask", value_name = "CLASS=PATH")]
+    pub seed_masks: Vec<String>,
+    /// Probability threshold (default: the model's, 0.4 in SAM4EM).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Also write the probabilities (0–255) as `<class>_probability.tif`.
+    #[arg(long)]
+    pub probabilities: bool,
+}
+
+/// Learning-rate schedule choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleChoice {
+    /// Warm-up then cosine decay over the epochs (the paper's).
+    Paper,
+    /// Constant rate.
+    Constant,
+}
+
+/// `sam4em train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The EM image stack.
+    #[arg(long, value_name = "PATH")]
+    pub images: PathBuf,
+    /// Ground truth per class as CLASS=PATH (binary stacks, non-zero = foreground); repeat
+    /// for several classes.
+    #[arg(long = "labels", value_name = "CLASS=PATH", required = true)]
+    pub labels: Vec<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Where to write the adapter set.
+    #[arg(long, value_name = "SAFETENSORS")]
+    pub out: PathBuf,
+    /// Slices to train on, `A..B` or `Z` (all by default, minus the validation slices).
+    #[arg(long, value_name = "A..B")]
+    pub slices: Option<String>,
+    /// Held-out slices scored after every epoch (Dice), `A..B` or `Z`.
+    #[arg(long, value_name = "A..B")]
+    pub validation: Option<String>,
+    /// Epochs (passes over the slices).
+    #[arg(long, default_value_t = 50)]
+    pub epochs: usize,
+    /// Consecutive slices per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 5e-4)]
+    pub lr: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value = "paper")]
+    pub schedule: ScheduleChoice,
+    /// Turn off the random flips/transposes.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sam4em eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Predicted mask stack (non-zero = foreground).
+    #[arg(long, value_name = "PATH")]
+    pub prediction: PathBuf,
+    /// Ground-truth stack (non-zero = foreground, or `--truth-value`).
+    #[arg(long, value_name = "PATH")]
+    pub truth: PathBuf,
+    /// Only this value of the ground truth is foreground (label maps).
+    #[arg(long)]
+    pub truth_value: Option<f64>,
+    /// Slices to score, `A..B` or `Z` (all by default).
+    #[arg(long, value_name = "A..B")]
+    pub slices: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `A..B` (B excluded) or `Z` against a stack of `depth` slices.
+pub fn parse_range(spec: Option<&str>, depth: usize) -> Result<Range<usize>> {
+    let Some(spec) = spec else { return Ok(0..depth) };
+    let range = match spec.split_once("..") {
+        Some((a, b)) => {
+            let a: usize =
+                if a.is_empty() { 0 } else { a.trim().parse().with_context(|| format!("`{spec}` is not A..B"))? };
+            let b: usize =
+                if b.is_empty() { depth } else { b.trim().parse().with_context(|| format!("`{spec}` is not A..B"))? };
+            a..b
+        }
+        None => {
+            let z: usize = spec.trim().parse().with_context(|| format!("`{spec}` is not a slice index or A..B"))?;
+            z..z + 1
+        }
+    };
+    if range.is_empty() || range.end > depth {
+        bail!("slices `{spec}` are not inside the stack's 0..{depth}");
+    }
+    Ok(range)
+}
+
+fn open(path: &Path) -> Result<Volume> {
+    Ok(io::open_stack(path, &OpenOptions { cache_budget_bytes: 0, ..Default::default() })?)
+}
+
+/// Slice `z` of a mask stack as a plane (`value`: only that value is foreground).
+fn plane(volume: &Volume, z: usize, value: Option<f64>) -> Result<BitPlane> {
+    let s = volume.slice(SliceIndex(z))?;
+    let mut p = BitPlane::new(s.width, s.height);
+    for i in 0..s.width * s.height {
+        let on = match value {
+            Some(v) => s.data.value_f64(i) == v,
+            None => s.data.is_nonzero(i),
+        };
+        if on {
+            p.set(i % s.width, i / s.width, true);
+        }
+    }
+    Ok(p)
+}
+
+fn parse_class_path(spec: &str, flag: &str) -> Result<(String, PathBuf)> {
+    let Some((class, path)) = spec.split_once('=') else { bail!("{flag} `{spec}` is not CLASS=PATH") };
+    Ok((class.trim().to_string(), PathBuf::from(path)))
+}
+
+fn check_shape(what: &str, v: &Volume, stack: &Volume) -> Result<()> {
+    if (v.width(), v.height(), v.depth()) != (stack.width(), stack.height(), stack.depth()) {
+        bail!(
+            "{what} is {}×{}×{}, the stack {}×{}×{}: {}",
+            v.width(),
+            v.height(),
+            v.depth(),
+            stack.width(),
+            stack.height(),
+            stack.depth(),
+            v.path().display()
+        );
+    }
+    Ok(())
+}
+
+/// A model ready to use: base checkpoint (+ adapter set), and what it was built from.
+pub struct LoadedModel {
+    /// The model.
+    pub model: MultiModel,
+    /// The base checkpoint's identity.
+    pub base: BaseCheckpoint,
+    /// The adapter set's metadata, when one was applied.
+    pub adapter: Option<AdapterSetMeta>,
+}
+
+/// Builds the model of `args` on `device` for `classes` (empty: the adapter's, else
+/// mitochondria).
+pub fn load_model(args: &ModelArgs, classes: &[String], device: &Device) -> Result<LoadedModel> {
+    let id =
+        identify(&args.checkpoint).with_context(|| format!("cannot read checkpoint: {}", args.checkpoint.display()))?;
+    match (&id.verdict, id.official) {
+        (Verdict::HashMismatch { expected }, Some(name)) => eprintln!(
+            "warning: {} has the size of {name} but sha256 {} differs from the published {expected}",
+            args.checkpoint.display(),
+            id.sha256
+        ),
+        (Verdict::Unofficial, _) => {
+            eprintln!("note: {} is not one of the published SAM 2 files", args.checkpoint.display())
+        }
+        _ => {}
+    }
+    let base = BaseCheckpoint {
+        file_name: args.checkpoint.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        bytes: id.bytes,
+        sha256: id.sha256,
+        mapping: mapping_name(Sam2Mapping::BothStages).into(),
+    };
+    let adapter = match &args.adapter {
+        Some(p) => Some(AdapterSet::read(p)?),
+        None => None,
+    };
+    let config = match (&adapter, &args.config) {
+        (Some(a), _) => Some(a.meta.config.clone()),
+        (None, Some(p)) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            Some(Sam4emConfig::from_reference_json(&text).with_context(|| p.display().to_string())?)
+        }
+        (None, None) => None,
+    };
+    let classes: Vec<String> = match (classes.is_empty(), &adapter) {
+        (false, _) => classes.to_vec(),
+        (true, Some(a)) => a.meta.classes.clone(),
+        (true, None) => vec!["mitochondria".to_string()],
+    };
+    let dict = StateDict::read(&args.checkpoint)?;
+    let mut model = from_sam2(&dict, config, &classes, device)?;
+    if let (Some(a), Some(p)) = (&adapter, &args.adapter) {
+        a.apply(&mut model, Some(&base.sha256), p)?;
+    }
+    Ok(LoadedModel { model, base, adapter: adapter.map(|a| a.meta) })
+}
+
+fn bar(total: u64, what: &str) -> ProgressBar {
+    let b = ProgressBar::new(total);
+    b.set_style(
+        ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} {{msg}} ETA {{eta}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b
+}
+
+/// Runs `sam4em predict`.
+pub fn predict(a: &PredictArgs) -> Result<()> {
+    let stack = open(&a.stack)?;
+    let range = parse_range(a.slices.as_deref(), stack.depth())?;
+    let device = a.model.device.device();
+    let loaded = load_model(&a.model, &a.classes, &device)?;
+    let classes = loaded.model.class_names();
+    let window = model_window(&*stack.slice(SliceIndex(stack.depth() / 2))?);
+    let (w, h) = (stack.width(), stack.height());
+
+    let mut seed_stacks = Vec::new();
+    for spec in &a.seed_masks {
+        let (class, path) = parse_class_path(spec, "--seed-mask")?;
+        let Some(c) = classes.iter().position(|n| *n == class) else {
+            bail!("--seed-mask `{spec}`: the model has no class `{class}` (it has {})", classes.join(", "));
+        };
+        let v = open(&path)?;
+        check_shape("the seed mask stack", &v, &stack)?;
+        seed_stacks.push((c, v));
+    }
+    if !a.seed_slices.is_empty() && seed_stacks.is_empty() {
+        bail!("--seed-slice needs --seed-mask CLASS=PATH to take the seed's masks from");
+    }
+    let mut seeds = Vec::new();
+    for &z in &a.seed_slices {
+        if z >= stack.depth() {
+            bail!("--seed-slice {z} is outside the stack's 0..{}", stack.depth());
+        }
+        let mut masks = vec![None; classes.len()];
+        for (c, v) in &seed_stacks {
+            masks[*c] = Some(plane(v, z, None)?);
+        }
+        seeds.push(Seed { z, masks });
+    }
+    let request =
+        StackRequest { width: w, height: h, range: range.clone(), visible: range.start, seeds, max_warmup_slices: 32 };
+    let threshold = a.threshold.unwrap_or(loaded.model.config().stream.cross_batch_threshold);
+    let cut = (threshold * 255.0) as u8;
+
+    let mut predictor = Predictor::new(&loaded.model, 4);
+    let mut masks = MaskVolume::new(w, h, stack.depth());
+    let mut probabilities: Vec<Vec<Vec<u8>>> =
+        vec![vec![vec![0; w * h]; stack.depth()]; if a.probabilities { classes.len() } else { 0 }];
+    let table = ClassTable::from_names(&classes)?;
+    let progress = bar(range.len() as u64, "predict");
+    let started = Instant::now();
+    let mut fetch = |z: usize| -> Result<Vec<u8>, String> {
+        let s = stack.slice(SliceIndex(z)).map_err(|e| e.to_string())?;
+        Ok(slice_to_u8(&s, window))
+    };
+    let mut failure = None;
+    predictor.predict(&request, &mut fetch, &mut |p, prog| {
+        for (c, probs) in p.probabilities.iter().enumerate() {
+            let mut plane = BitPlane::new(w, h);
+            for (i, _) in probs.iter().enumerate().filter(|(_, v)| **v > cut) {
+                plane.set(i % w, i / w, true);
+            }
+            let id = table.find(&classes[c]).expect("built from these names").id;
+            if let Err(e) = masks.put_model(id, SliceIndex(p.z), &plane) {
+                failure = Some(e);
+                return Flow::Stop;
+            }
+            if let Some(out) = probabilities.get_mut(c) {
+                out[p.z] = probs.clone();
+            }
+        }
+        progress.set_position(prog.done as u64);
+        progress.set_message(format!("{:.2} slices/s", prog.slices_per_s()));
+        Flow::Continue
+    })?;
+    progress.finish_and_clear();
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let report = io::export_masks(&masks, &table, &a.out, &[ExportFormat::Tiff], &ExportOptions::default())?;
+    for (c, probs) in probabilities.iter().enumerate() {
+        let path = a.out.join(format!("{}_probability.tif", table.find(&classes[c]).expect("known").export_name));
+        io::export::write_u8_stack(&path, w, h, probs)?;
+        println!("wrote {}", path.display());
+    }
+    println!(
+        "predicted {} slices of {} in {seconds:.1} s ({:.2} slices/s, {:?}), threshold {threshold}",
+        range.len(),
+        a.stack.display(),
+        range.len() as f64 / seconds.max(1e-9),
+        a.model.device
+    );
+    for c in table.iter() {
+        let px: u64 = masks.slices(c.id).map(|(_, e)| e.mask.count_ones()).sum();
+        println!("{:<24} {px} foreground voxels", c.name);
+    }
+    for out in &report.outputs {
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// Runs `sam4em train`.
+pub fn train_cmd(a: &TrainArgs) -> Result<()> {
+    let stack = open(&a.images)?;
+    let mut label_stacks = Vec::new();
+    for spec in &a.labels {
+        let (class, path) = parse_class_path(spec, "--labels")?;
+        let v = open(&path)?;
+        check_shape("the label stack", &v, &stack)?;
+        label_stacks.push((class, v));
+    }
+    let classes: Vec<String> = label_stacks.iter().map(|(c, _)| c.clone()).collect();
+    let validation = match &a.validation {
+        Some(spec) => parse_range(Some(spec), stack.depth())?,
+        None => 0..0,
+    };
+    let train_range = parse_range(a.slices.as_deref(), stack.depth())?;
+    let train_z: Vec<usize> = train_range.filter(|z| !validation.contains(z)).collect();
+    if train_z.is_empty() {
+        bail!("no training slices left once the validation slices are held out");
+    }
+    let device = a.model.device.device().autodiff();
+    let mut loaded = load_model(&a.model, &classes, &device)?;
+    if let Some(meta) = &loaded.adapter
+        && meta.classes != classes
+    {
+        bail!(
+            "the adapter set has classes {}, the labels give {}: {}",
+            meta.classes.join(", "),
+            classes.join(", "),
+            a.model.adapter.as_deref().unwrap_or(Path::new("")).display()
+        );
+    }
+    let window = model_window(&*stack.slice(SliceIndex(stack.depth() / 2))?);
+    let (w, h) = (stack.width(), stack.height());
+    let sample = |z: usize| -> Result<TrainSample> {
+        let s = stack.slice(SliceIndex(z))?;
+        let mut all = BitPlane::new(w, h);
+        all.fill_rect(crate::state::bitplane::PixelBox { x0: 0, y0: 0, x1: w, y1: h }, true);
+        Ok(TrainSample {
+            z,
+            width: w,
+            height: h,
+            image: Arc::new(slice_to_u8(&s, window)),
+            labels: label_stacks.iter().map(|(_, v)| plane(v, z, None)).collect::<Result<_>>()?,
+            vouched: vec![all; classes.len()],
+        })
+    };
+    let samples: Vec<TrainSample> = train_z.iter().map(|&z| sample(z)).collect::<Result<_>>()?;
+    let held_out: Vec<TrainSample> = validation.clone().map(sample).collect::<Result<_>>()?;
+
+    let mut optimizer = loaded.model.config().optimizer.clone();
+    optimizer.lr = a.lr;
+    optimizer.weight_decay = a.weight_decay;
+    let config = TrainConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        optimizer,
+        schedule: match a.schedule {
+            ScheduleChoice::Paper => Schedule::Paper,
+            ScheduleChoice::Constant => Schedule::Constant,
+        },
+        augment: !a.no_augment,
+        seed: 2024,
+    };
+    let steps_per_epoch = crate::train::batches(&samples, a.batch_size).len();
+    let progress = bar((steps_per_epoch * a.epochs) as u64, "train");
+    let control = Control::default();
+    let json = a.json;
+    let outcome = train(&mut loaded.model, &samples, &held_out, &config, &control, &mut |e| match e {
+        TrainEvent::Step { step, loss, lr, .. } => {
+            progress.set_position(step);
+            progress.set_message(format!("loss {loss:.4} lr {lr:.1e}"));
+        }
+        TrainEvent::Validation { epoch, dice } => {
+            if !json {
+                let d: Vec<String> = dice.iter().map(|(c, v)| format!("{c} {v:.4}")).collect();
+                progress.println(format!("epoch {epoch}: held-out Dice {}", d.join(", ")));
+            }
+        }
+    })?;
+    progress.finish_and_clear();
+
+    let record = TrainingRecord {
+        steps: outcome.steps,
+        slices: train_z.clone(),
+        validation_slices: validation.clone().collect(),
+        final_loss: outcome.final_loss,
+        validation_dice: outcome.validation_dice.clone(),
+        seconds: outcome.seconds,
+        device: format!("{:?}", a.model.device),
+        ended: outcome.ended.to_string(),
+    };
+    let parent = loaded.adapter.as_ref().map(|m| m.version);
+    let meta = AdapterSetMeta {
+        format: SET_FORMAT.into(),
+        format_version: SET_FORMAT_VERSION,
+        config: loaded.model.config().clone(),
+        base: loaded.base.clone(),
+        classes: classes.clone(),
+        version: parent.map_or(1, |v| v + 1),
+        parent_version: parent,
+        created_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        training: record.clone(),
+    };
+    let set = AdapterSet::from_model(&mut loaded.model, meta);
+    set.save(&a.out)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "adapter": a.out, "training": record, "losses": outcome.losses })
+            )?
+        );
+    } else {
+        println!(
+            "{} after {} steps in {:.1} s: final epoch loss {:.4} (first step {:.4})",
+            outcome.ended,
+            outcome.steps,
+            outcome.seconds,
+            outcome.final_loss,
+            outcome.losses.first().copied().unwrap_or(f64::NAN)
+        );
+        for (c, d) in &outcome.validation_dice {
+            println!("held-out Dice {c}: {d:.4}");
+        }
+        println!("wrote {}", a.out.display());
+    }
+    Ok(())
+}
+
+/// Runs `sam4em eval`.
+pub fn eval(a: &EvalArgs) -> Result<()> {
+    let pred = open(&a.prediction)?;
+    let truth = open(&a.truth)?;
+    check_shape("the ground truth", &truth, &pred)?;
+    let range = parse_range(a.slices.as_deref(), pred.depth())?;
+    let mut overlaps = Vec::with_capacity(range.len());
+    for z in range.clone() {
+        let p = pred.slice(SliceIndex(z))?;
+        let t = truth.slice(SliceIndex(z))?;
+        let pb: Vec<u8> = (0..p.data.len()).map(|i| u8::from(p.data.is_nonzero(i))).collect();
+        let tb: Vec<u8> = (0..t.data.len())
+            .map(|i| {
+                u8::from(match a.truth_value {
+                    Some(v) => t.data.value_f64(i) == v,
+                    None => t.data.is_nonzero(i),
+                })
+            })
+            .collect();
+        overlaps.push(Overlap::of(&pb, &tb));
+    }
+    let m = StackMetrics::from_overlaps(&overlaps);
+    if a.json {
+        let slices: Vec<serde_json::Value> = range
+            .clone()
+            .zip(&overlaps)
+            .zip(m.per_slice_dice.iter().zip(&m.per_slice_iou))
+            .map(|((z, o), (d, i))| serde_json::json!({ "z": z, "dice": d, "iou": i, "overlap": o }))
+            .collect();
+        let v = serde_json::json!({
+            "prediction": a.prediction, "truth": a.truth, "slices": slices,
+            "mean_dice": m.mean_dice, "mean_iou": m.mean_iou,
+            "volume_dice": m.volume_dice, "volume_iou": m.volume_iou,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{:>6} {:>8} {:>8} {:>12} {:>12}", "slice", "Dice", "IoU", "predicted", "truth");
+    for ((z, o), (d, i)) in range.zip(&overlaps).zip(m.per_slice_dice.iter().zip(&m.per_slice_iou)) {
+        println!("{z:>6} {d:>8.4} {i:>8.4} {:>12} {:>12}", o.predicted, o.truth);
+    }
+    println!("per-slice mean (the paper's; an empty slice scores 0): Dice {:.4}  IoU {:.4}", m.mean_dice, m.mean_iou);
+    println!("volume: Dice {:.4}  IoU {:.4}", m.volume_dice, m.volume_iou);
+    Ok(())
+}
