@@ -535,10 +535,10 @@ pub fn validate(
             let (logits, _) = model.reported_logits(out);
             let l = logits.detach().into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
             let (mut pred, mut truth) = (Vec::new(), Vec::new());
-            for i in 0..s * s {
-                if rv.weights[c][i] != 0 {
-                    pred.push(u8::from(l[i] > threshold));
-                    truth.push(rv.labels[c][i]);
+            for ((&logit, &weight), &label) in l.iter().zip(&rv.weights[c]).zip(&rv.labels[c]) {
+                if weight != 0 {
+                    pred.push(u8::from(logit > threshold));
+                    truth.push(label);
                 }
             }
             scores[c].push(Overlap::of(&pred, &truth).reference_dice());
