@@ -54,6 +54,9 @@ pub(super) struct Document {
     /// The last journal append failed (and the user was told).
     pub(super) journal_failing: bool,
     pub(super) notes: Vec<String>,
+    /// The prediction layer must be emptied at the next upload (the model has nothing for
+    /// the class now shown).
+    pub(super) clear_prediction: bool,
 }
 
 /// What is on the GPU now, so uploads happen only when content changes.
@@ -108,6 +111,7 @@ impl Document {
             session,
             journal_failing: false,
             notes,
+            clear_prediction: false,
         }
     }
 
@@ -389,6 +393,11 @@ impl Document {
                         Err(e) => report(e),
                     }
                 }
+            }
+            if self.clear_prediction {
+                self.clear_prediction = false;
+                r.clear_prediction(Plane::Xy.view_id());
+                self.gpu.prediction = None;
             }
             match &self.probabilities {
                 Some((pz, p)) if Some(*pz) == self.gpu.xy_image && self.gpu.prediction != Some(*pz) => {

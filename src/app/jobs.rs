@@ -67,6 +67,8 @@ pub(super) enum DialogKind {
     LocateStackFolder,
     /// File > Export masks: the output folder.
     ExportMasks,
+    /// The model's SAM 2 checkpoint file.
+    Checkpoint,
 }
 
 /// One-shot jobs in flight.

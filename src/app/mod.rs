@@ -10,6 +10,7 @@ pub mod bench;
 mod document;
 mod jobs;
 pub mod loader;
+mod model;
 pub mod recent;
 
 use std::path::{Path, PathBuf};
@@ -81,6 +82,9 @@ pub struct LaunchOptions {
     /// Where sessions (journals of edits to stacks opened without a project) live (`None`:
     /// `io::session::default_data_dir`).
     pub data_dir: Option<PathBuf>,
+    /// Run the model on the CPU even where the display GPU could run it (also set by
+    /// `SAM4EM_MODEL_DEVICE=cpu`).
+    pub cpu_model: bool,
 }
 
 /// Runs the app window until it is closed.
@@ -123,6 +127,8 @@ pub struct StudioApp {
     data_dir: Option<PathBuf>,
     /// A project whose stack moved, and the message saying so: the user is asked where it is.
     locate: Option<(PathBuf, String)>,
+    /// The model: checkpoint, workers, predictions, adapter versions.
+    model: model::ModelCtl,
 }
 
 impl StudioApp {
@@ -133,15 +139,22 @@ impl StudioApp {
         let mut device_note = "no wgpu renderer: slices cannot be drawn".to_owned();
         #[cfg(feature = "model")]
         let mut model_device = None;
+        let mut model_note = "no wgpu renderer".to_owned();
         if let Some(rs) = &render_state {
             render::callback::install(rs, 1);
             let caps = DeviceCaps::of(&rs.adapter, &rs.device);
             device_note = format!("display: {}", caps.summary());
             #[cfg(feature = "model")]
             {
-                let (device, note) = model_device_for(rs, &caps);
+                let cpu = options.cpu_model || std::env::var("SAM4EM_MODEL_DEVICE").is_ok_and(|v| v == "cpu");
+                let (device, note) = if cpu {
+                    (burn::tensor::Device::flex(), "CPU (asked for)".to_owned())
+                } else {
+                    model_device_for(rs, &caps)
+                };
                 model_device = Some(device);
                 device_note = format!("{device_note}; model: {note}");
+                model_note = note;
             }
             #[cfg(not(feature = "model"))]
             let _ = ModelDevicePlan::decide(&caps);
@@ -152,6 +165,7 @@ impl StudioApp {
         let recent = if options.no_recent { RecentFiles::default() } else { RecentFiles::load(config_dir.as_deref()) };
         let classes = ClassTable::default();
         let active_class = classes.iter().nth(1).or(classes.iter().next()).map_or(ClassId(1), |c| c.id);
+        let model_device_copy = model_device.clone();
         let mut app = Self {
             render_state,
             device_note,
@@ -170,9 +184,11 @@ impl StudioApp {
             central_area: None,
             tools: ToolState::default(),
             active_class,
-            data_dir: options.data_dir.or_else(crate::io::session::default_data_dir),
+            data_dir: options.data_dir.clone().or_else(crate::io::session::default_data_dir),
             locate: None,
+            model: model::ModelCtl::new(config_dir, options.data_dir, model_device_copy, model_note),
         };
+        app.model.start(&app.classes, &cc.egui_ctx);
         if let Some(request) = options.open {
             app.open(request, &cc.egui_ctx);
         }
@@ -190,6 +206,39 @@ impl StudioApp {
     /// Whether anything is still loading (open jobs, slices, orthogonal planes).
     pub fn is_busy(&self) -> bool {
         self.opening.is_some() || self.jobs.busy() || self.doc.as_ref().is_some_and(Document::is_loading)
+    }
+
+    /// Whether the model is loading, predicting, training or downloading.
+    pub fn model_busy(&self) -> bool {
+        self.model.is_busy()
+    }
+
+    /// Applies a model-panel action (what its buttons do).
+    pub fn model_action(&mut self, action: crate::ui::model::ModelAction, ctx: &egui::Context) {
+        if let Some(kind) = self.model.act(action, self.doc.as_mut(), &self.classes, &mut self.errors, ctx) {
+            self.pick(kind, ctx);
+        }
+    }
+
+    /// The model panel's settings (epochs per Retrain, prediction radius).
+    pub fn model_panel_settings(&mut self) -> &mut crate::ui::model::ModelPanelSettings {
+        &mut self.model.panel
+    }
+
+    /// What the model panel shows.
+    pub fn model_view(&self) -> crate::ui::model::ModelView {
+        self.model.view(self.doc.as_ref())
+    }
+
+    /// The model's prediction of `class` on slice `z` (probabilities scaled to 0–255).
+    pub fn model_prediction(&self, class: ClassId, z: usize) -> Option<Arc<Vec<u8>>> {
+        self.model.prediction(class, z)
+    }
+
+    /// Uses `checkpoint` (with a model configuration for checkpoints that are not a SAM 2
+    /// size) from now on, as the checkpoint dialog does, and loads it.
+    pub fn choose_checkpoint(&mut self, checkpoint: PathBuf, config: Option<PathBuf>, ctx: &egui::Context) {
+        self.model.choose_checkpoint_with(checkpoint, config, &self.classes, &mut self.errors, ctx);
     }
 
     /// The viewer state of the open stack.
@@ -322,6 +371,18 @@ impl StudioApp {
                 let [w, h, _] = doc.view.shape;
                 let plane = jobs::threshold_plane(w, h, &p, doc.view.prediction.threshold);
                 edit_tools::accept_predictions(&mut doc.masks, &mut doc.editor, class, &[(pz, plane)])
+            }
+            EditAction::AcceptPrediction { all_unreviewed: true } if self.model.has_predictions(class) => {
+                // The model's predictions: already in memory, thresholded here.
+                let unreviewed: Vec<SliceIndex> = (0..doc.view.shape[2])
+                    .map(SliceIndex)
+                    .filter(|&zi| {
+                        matches!(doc.masks.review(class, zi), ReviewState::Unseen | ReviewState::Predicted)
+                            && doc.masks.provenance(class, zi) != Provenance::Imported
+                    })
+                    .collect();
+                let planes = self.model.planes(class, &unreviewed, doc.view.prediction.threshold, doc.view.shape[0]);
+                edit_tools::accept_predictions(&mut doc.masks, &mut doc.editor, class, &planes)
             }
             EditAction::AcceptPrediction { all_unreviewed: true } => {
                 let Some(prediction) = doc.prediction.clone() else { return };
@@ -462,6 +523,10 @@ impl StudioApp {
                 DialogKind::LocateStackFolder => {
                     dialog.set_title("Where is the project's folder of slices now?").pick_folder()
                 }
+                DialogKind::Checkpoint => dialog
+                    .set_title("Choose a SAM 2 checkpoint")
+                    .add_filter("SAM 2 checkpoints", &["pt", "safetensors"])
+                    .pick_file(),
             };
             JobResult::Picked(kind, path)
         });
@@ -491,7 +556,9 @@ impl StudioApp {
                 }
             });
         }
-        self.doc = Some(Document::new(opened, &self.classes, ctx));
+        let doc = Document::new(opened, &self.classes, ctx);
+        self.model.on_document(&doc);
+        self.doc = Some(doc);
     }
 
     fn handle_job(&mut self, result: JobResult, ctx: &egui::Context) {
@@ -595,6 +662,7 @@ impl StudioApp {
             DialogKind::SaveProjectAs => self.save_project_as(&path),
             DialogKind::ExportMasks => self.export_masks(path, ctx),
             DialogKind::LocateStack | DialogKind::LocateStackFolder => self.locate_stack(path, ctx),
+            DialogKind::Checkpoint => self.model.choose_checkpoint(path, &self.classes, &mut self.errors, ctx),
         }
     }
 
@@ -763,6 +831,9 @@ impl eframe::App for StudioApp {
         if let Some(doc) = &mut self.doc {
             doc.logic(&mut self.errors);
         }
+        self.model.logic(self.doc.as_mut(), &self.classes, self.active_class, &mut self.errors, ctx);
+        // The trainer waits between steps while a stroke is drawn.
+        self.model.set_interactive(self.doc.as_ref().is_some_and(|d| d.editor.in_progress()));
         self.screenshot_logic(ctx);
         self.frames += 1;
     }
@@ -798,6 +869,7 @@ impl eframe::App for StudioApp {
             }
         });
         let slots: Vec<ClassId> = self.classes.iter().map(|c| c.id).collect();
+        let mut model_actions = Vec::new();
         if let Some(doc) = &mut self.doc {
             egui::Panel::left("display").resizable(true).default_size(270.0).show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| {
@@ -807,7 +879,7 @@ impl eframe::App for StudioApp {
                         history_bytes: doc.editor.history_bytes(),
                         review: Some(edit_tools::slice_review(&doc.masks, &slots, doc.view.cursor.z)),
                         project: doc.session.as_ref().map(|s| s.dir().display().to_string()),
-                        has_prediction: doc.prediction.is_some(),
+                        has_prediction: doc.prediction.is_some() || self.model.has_predictions(self.active_class),
                     };
                     tools_ui::tool_panel_ui(
                         ui,
@@ -817,6 +889,9 @@ impl eframe::App for StudioApp {
                         &status,
                         &mut edits,
                     );
+                    ui.separator();
+                    let view = self.model.view(Some(doc));
+                    crate::ui::model::model_panel_ui(ui, &view, &mut self.model.panel, &mut model_actions);
                     ui.separator();
                     panels::display_panel_ui(
                         ui,
@@ -924,10 +999,23 @@ impl eframe::App for StudioApp {
                 self.errors.clear();
             }
         }
+        if self.model.wants_first_run() && self.doc.is_some() {
+            let (downloading, error) = self.model.first_run_state();
+            crate::ui::model::first_run_ui(
+                &ctx,
+                &model::ModelCtl::official_choices(),
+                downloading.as_ref(),
+                error.as_deref(),
+                &mut model_actions,
+            );
+        }
+        for a in model_actions {
+            self.model_action(a, &ctx);
+        }
         for a in actions {
             self.act(a, &ctx);
         }
-        if self.is_busy() {
+        if self.is_busy() || self.model.is_busy() {
             ctx.request_repaint_after(std::time::Duration::from_millis(30));
         }
     }
@@ -941,5 +1029,5 @@ pub fn launch(request: Option<OpenRequest>, screenshot: Option<PathBuf>) -> Resu
     {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    run(LaunchOptions { open, screenshot, config_dir: None, no_recent: false, data_dir: None })
+    run(LaunchOptions { open, screenshot, config_dir: None, no_recent: false, data_dir: None, cpu_model: false })
 }

@@ -8,6 +8,7 @@
 
 pub mod plan;
 pub mod predictor;
+pub mod worker;
 
 pub use plan::{Pass, plan_passes};
 pub use predictor::{Flow, InferError, Predictor, Progress, Seed, SlicePrediction, StackRequest};

@@ -488,6 +488,11 @@ impl Project {
         }
     }
 
+    /// The model and adapter the project uses.
+    pub fn model(&self) -> &ModelRef {
+        &self.file.model
+    }
+
     /// Records the model and adapter in use; written to `project.json` at once.
     pub fn set_model(&mut self, model: ModelRef) -> Result<(), SessionError> {
         self.file.model = model;

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::adapter::{BaseCheckpoint, in_adapter};
+use super::adapter::{BaseCheckpoint, in_adapter, mapping_name};
+use super::checkpoints::{Verdict, identify};
 use super::config::{HieraSize, Sam4emConfig};
 use super::memory::MemoryState;
 use super::nn::{Init, Kind};
@@ -474,4 +475,41 @@ pub fn sigmoid(x: f32) -> f32 {
 /// Kind filter used by [`AdapterSet`]: whether `key` of `kind` is stored for the encoder side.
 pub fn in_shared_adapter(key: &str, kind: Kind) -> bool {
     is_shared(key) && in_adapter(key, kind)
+}
+
+/// What the model is built from.
+#[derive(Clone, Debug)]
+pub struct ModelSource {
+    /// Official SAM 2 checkpoint.
+    pub checkpoint: PathBuf,
+    /// Model configuration; SAM4EM's for the checkpoint's size when `None`.
+    pub config: Option<Sam4emConfig>,
+    /// Class (head) names.
+    pub classes: Vec<String>,
+    /// Compute device.
+    pub device: Device,
+}
+
+/// Reads and identifies the checkpoint and builds the model.
+pub fn load(source: &ModelSource) -> Result<(MultiModel, BaseCheckpoint, Option<String>), String> {
+    let path = &source.checkpoint;
+    let id = identify(path).map_err(|e| format!("cannot read checkpoint: {e}: {}", path.display()))?;
+    let warning = match (&id.verdict, id.official) {
+        (Verdict::HashMismatch { expected }, Some(name)) => Some(format!(
+            "{} has the size of {name} but its sha256 {} differs from the published {expected}",
+            path.display(),
+            id.sha256
+        )),
+        (Verdict::Unofficial, _) => Some(format!("{} is not one of the published SAM 2 files", path.display())),
+        _ => None,
+    };
+    let base = BaseCheckpoint {
+        file_name: path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        bytes: id.bytes,
+        sha256: id.sha256,
+        mapping: mapping_name(Sam2Mapping::BothStages).into(),
+    };
+    let dict = StateDict::read(path).map_err(|e| e.to_string())?;
+    let model = from_sam2(&dict, source.config.clone(), &source.classes, &source.device).map_err(|e| e.to_string())?;
+    Ok((model, base, warning))
 }

@@ -6,6 +6,8 @@
 //!
 //! Depends on `model` and `state`; knows nothing of the UI.
 
+pub mod worker;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,6 +2,7 @@
 //! them ([`panels`]), and the proofreading tools ([`tools`]). Never blocks and never touches burn; reads and edits `state` types and
 //! draws images through `render`'s paint callback.
 
+pub mod model;
 pub mod panels;
 pub mod tools;
 pub mod viewer;

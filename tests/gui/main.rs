@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod editing;
+mod model;
 mod render;
 mod shaders;
 mod viewer;

@@ -25,6 +25,13 @@ pub fn harness_with(mut options: LaunchOptions, size: Vec2) -> Harness<'static, 
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temporary data folder");
         options.data_dir = Some(dir.keep());
     }
+    // Nor the user's model choice: a fresh settings folder where the first-run dialog was
+    // answered (tests/gui/model.rs checks the dialog itself).
+    if options.config_dir.is_none() {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temporary config folder").keep();
+        std::fs::write(dir.join("model.json"), r#"{"first_run_done": true}"#).expect("model settings");
+        options.config_dir = Some(dir);
+    }
     // kittest's setup (software adapters first, so snapshots match across machines) with the
     // app's device descriptor.
     let mut setup = egui_kittest::wgpu::default_wgpu_setup();

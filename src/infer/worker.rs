@@ -1,0 +1,269 @@
+//! The `inference` thread: owns the model, loads the base checkpoint, swaps adapter sets,
+//! and runs prediction requests slice by slice. Requests carry a generation; bumping the
+//! shared generation counter cancels the running request between two slices (a superseded
+//! request, a cancel button, a new adapter). Every result carries its generation and adapter
+//! version, so the app can drop stale ones.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use super::predictor::{Flow, Predictor, Progress, SlicePrediction, StackRequest};
+use crate::model::adapter::BaseCheckpoint;
+use crate::model::multi::{AdapterSet, ModelSource, MultiModel, load};
+use crate::model::prompt::{BoxPrompt, PointPrompt};
+use crate::state::bitplane::BitPlane;
+
+/// Source of 8-bit slice images for the worker (shared with the app's stack).
+pub type SharedImages = Arc<dyn Fn(usize) -> Result<Vec<u8>, String> + Send + Sync>;
+
+/// A command to the worker.
+pub enum InferCommand {
+    /// Build the model from a checkpoint (replaces any model).
+    Load(Box<ModelSource>),
+    /// Use this adapter set (`None`: the bare base model), known as `version`.
+    UseAdapter {
+        /// The set and the file it came from.
+        set: Option<(Arc<AdapterSet>, PathBuf)>,
+        /// Its version number (0 for the bare base).
+        version: u64,
+    },
+    /// Predict slices.
+    Predict {
+        /// Request generation.
+        generation: u64,
+        /// What to predict.
+        request: StackRequest,
+        /// Where the images come from.
+        images: SharedImages,
+    },
+    /// Refine one class on one slice with clicks and boxes.
+    Refine {
+        /// Request generation.
+        generation: u64,
+        /// Slice.
+        z: usize,
+        /// Class index (model order).
+        class: usize,
+        /// Clicks, slice pixels.
+        points: Vec<PointPrompt>,
+        /// Boxes, slice pixels.
+        boxes: Vec<BoxPrompt>,
+        /// The current mask as the dense prompt.
+        prior: Option<BitPlane>,
+        /// Slice size.
+        size: (usize, usize),
+        /// Where the image comes from.
+        images: SharedImages,
+    },
+}
+
+/// What the worker reports.
+#[derive(Clone, Debug)]
+pub enum InferEvent {
+    /// The model is ready.
+    Loaded {
+        /// Class names in prediction order.
+        classes: Vec<String>,
+        /// The base checkpoint's identity.
+        base: BaseCheckpoint,
+        /// A warning about the checkpoint (unofficial, hash mismatch), if any.
+        warning: Option<String>,
+    },
+    /// Loading failed (the message names the file).
+    LoadFailed(String),
+    /// An adapter set is in use.
+    AdapterInUse {
+        /// Its version (0: none).
+        version: u64,
+    },
+    /// An adapter set could not be applied; the previous one stays.
+    AdapterFailed {
+        /// The version asked for.
+        version: u64,
+        /// Why (names the file).
+        message: String,
+    },
+    /// One predicted slice.
+    Slice {
+        /// Request generation.
+        generation: u64,
+        /// Adapter version that produced it.
+        version: u64,
+        /// The prediction.
+        prediction: SlicePrediction,
+        /// Progress of the request.
+        progress: Progress,
+    },
+    /// A refinement result for one class.
+    Refined {
+        /// Request generation.
+        generation: u64,
+        /// Adapter version.
+        version: u64,
+        /// Slice.
+        z: usize,
+        /// Class index.
+        class: usize,
+        /// Probabilities 0–255.
+        probabilities: Vec<u8>,
+    },
+    /// A request ended (`completed`: ran to its end, else cancelled or superseded).
+    Finished {
+        /// Request generation.
+        generation: u64,
+        /// Whether every slice was predicted.
+        completed: bool,
+    },
+    /// A request failed.
+    Failed {
+        /// Request generation.
+        generation: u64,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Handle to the `inference` thread; dropping it stops the thread.
+pub struct InferenceWorker {
+    tx: Option<Sender<InferCommand>>,
+    rx: Receiver<InferEvent>,
+    generation: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl InferenceWorker {
+    /// Starts the thread; `wake` is called after every event (the UI's repaint request).
+    pub fn spawn(wake: impl Fn() + Send + 'static) -> std::io::Result<Self> {
+        let (tx, commands) = bounded::<InferCommand>(16);
+        let (events_tx, rx) = bounded::<InferEvent>(256);
+        let generation = Arc::new(AtomicU64::new(0));
+        let current = Arc::clone(&generation);
+        let thread = std::thread::Builder::new().name("inference".into()).spawn(move || {
+            let mut state = WorkerState { base: None, predictor: None, version: 0 };
+            let send = |e: InferEvent| {
+                let ok = events_tx.send(e).is_ok();
+                wake();
+                ok
+            };
+            while let Ok(command) = commands.recv() {
+                if !state.handle(command, &current, &send) {
+                    break;
+                }
+            }
+        })?;
+        Ok(InferenceWorker { tx: Some(tx), rx, generation, thread: Some(thread) })
+    }
+
+    /// Sends a command (false when the thread is gone).
+    pub fn send(&self, command: InferCommand) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.send(command).is_ok())
+    }
+
+    /// Starts a new request generation: the running request stops after its current slice.
+    pub fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Events so far, without waiting.
+    pub fn events(&self) -> Vec<InferEvent> {
+        self.rx.try_iter().collect()
+    }
+}
+
+impl Drop for InferenceWorker {
+    fn drop(&mut self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.tx = None;
+        // Drain so a worker blocked on a full event channel can finish.
+        while self.rx.try_recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct WorkerState {
+    /// The unmerged model with the adapter in use (adapters are applied to a copy of it).
+    base: Option<MultiModel>,
+    predictor: Option<Predictor>,
+    version: u64,
+}
+
+/// Embeddings kept for click refinement and repeated passes.
+const CACHED_SLICES: usize = 8;
+
+impl WorkerState {
+    fn handle(&mut self, command: InferCommand, current: &AtomicU64, send: &dyn Fn(InferEvent) -> bool) -> bool {
+        match command {
+            InferCommand::Load(source) => match load(&source) {
+                Ok((model, base, warning)) => {
+                    self.predictor = Some(Predictor::new(&model, CACHED_SLICES));
+                    self.base = Some(model);
+                    self.version = 0;
+                    send(InferEvent::Loaded { classes: source.classes.clone(), base, warning })
+                }
+                Err(message) => {
+                    self.base = None;
+                    self.predictor = None;
+                    send(InferEvent::LoadFailed(message))
+                }
+            },
+            InferCommand::UseAdapter { set, version } => {
+                let Some(base) = &self.base else {
+                    return send(InferEvent::AdapterFailed { version, message: "no model is loaded".into() });
+                };
+                let mut model = base.clone();
+                if let Some((set, path)) = &set
+                    && let Err(e) = set.apply(&mut model, None, path)
+                {
+                    return send(InferEvent::AdapterFailed { version, message: e.to_string() });
+                }
+                self.predictor = Some(Predictor::new(&model, CACHED_SLICES));
+                self.version = version;
+                send(InferEvent::AdapterInUse { version })
+            }
+            InferCommand::Predict { generation, request, images } => {
+                let version = self.version;
+                let Some(p) = &mut self.predictor else {
+                    return send(InferEvent::Failed { generation, message: "no model is loaded".into() });
+                };
+                let mut fetch = |z: usize| images(z);
+                let mut alive = true;
+                let result = p.predict(&request, &mut fetch, &mut |prediction, progress| {
+                    if current.load(Ordering::SeqCst) != generation {
+                        return Flow::Stop;
+                    }
+                    alive = send(InferEvent::Slice { generation, version, prediction, progress });
+                    if alive { Flow::Continue } else { Flow::Stop }
+                });
+                if !alive {
+                    return false;
+                }
+                match result {
+                    Ok(completed) => send(InferEvent::Finished { generation, completed }),
+                    Err(e) => send(InferEvent::Failed { generation, message: e.to_string() }),
+                }
+            }
+            InferCommand::Refine { generation, z, class, points, boxes, prior, size, images } => {
+                let version = self.version;
+                let Some(p) = &mut self.predictor else {
+                    return send(InferEvent::Failed { generation, message: "no model is loaded".into() });
+                };
+                let mut fetch = |z: usize| images(z);
+                match p.refine(z, class, &points, &boxes, prior.as_ref(), size, &mut fetch) {
+                    Ok(probabilities) => send(InferEvent::Refined { generation, version, z, class, probabilities }),
+                    Err(e) => send(InferEvent::Failed { generation, message: e.to_string() }),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The `trainer` thread: builds (once) the autodiff twin of the model, runs training jobs on
+//! it, and writes each run's result as a new adapter-set version. The UI keeps the job's
+//! [`Control`] to pause, stop, or make the trainer yield while someone draws.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use super::{Control, Ended, TrainConfig, TrainEvent, TrainSample, train};
+use crate::model::adapter::BaseCheckpoint;
+use crate::model::multi::{
+    AdapterSet, AdapterSetMeta, ModelSource, MultiModel, SET_FORMAT, SET_FORMAT_VERSION, TrainingRecord, load,
+};
+use crate::state::bitplane::BitPlane;
+
+/// Source of 8-bit slice images (read on the trainer thread, never on the UI's).
+pub type SharedImages = Arc<dyn Fn(usize) -> Result<Vec<u8>, String> + Send + Sync>;
+
+/// A corrected slice whose image the trainer reads itself.
+#[derive(Clone, Debug)]
+pub struct PendingSample {
+    /// Slice index.
+    pub z: usize,
+    /// Per class (model order): the mask.
+    pub labels: Vec<BitPlane>,
+    /// Per class: the vouched pixels.
+    pub vouched: Vec<BitPlane>,
+}
+
+/// One training run.
+pub struct TrainJob {
+    /// The model (its `device` must be an autodiff device).
+    pub source: ModelSource,
+    /// The adapter set to start from, and its file (`None`: the bare base model).
+    pub start: Option<(Arc<AdapterSet>, PathBuf)>,
+    /// The base checkpoint's identity (recorded in the new set).
+    pub base: BaseCheckpoint,
+    /// Slices to learn from.
+    pub samples: Vec<PendingSample>,
+    /// Held-out slices.
+    pub validation: Vec<PendingSample>,
+    /// Where the images come from.
+    pub images: SharedImages,
+    /// Slice width and height in pixels.
+    pub size: (usize, usize),
+    /// Settings.
+    pub config: TrainConfig,
+    /// Version number of the result.
+    pub version: u64,
+    /// Where to write the result.
+    pub out: PathBuf,
+    /// Pause / stop / yield.
+    pub control: Arc<Control>,
+}
+
+/// What the trainer reports.
+#[derive(Clone, Debug)]
+pub enum TrainerEvent {
+    /// Building the model (the first run only).
+    Loading,
+    /// The loop reported something.
+    Progress(TrainEvent),
+    /// The run wrote a new version.
+    Finished {
+        /// The file.
+        path: PathBuf,
+        /// Its metadata.
+        meta: Box<AdapterSetMeta>,
+    },
+    /// The run ended without a new version (nothing learned, or an error; the message says
+    /// which and names the file when one is involved).
+    Failed(String),
+}
+
+/// Handle to the `trainer` thread; dropping it stops the thread (a running job is asked to
+/// stop first).
+pub struct TrainerWorker {
+    tx: Option<Sender<TrainJob>>,
+    rx: Receiver<TrainerEvent>,
+    running: Option<Arc<Control>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TrainerWorker {
+    /// Starts the thread; `wake` is called after every event.
+    pub fn spawn(wake: impl Fn() + Send + 'static) -> std::io::Result<Self> {
+        let (tx, jobs) = bounded::<TrainJob>(1);
+        let (events_tx, rx) = bounded::<TrainerEvent>(1024);
+        let thread = std::thread::Builder::new().name("trainer".into()).spawn(move || {
+            let mut cached: Option<(String, MultiModel)> = None;
+            let send = |e: TrainerEvent| {
+                let _ = events_tx.send(e);
+                wake();
+            };
+            while let Ok(job) = jobs.recv() {
+                run(job, &mut cached, &send);
+            }
+        })?;
+        Ok(TrainerWorker { tx: Some(tx), rx, running: None, thread: Some(thread) })
+    }
+
+    /// Queues a job (false when one is already waiting or the thread is gone).
+    pub fn start(&mut self, job: TrainJob) -> bool {
+        let control = Arc::clone(&job.control);
+        let ok = self.tx.as_ref().is_some_and(|tx| tx.try_send(job).is_ok());
+        if ok {
+            self.running = Some(control);
+        }
+        ok
+    }
+
+    /// Events so far, without waiting.
+    pub fn events(&self) -> Vec<TrainerEvent> {
+        self.rx.try_iter().collect()
+    }
+}
+
+impl Drop for TrainerWorker {
+    fn drop(&mut self) {
+        if let Some(c) = &self.running {
+            c.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            c.pause.store(false, std::sync::atomic::Ordering::Relaxed);
+            c.yield_to_ui.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.tx = None;
+        while self.rx.try_recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(job: TrainJob, cached: &mut Option<(String, MultiModel)>, send: &dyn Fn(TrainerEvent)) {
+    let key = format!("{}|{:?}|{:?}", job.source.checkpoint.display(), job.source.config, job.source.classes);
+    if cached.as_ref().is_none_or(|(k, _)| *k != key) {
+        send(TrainerEvent::Loading);
+        match load(&job.source) {
+            Ok((model, _, _)) => *cached = Some((key, model)),
+            Err(e) => return send(TrainerEvent::Failed(e)),
+        }
+    }
+    let Some((_, base)) = cached.as_ref() else { return };
+    // Tensors are shared handles: the copy costs nothing and the cached base stays as loaded.
+    let mut model = base.clone();
+    if let Some((set, path)) = &job.start
+        && let Err(e) = set.apply(&mut model, Some(&job.base.sha256), path)
+    {
+        return send(TrainerEvent::Failed(e.to_string()));
+    }
+    let resolve = |pending: &[PendingSample]| -> Result<Vec<TrainSample>, String> {
+        pending
+            .iter()
+            .map(|p| {
+                let image = (job.images)(p.z).map_err(|e| format!("cannot read slice {} for training: {e}", p.z))?;
+                Ok(TrainSample {
+                    z: p.z,
+                    width: job.size.0,
+                    height: job.size.1,
+                    image: Arc::new(image),
+                    labels: p.labels.clone(),
+                    vouched: p.vouched.clone(),
+                })
+            })
+            .collect()
+    };
+    let (samples, validation) = match (resolve(&job.samples), resolve(&job.validation)) {
+        (Ok(s), Ok(v)) => (s, v),
+        (Err(e), _) | (_, Err(e)) => return send(TrainerEvent::Failed(e)),
+    };
+    let outcome = match train(&mut model, &samples, &validation, &job.config, &job.control, &mut |e| {
+        send(TrainerEvent::Progress(e))
+    }) {
+        Ok(o) => o,
+        Err(e) => return send(TrainerEvent::Failed(e.to_string())),
+    };
+    if outcome.steps == 0 {
+        return send(TrainerEvent::Failed(match outcome.ended {
+            Ended::NonFiniteLoss { .. } => outcome.ended.to_string(),
+            _ => "training stopped before its first step; no new version".into(),
+        }));
+    }
+    let record = TrainingRecord {
+        steps: outcome.steps,
+        slices: job.samples.iter().map(|s| s.z).collect(),
+        validation_slices: job.validation.iter().map(|s| s.z).collect(),
+        final_loss: outcome.final_loss,
+        validation_dice: outcome.validation_dice.clone(),
+        seconds: outcome.seconds,
+        device: format!("{:?}", job.source.device),
+        ended: outcome.ended.to_string(),
+    };
+    let meta = AdapterSetMeta {
+        format: SET_FORMAT.into(),
+        format_version: SET_FORMAT_VERSION,
+        config: model.config().clone(),
+        base: job.base.clone(),
+        classes: model.class_names(),
+        version: job.version,
+        parent_version: job.start.as_ref().map(|(s, _)| s.meta.version),
+        created_unix_s: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        training: record,
+    };
+    let set = AdapterSet::from_model(&mut model, meta.clone());
+    if let Some(dir) = job.out.parent()
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        return send(TrainerEvent::Failed(format!("cannot create the adapter folder: {e}: {}", dir.display())));
+    }
+    match set.save(&job.out) {
+        Ok(()) => send(TrainerEvent::Finished { path: job.out, meta: Box::new(meta) }),
+        Err(e) => send(TrainerEvent::Failed(e.to_string())),
+    }
+}
