@@ -22,7 +22,7 @@ use eframe::egui::{self, Vec2};
 use eframe::egui_wgpu::RenderState;
 
 use crate::render::{self, DeviceCaps, ModelDevicePlan};
-use crate::state::tools::{self as edit_tools, EditPlane, EditTarget, PointerEvent, ToolState};
+use crate::state::tools::{self as edit_tools, EditPlane, EditTarget, PointerEvent, Tool, ToolState};
 use crate::state::{ClassId, ClassTable, MaskVolume, Provenance, ReviewState, SliceIndex};
 use crate::ui::panels::{self, HoverInfo, UiAction};
 use crate::ui::tools::{self as tools_ui, EditAction, EditStatus};
@@ -451,6 +451,12 @@ impl StudioApp {
             Plane::Yz => EditPlane::Yz { x: c.x },
         };
         self.tools.z_aspect = doc.view.z_aspect;
+        if self.tools.tool == Tool::Refine {
+            if let (EditPlane::Xy(_), PointerEvent::Press { at, alternate }) = (at, event) {
+                self.model.refine_click(doc, self.active_class, at, !alternate, &mut self.errors);
+            }
+            return;
+        }
         let target = EditTarget { masks: &mut doc.masks, editor: &mut doc.editor, class: self.active_class, z: c.z };
         match self.tools.handle_in(event, target, at) {
             Ok(o) => doc.apply_outcome(o, &mut self.errors),

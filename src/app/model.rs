@@ -23,6 +23,7 @@ use crate::model::Sam4emConfig;
 use crate::model::adapter::BaseCheckpoint;
 use crate::model::checkpoints::{OFFICIAL, Sha256Known};
 use crate::model::multi::{AdapterSet, AdapterSetMeta, ModelSource};
+use crate::model::prompt::PointPrompt;
 use crate::state::bitplane::{BitPlane, PixelBox};
 use crate::state::{ClassId, ClassTable, Provenance, ReviewState, SliceIndex, Volume};
 use crate::train::worker::{PendingSample, TrainJob, TrainerEvent, TrainerWorker};
@@ -136,6 +137,8 @@ pub(super) struct ModelCtl {
     pub(super) panel: ModelPanelSettings,
     /// What is shown in the prediction layer: (z, class, stamp).
     shown: Option<(usize, ClassId, u64)>,
+    /// The refine tool's clicks so far: slice, class, points.
+    clicks: Option<(usize, ClassId, Vec<PointPrompt>)>,
 }
 
 /// Most slices one Retrain learns from (the nearest to the current slice are kept).
@@ -174,6 +177,7 @@ impl ModelCtl {
             download_error: None,
             panel: ModelPanelSettings::default(),
             shown: None,
+            clicks: None,
         }
     }
 
@@ -609,6 +613,40 @@ impl ModelCtl {
         }
     }
 
+    /// A click of the refine tool at slice pixel `at`: the class's prediction on this slice
+    /// is decoded again from the cached embedding with every click so far (clicks on another
+    /// slice or class start over).
+    pub(super) fn refine_click(
+        &mut self,
+        doc: &Document,
+        class: ClassId,
+        at: [f32; 2],
+        foreground: bool,
+        errors: &mut Vec<String>,
+    ) {
+        if self.status != Status::Ready {
+            errors.push("refining with clicks needs the model: choose a checkpoint in the Model panel".into());
+            return;
+        }
+        let (Some(c), Some(w)) = (self.index_of(class), &self.inference) else { return };
+        let z = doc.view.cursor.z.0;
+        if self.clicks.as_ref().is_none_or(|(cz, cc, _)| (*cz, *cc) != (z, class)) {
+            self.clicks = Some((z, class, Vec::new()));
+        }
+        let Some((_, _, points)) = &mut self.clicks else { return };
+        points.push(PointPrompt { x_px: f64::from(at[0]), y_px: f64::from(at[1]), foreground });
+        w.send(InferCommand::Refine {
+            generation: w.generation(),
+            z,
+            class: c,
+            points: points.clone(),
+            boxes: Vec::new(),
+            prior: None,
+            size: (doc.volume.width(), doc.volume.height()),
+            images: Self::images(&doc.volume),
+        });
+    }
+
     /// Tells the trainer that someone is drawing (it waits between steps meanwhile).
     pub(super) fn set_interactive(&self, interactive: bool) {
         if let Some(t) = &self.training {
@@ -731,7 +769,13 @@ impl ModelCtl {
                         p.eta_s = progress.eta_s();
                     }
                 }
-                InferEvent::Refined { .. } => {}
+                InferEvent::Refined { version, z, class, probabilities, .. } => {
+                    if version == self.active_version {
+                        self.predictions.slices.insert((class, z), Arc::new(probabilities));
+                        self.predictions.versions.insert((class, z), version);
+                        self.predictions.stamp += 1;
+                    }
+                }
                 InferEvent::Finished { generation, .. } => {
                     if self.predicting.as_ref().is_some_and(|p| p.generation == generation) {
                         self.predicting = None;

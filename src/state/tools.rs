@@ -36,12 +36,15 @@ pub enum Tool {
     Lasso,
     /// Click clears the connected component under the pointer (in 2D or through slices).
     DeleteComponent,
+    /// Clicks prompt the model on this slice (primary: object here, secondary: not here);
+    /// the refined prediction replaces the prediction layer. Masks change only on accept.
+    Refine,
 }
 
 impl Tool {
     /// Every tool, in toolbar order.
-    pub const ALL: [Tool; 6] =
-        [Tool::Navigate, Tool::Brush, Tool::Eraser, Tool::Fill, Tool::Lasso, Tool::DeleteComponent];
+    pub const ALL: [Tool; 7] =
+        [Tool::Navigate, Tool::Brush, Tool::Eraser, Tool::Fill, Tool::Lasso, Tool::DeleteComponent, Tool::Refine];
 
     /// Name shown in the toolbar and the Edit menu.
     pub fn label(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Tool {
             Tool::Fill => "Fill",
             Tool::Lasso => "Lasso",
             Tool::DeleteComponent => "Delete object",
+            Tool::Refine => "Refine (clicks)",
         }
     }
 }
@@ -309,7 +313,7 @@ impl ToolState {
         });
         match (event, self.drag.take()) {
             (PointerEvent::Press { at: p, alternate }, None) => match self.tool {
-                Tool::Navigate => {}
+                Tool::Navigate | Tool::Refine => {}
                 Tool::Brush | Tool::Eraser => {
                     let value = (self.tool == Tool::Brush) != alternate;
                     editor.begin(if value { "brush" } else { "erase" })?;

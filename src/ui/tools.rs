@@ -60,6 +60,7 @@ pub const EDIT_SHORTCUTS: &[(&str, &str)] = &[
     ("4", "fill (right button clears the region)"),
     ("5 / D", "delete object under the click"),
     ("6 / Space", "navigate (hold Space to pan with any tool)"),
+    ("7", "refine the prediction with clicks (right click: not here)"),
     ("[ / ]", "smaller / larger brush"),
     ("Alt + 1…9", "active class"),
     ("Ctrl+Z / Ctrl+Shift+Z", "undo / redo (Ctrl+Y too)"),
@@ -131,6 +132,7 @@ pub fn handle_edit_keys(ctx: &egui::Context, tools: &mut ToolState, classes: &Cl
             (&[Key::Num4], Tool::Fill),
             (&[Key::Num5, Key::D], Tool::DeleteComponent),
             (&[Key::Num6], Tool::Navigate),
+            (&[Key::Num7], Tool::Refine),
         ] {
             if keys.iter().any(|&k| pressed(k)) {
                 tools.tool = tool;
@@ -215,6 +217,9 @@ pub fn tool_panel_ui(
             }
         }
         Tool::Lasso | Tool::Navigate => {}
+        Tool::Refine => {
+            ui.label(egui::RichText::new("click: object here · right click: not here · Shift+A accepts").small());
+        }
     }
     ui.horizontal_wrapped(|ui| {
         if ui.button("Fill holes").on_hover_text("Shift+F").clicked() {

@@ -9,6 +9,8 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use sam4em::app::{LaunchOptions, OpenRequest, StudioApp};
 use sam4em::state::ClassId;
+use sam4em::state::tools::PointerEvent;
+use sam4em::ui::Plane;
 use sam4em::ui::model::ModelAction;
 use sam4em::ui::tools::EditAction;
 
@@ -99,6 +101,26 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     let before = h.state().model_prediction(MITOCHONDRIA, z).unwrap();
     let [w, hgt, _] = h.state().viewer().unwrap().shape;
     assert_eq!(before.len(), w * hgt, "full-resolution probabilities");
+
+    // Refine with a click: the class's prediction on this slice is decoded again with the
+    // click as a point prompt, from the cached embedding.
+    h.get_by_label("Refine (clicks)").click();
+    h.step();
+    h.state_mut().pointer_in(Plane::Xy, PointerEvent::Press { at: [200.0, 150.0], alternate: false });
+    h.state_mut().pointer_in(Plane::Xy, PointerEvent::Release);
+    wait_for(&mut h, "refining", |a| a.model_prediction(MITOCHONDRIA, z).is_some_and(|p| *p != *before));
+    assert!(
+        h.state().masks().unwrap().review(MITOCHONDRIA, sam4em::state::SliceIndex(z))
+            != sam4em::state::ReviewState::Corrected,
+        "a click changes no mask"
+    );
+    h.get_by_label("Navigate").click();
+    h.step();
+    // Predicting the slice again brings the unrefined prediction back.
+    h.state_mut().model_action(ModelAction::PredictSlice, &ctx);
+    wait_for(&mut h, "predicting again", |a| {
+        !a.model_busy() && a.model_prediction(MITOCHONDRIA, z).is_some_and(|p| *p == *before)
+    });
 
     // Accept the slice (its imported labels become a person's): one slice queued.
     h.state_mut().edit(EditAction::AcceptSlice, &ctx);
