@@ -86,6 +86,34 @@ pub(super) struct Predictions {
     pub(super) stamp: u64,
 }
 
+/// Most bytes of model predictions kept in memory; beyond it the slices farthest from the
+/// one on screen are forgotten (they can be predicted again).
+const PREDICTION_BUDGET_BYTES: usize = 2 << 30;
+
+impl Predictions {
+    /// Stores one class's prediction of slice `z`, evicting far slices over the budget.
+    fn insert(&mut self, class: usize, z: usize, version: u64, probabilities: Vec<u8>, z_now: usize) {
+        self.slices.insert((class, z), Arc::new(probabilities));
+        self.versions.insert((class, z), version);
+        self.stamp += 1;
+        let mut bytes: usize = self.slices.values().map(|p| p.len()).sum();
+        if bytes <= PREDICTION_BUDGET_BYTES {
+            return;
+        }
+        let mut keys: Vec<(usize, usize)> = self.slices.keys().copied().collect();
+        keys.sort_by_key(|(_, kz)| std::cmp::Reverse(kz.abs_diff(z_now)));
+        for key in keys {
+            if bytes <= PREDICTION_BUDGET_BYTES || key.1 == z_now {
+                break;
+            }
+            if let Some(p) = self.slices.remove(&key) {
+                bytes -= p.len();
+                self.versions.remove(&key);
+            }
+        }
+    }
+}
+
 struct Predicting {
     generation: u64,
     done: usize,
@@ -125,8 +153,8 @@ pub(super) struct ModelCtl {
     /// Versions in the project's `adapters/` folder.
     versions: Vec<(AdapterSetMeta, PathBuf)>,
     active_version: u64,
-    /// The adapter set in use, read once.
-    active_set: Option<(Arc<AdapterSet>, PathBuf)>,
+    /// The adapter-set file in use.
+    active_set: Option<PathBuf>,
     /// Slices that should be predicted again once a new version is in use.
     refresh_after_swap: bool,
     training: Option<TrainingRun>,
@@ -328,34 +356,28 @@ impl ModelCtl {
         if version == self.active_version {
             return;
         }
-        let set = if version == 0 {
+        let path = if version == 0 {
             None
         } else {
             let Some((_, path)) = self.versions.iter().find(|(m, _)| m.version == version) else {
                 errors.push(format!("no adapter version {version} in this project"));
                 return;
             };
-            match AdapterSet::read(path) {
-                Ok(s) => Some((Arc::new(s), path.clone())),
-                Err(e) => {
-                    errors.push(e.to_string());
-                    return;
-                }
-            }
+            Some(path.clone())
         };
         self.active_version = version;
-        self.active_set = set.clone();
+        self.active_set = path.clone();
         if let Some(w) = &self.inference {
             w.next_generation();
             self.predicting = None;
-            w.send(InferCommand::UseAdapter { set, version });
+            w.send(InferCommand::UseAdapter { path, version });
         }
         if let Some(doc) = doc {
             if let Some(project) = &mut doc.session {
                 let model = ModelRef {
                     checkpoint: self.settings.checkpoint.clone(),
                     checkpoint_sha256: self.base.as_ref().map(|b| b.sha256.clone()),
-                    adapter: self.active_set.as_ref().map(|(_, p)| p.clone()),
+                    adapter: self.active_set.clone(),
                 };
                 if let Err(e) = project.set_model(model) {
                     errors.push(e.to_string());
@@ -569,16 +591,14 @@ impl ModelCtl {
         let validation: Vec<PendingSample> = self.held_out.iter().map(|&z| self.pending(doc, z)).collect();
         source.device = source.device.autodiff();
         let version = self.versions.iter().map(|(m, _)| m.version).max().unwrap_or(0) + 1;
-        let mut optimizer = crate::model::config::OptimizerConfig {
+        // The paper's optimiser (the configuration's, which every SAM4EM configuration shares).
+        let optimizer = crate::model::config::OptimizerConfig {
             name: "AdamW".into(),
             lr: 5e-4,
             betas: [0.9, 0.999],
             eps: 1e-8,
             weight_decay: 0.01,
         };
-        if let Some((set, _)) = &self.active_set {
-            optimizer = set.meta.config.optimizer.clone();
-        }
         let config = TrainConfig {
             epochs: self.panel.epochs,
             batch_size: 8,
@@ -750,16 +770,21 @@ impl ModelCtl {
                     }
                     let _ = version;
                 }
-                InferEvent::AdapterFailed { message, .. } => errors.push(message),
+                InferEvent::AdapterFailed { message, in_use, .. } => {
+                    errors.push(message);
+                    // The worker keeps the version it had: so does the panel.
+                    self.active_version = in_use;
+                    self.active_set = self.versions.iter().find(|(m, _)| m.version == in_use).map(|(_, p)| p.clone());
+                    self.refresh_after_swap = false;
+                }
                 InferEvent::Slice { generation, version, prediction, progress } => {
                     if generation != current || version != self.active_version {
                         continue; // superseded or from an older adapter
                     }
+                    let z_now = doc.as_deref().map_or(prediction.z, |d| d.view.cursor.z.0);
                     for (c, p) in prediction.probabilities.into_iter().enumerate() {
-                        self.predictions.slices.insert((c, prediction.z), Arc::new(p));
-                        self.predictions.versions.insert((c, prediction.z), version);
+                        self.predictions.insert(c, prediction.z, version, p, z_now);
                     }
-                    self.predictions.stamp += 1;
                     if let Some(p) = &mut self.predicting
                         && p.generation == generation
                     {
@@ -771,9 +796,7 @@ impl ModelCtl {
                 }
                 InferEvent::Refined { version, z, class, probabilities, .. } => {
                     if version == self.active_version {
-                        self.predictions.slices.insert((class, z), Arc::new(probabilities));
-                        self.predictions.versions.insert((class, z), version);
-                        self.predictions.stamp += 1;
+                        self.predictions.insert(class, z, version, probabilities, z);
                     }
                 }
                 InferEvent::Finished { generation, .. } => {
@@ -937,7 +960,13 @@ impl ModelCtl {
             predictions: (n > 0).then(|| {
                 let label =
                     if self.active_version == 0 { "base".to_string() } else { format!("v{}", self.active_version) };
-                format!("{n} slice(s) predicted; model {label}")
+                let stale = self.predictions.versions.values().filter(|v| **v != self.active_version).count()
+                    / self.classes.len().max(1);
+                if stale > 0 {
+                    format!("{n} slice(s) predicted, {stale} by an older version; model {label}")
+                } else {
+                    format!("{n} slice(s) predicted; model {label}")
+                }
             }),
             queued,
             held_out: self.held_out.len(),

@@ -24,10 +24,11 @@ pub type SharedImages = Arc<dyn Fn(usize) -> Result<Vec<u8>, String> + Send + Sy
 pub enum InferCommand {
     /// Build the model from a checkpoint (replaces any model).
     Load(Box<ModelSource>),
-    /// Use this adapter set (`None`: the bare base model), known as `version`.
+    /// Use this adapter-set file (`None`: the bare base model), known as `version`. The file
+    /// is read here, off the UI thread, and checked against the loaded base checkpoint.
     UseAdapter {
-        /// The set and the file it came from.
-        set: Option<(Arc<AdapterSet>, PathBuf)>,
+        /// The adapter-set file.
+        path: Option<PathBuf>,
         /// Its version number (0 for the bare base).
         version: u64,
     },
@@ -84,6 +85,8 @@ pub enum InferEvent {
     AdapterFailed {
         /// The version asked for.
         version: u64,
+        /// The version still in use.
+        in_use: u64,
         /// Why (names the file).
         message: String,
     },
@@ -143,7 +146,7 @@ impl InferenceWorker {
         let generation = Arc::new(AtomicU64::new(0));
         let current = Arc::clone(&generation);
         let thread = std::thread::Builder::new().name("inference".into()).spawn(move || {
-            let mut state = WorkerState { base: None, predictor: None, version: 0 };
+            let mut state = WorkerState { base: None, base_sha256: None, predictor: None, version: 0 };
             let send = |e: InferEvent| {
                 let ok = events_tx.send(e).is_ok();
                 wake();
@@ -194,6 +197,8 @@ impl Drop for InferenceWorker {
 struct WorkerState {
     /// The unmerged model with the adapter in use (adapters are applied to a copy of it).
     base: Option<MultiModel>,
+    /// sha256 of the loaded checkpoint: adapter sets must have been trained on it.
+    base_sha256: Option<String>,
     predictor: Option<Predictor>,
     version: u64,
 }
@@ -208,6 +213,7 @@ impl WorkerState {
                 Ok((model, base, warning)) => {
                     self.predictor = Some(Predictor::new(&model, CACHED_SLICES));
                     self.base = Some(model);
+                    self.base_sha256 = Some(base.sha256.clone());
                     self.version = 0;
                     send(InferEvent::Loaded { classes: source.classes.clone(), base, warning })
                 }
@@ -217,15 +223,17 @@ impl WorkerState {
                     send(InferEvent::LoadFailed(message))
                 }
             },
-            InferCommand::UseAdapter { set, version } => {
+            InferCommand::UseAdapter { path, version } => {
+                let in_use = self.version;
                 let Some(base) = &self.base else {
-                    return send(InferEvent::AdapterFailed { version, message: "no model is loaded".into() });
+                    return send(InferEvent::AdapterFailed { version, in_use, message: "no model is loaded".into() });
                 };
                 let mut model = base.clone();
-                if let Some((set, path)) = &set
-                    && let Err(e) = set.apply(&mut model, None, path)
+                if let Some(path) = &path
+                    && let Err(e) =
+                        AdapterSet::read(path).and_then(|set| set.apply(&mut model, self.base_sha256.as_deref(), path))
                 {
-                    return send(InferEvent::AdapterFailed { version, message: e.to_string() });
+                    return send(InferEvent::AdapterFailed { version, in_use, message: e.to_string() });
                 }
                 self.predictor = Some(Predictor::new(&model, CACHED_SLICES));
                 self.version = version;

@@ -34,8 +34,8 @@ pub struct PendingSample {
 pub struct TrainJob {
     /// The model (its `device` must be an autodiff device).
     pub source: ModelSource,
-    /// The adapter set to start from, and its file (`None`: the bare base model).
-    pub start: Option<(Arc<AdapterSet>, PathBuf)>,
+    /// The adapter-set file to start from (`None`: the bare base model); read here.
+    pub start: Option<PathBuf>,
     /// The base checkpoint's identity (recorded in the new set).
     pub base: BaseCheckpoint,
     /// Slices to learn from.
@@ -145,10 +145,12 @@ fn run(job: TrainJob, cached: &mut Option<(String, MultiModel)>, send: &dyn Fn(T
     let Some((_, base)) = cached.as_ref() else { return };
     // Tensors are shared handles: the copy costs nothing and the cached base stays as loaded.
     let mut model = base.clone();
-    if let Some((set, path)) = &job.start
-        && let Err(e) = set.apply(&mut model, Some(&job.base.sha256), path)
-    {
-        return send(TrainerEvent::Failed(e.to_string()));
+    let mut parent = None;
+    if let Some(path) = &job.start {
+        match AdapterSet::read(path).and_then(|set| set.apply(&mut model, Some(&job.base.sha256), path).map(|()| set)) {
+            Ok(set) => parent = Some(set.meta.version),
+            Err(e) => return send(TrainerEvent::Failed(e.to_string())),
+        }
     }
     let resolve = |pending: &[PendingSample]| -> Result<Vec<TrainSample>, String> {
         pending
@@ -199,7 +201,7 @@ fn run(job: TrainJob, cached: &mut Option<(String, MultiModel)>, send: &dyn Fn(T
         base: job.base.clone(),
         classes: model.class_names(),
         version: job.version,
-        parent_version: job.start.as_ref().map(|(s, _)| s.meta.version),
+        parent_version: parent,
         created_unix_s: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         training: record,
     };
