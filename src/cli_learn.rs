@@ -16,13 +16,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cli_model::DeviceChoice;
 use crate::infer::{Flow, Predictor, Seed, StackRequest, model_window, slice_to_u8};
 use crate::io::{self, ExportFormat, ExportOptions, OpenOptions};
-use crate::model::adapter::{BaseCheckpoint, mapping_name};
-use crate::model::checkpoints::{Verdict, identify};
+use crate::model::Sam4emConfig;
+use crate::model::adapter::BaseCheckpoint;
 use crate::model::metrics::{Overlap, StackMetrics};
 use crate::model::multi::{
-    AdapterSet, AdapterSetMeta, MultiModel, SET_FORMAT, SET_FORMAT_VERSION, TrainingRecord, from_sam2,
+    AdapterSet, AdapterSetMeta, ModelSource, MultiModel, SET_FORMAT, SET_FORMAT_VERSION, TrainingRecord, load,
 };
-use crate::model::{Sam2Mapping, Sam4emConfig, StateDict};
 use crate::state::bitplane::BitPlane;
 use crate::state::{ClassTable, MaskVolume, SliceIndex, Volume};
 use crate::train::{Control, Schedule, TrainConfig, TrainEvent, TrainSample, train};
@@ -228,25 +227,6 @@ pub struct LoadedModel {
 /// Builds the model of `args` on `device` for `classes` (empty: the adapter's, else
 /// mitochondria).
 pub fn load_model(args: &ModelArgs, classes: &[String], device: &Device) -> Result<LoadedModel> {
-    let id =
-        identify(&args.checkpoint).with_context(|| format!("cannot read checkpoint: {}", args.checkpoint.display()))?;
-    match (&id.verdict, id.official) {
-        (Verdict::HashMismatch { expected }, Some(name)) => eprintln!(
-            "warning: {} has the size of {name} but sha256 {} differs from the published {expected}",
-            args.checkpoint.display(),
-            id.sha256
-        ),
-        (Verdict::Unofficial, _) => {
-            eprintln!("note: {} is not one of the published SAM 2 files", args.checkpoint.display())
-        }
-        _ => {}
-    }
-    let base = BaseCheckpoint {
-        file_name: args.checkpoint.file_name().unwrap_or_default().to_string_lossy().into_owned(),
-        bytes: id.bytes,
-        sha256: id.sha256,
-        mapping: mapping_name(Sam2Mapping::BothStages).into(),
-    };
     let adapter = match &args.adapter {
         Some(p) => Some(AdapterSet::read(p)?),
         None => None,
@@ -264,8 +244,11 @@ pub fn load_model(args: &ModelArgs, classes: &[String], device: &Device) -> Resu
         (true, Some(a)) => a.meta.classes.clone(),
         (true, None) => vec!["mitochondria".to_string()],
     };
-    let dict = StateDict::read(&args.checkpoint)?;
-    let mut model = from_sam2(&dict, config, &classes, device)?;
+    let source = ModelSource { checkpoint: args.checkpoint.clone(), config, classes, device: device.clone() };
+    let (mut model, base, warning) = load(&source).map_err(anyhow::Error::msg)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
     if let (Some(a), Some(p)) = (&adapter, &args.adapter) {
         a.apply(&mut model, Some(&base.sha256), p)?;
     }

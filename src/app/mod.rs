@@ -374,25 +374,13 @@ impl StudioApp {
             }
             EditAction::AcceptPrediction { all_unreviewed: true } if self.model.has_predictions(class) => {
                 // The model's predictions: already in memory, thresholded here.
-                let unreviewed: Vec<SliceIndex> = (0..doc.view.shape[2])
-                    .map(SliceIndex)
-                    .filter(|&zi| {
-                        matches!(doc.masks.review(class, zi), ReviewState::Unseen | ReviewState::Predicted)
-                            && doc.masks.provenance(class, zi) != Provenance::Imported
-                    })
-                    .collect();
+                let unreviewed = unreviewed_slices(&doc.masks, class, doc.view.shape[2]);
                 let planes = self.model.planes(class, &unreviewed, doc.view.prediction.threshold, doc.view.shape[0]);
                 edit_tools::accept_predictions(&mut doc.masks, &mut doc.editor, class, &planes)
             }
             EditAction::AcceptPrediction { all_unreviewed: true } => {
                 let Some(prediction) = doc.prediction.clone() else { return };
-                let unreviewed: Vec<SliceIndex> = (0..doc.view.shape[2])
-                    .map(SliceIndex)
-                    .filter(|&zi| {
-                        matches!(doc.masks.review(class, zi), ReviewState::Unseen | ReviewState::Predicted)
-                            && doc.masks.provenance(class, zi) != Provenance::Imported
-                    })
-                    .collect();
+                let unreviewed = unreviewed_slices(&doc.masks, class, doc.view.shape[2]);
                 let threshold = doc.view.prediction.threshold;
                 self.jobs.spawn("prediction-accept", ctx, move || {
                     JobResult::PredictionPlanes((class, jobs::prediction_planes(&prediction, unreviewed, threshold)))
@@ -563,6 +551,7 @@ impl StudioApp {
             });
         }
         let doc = Document::new(opened, &self.classes, ctx);
+        self.model.classes_changed(&self.classes, ctx);
         self.model.on_document(&doc);
         self.doc = Some(doc);
     }
@@ -788,6 +777,18 @@ impl StudioApp {
 }
 
 /// How an editing command is named in error messages.
+/// Slices of `class` a prediction may be accepted into: not reviewed by a person, not
+/// imported.
+fn unreviewed_slices(masks: &MaskVolume, class: ClassId, depth: usize) -> Vec<SliceIndex> {
+    (0..depth)
+        .map(SliceIndex)
+        .filter(|&z| {
+            matches!(masks.review(class, z), ReviewState::Unseen | ReviewState::Predicted)
+                && masks.provenance(class, z) != Provenance::Imported
+        })
+        .collect()
+}
+
 fn action_name(action: EditAction) -> &'static str {
     match action {
         EditAction::Undo => "undo",

@@ -55,6 +55,14 @@ impl ModelSettings {
             .unwrap_or_default()
     }
 
+    /// The model configuration file, parsed (`None` when there is none).
+    fn read_config(&self) -> Result<Option<Sam4emConfig>, String> {
+        let Some(p) = &self.config else { return Ok(None) };
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| format!("cannot read the model configuration: {e}: {}", p.display()))?;
+        Sam4emConfig::from_reference_json(&text).map(Some).map_err(|e| format!("{e}: {}", p.display()))
+    }
+
     fn save(&self, config_dir: Option<&Path>) -> Result<(), String> {
         let Some(path) = Self::path(config_dir) else { return Ok(()) };
         if let Some(dir) = path.parent() {
@@ -273,18 +281,12 @@ impl ModelCtl {
             self.status = Status::Failed("no compute device".into());
             return;
         };
-        let config = match &self.settings.config {
-            Some(p) => match std::fs::read_to_string(p)
-                .map_err(|e| e.to_string())
-                .and_then(|t| Sam4emConfig::from_reference_json(&t).map_err(|e| e.to_string()))
-            {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    self.status = Status::Failed(format!("model configuration: {e}: {}", p.display()));
-                    return;
-                }
-            },
-            None => None,
+        let config = match self.settings.read_config() {
+            Ok(c) => c,
+            Err(e) => {
+                self.status = Status::Failed(e);
+                return;
+            }
         };
         self.classes = classes.iter().map(|c| (c.export_name.clone(), c.id)).collect();
         if self.inference.is_none() {
@@ -320,18 +322,25 @@ impl ModelCtl {
     }
 
     fn source(&self) -> Option<ModelSource> {
-        let config = self
-            .settings
-            .config
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| Sam4emConfig::from_reference_json(&t).ok());
+        let config = self.settings.read_config().ok()?;
         Some(ModelSource {
             checkpoint: self.settings.checkpoint.clone()?,
             config,
             classes: self.classes.iter().map(|(n, _)| n.clone()).collect(),
             device: self.device.clone()?,
         })
+    }
+
+    /// The class table changed (a project with its own classes): the model's heads follow it,
+    /// so the model is built again for the new classes.
+    pub(super) fn classes_changed(&mut self, classes: &ClassTable, ctx: &egui::Context) {
+        let names: Vec<&str> = classes.iter().map(|c| c.export_name.as_str()).collect();
+        let ours: Vec<&str> = self.classes.iter().map(|(n, _)| n.as_str()).collect();
+        if names != ours && self.settings.checkpoint.is_some() {
+            self.start(classes, ctx);
+        } else {
+            self.classes = classes.iter().map(|c| (c.export_name.clone(), c.id)).collect();
+        }
     }
 
     /// A new stack is open: forget the old one's predictions, list this one's versions and

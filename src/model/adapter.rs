@@ -150,12 +150,7 @@ impl Adapter {
     /// configuration and (when `base_sha256` is given) the same base checkpoint.
     pub fn apply(&self, model: &mut Sam4em, base_sha256: Option<&str>, path: &Path) -> Result<(), AdapterError> {
         if self.meta.config != model.config {
-            let ours = serde_json::to_value(&model.config).unwrap_or_default();
-            let theirs = serde_json::to_value(&self.meta.config).unwrap_or_default();
-            let difference = ours
-                .as_object()
-                .and_then(|o| o.iter().find(|(k, v)| theirs.get(k.as_str()) != Some(v)).map(|(k, _)| k.clone()))
-                .unwrap_or_else(|| "configuration".into());
+            let difference = config_difference(&model.config, &self.meta.config);
             return Err(AdapterError::ConfigMismatch { difference, path: path.into() });
         }
         if let Some(sha) = base_sha256
@@ -172,6 +167,15 @@ impl Adapter {
         model.load_subset(&dict, &in_adapter)?;
         Ok(())
     }
+}
+
+/// The first top-level field in which two configurations differ (for error messages).
+pub fn config_difference(ours: &Sam4emConfig, theirs: &Sam4emConfig) -> String {
+    let ours = serde_json::to_value(ours).unwrap_or_default();
+    let theirs = serde_json::to_value(theirs).unwrap_or_default();
+    ours.as_object()
+        .and_then(|o| o.iter().find(|(k, v)| theirs.get(k.as_str()) != Some(v)).map(|(k, _)| k.clone()))
+        .unwrap_or_else(|| "configuration".into())
 }
 
 /// The name a [`Sam2Mapping`] is recorded under.

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::adapter::{BaseCheckpoint, in_adapter, mapping_name};
+use super::adapter::{BaseCheckpoint, config_difference, in_adapter, mapping_name};
 use super::checkpoints::{Verdict, identify};
 use super::config::{HieraSize, Sam4emConfig};
 use super::memory::MemoryState;
@@ -379,12 +379,7 @@ impl AdapterSet {
     /// `base_sha256` is given) and that every class of the model has heads in the set.
     pub fn apply(&self, model: &mut MultiModel, base_sha256: Option<&str>, path: &Path) -> Result<(), AdapterSetError> {
         if &self.meta.config != model.config() {
-            let ours = serde_json::to_value(model.config()).unwrap_or_default();
-            let theirs = serde_json::to_value(&self.meta.config).unwrap_or_default();
-            let difference = ours
-                .as_object()
-                .and_then(|o| o.iter().find(|(k, v)| theirs.get(k.as_str()) != Some(v)).map(|(k, _)| k.clone()))
-                .unwrap_or_else(|| "configuration".into());
+            let difference = config_difference(model.config(), &self.meta.config);
             return Err(AdapterSetError::ConfigMismatch { difference, path: path.into() });
         }
         if let Some(sha) = base_sha256
