@@ -254,6 +254,19 @@ fn stopping_and_empty_queues_are_handled() {
     let c = config(&model, 5);
     let outcome = train(&mut model, &samples(&data, 10), &[], &c, &control, &mut |_| {}).unwrap();
     assert_eq!((outcome.ended, outcome.steps), (Ended::Stopped, 0));
+    // Paused, the loop waits between steps until stopped (or resumed).
+    let control = std::sync::Arc::new(Control::default());
+    control.pause.store(true, std::sync::atomic::Ordering::Relaxed);
+    let stopper = std::sync::Arc::clone(&control);
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stopper.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let start = std::time::Instant::now();
+    let outcome = train(&mut model, &samples(&data, 10), &[], &c, &control, &mut |_| {}).unwrap();
+    t.join().unwrap();
+    assert_eq!((outcome.ended, outcome.steps), (Ended::Stopped, 0));
+    assert!(start.elapsed() >= std::time::Duration::from_millis(300), "it waited while paused");
     let mut unvouched = samples(&data, 10);
     unvouched[0].vouched = vec![BitPlane::new(data.width, data.height)];
     let c = config(&model, 1);

@@ -129,6 +129,8 @@ pub struct StudioApp {
     locate: Option<(PathBuf, String)>,
     /// The model: checkpoint, workers, predictions, adapter versions.
     model: model::ModelCtl,
+    /// The refine tool's press position, current position and button, while pressed.
+    refine_drag: Option<([f32; 2], [f32; 2], bool)>,
 }
 
 impl StudioApp {
@@ -187,6 +189,7 @@ impl StudioApp {
             data_dir: options.data_dir.clone().or_else(crate::io::session::default_data_dir),
             locate: None,
             model: model::ModelCtl::new(config_dir, options.data_dir, model_device_copy, model_note),
+            refine_drag: None,
         };
         app.model.start(&app.classes, &cc.egui_ctx);
         if let Some(request) = options.open {
@@ -440,8 +443,25 @@ impl StudioApp {
         };
         self.tools.z_aspect = doc.view.z_aspect;
         if self.tools.tool == Tool::Refine {
-            if let (EditPlane::Xy(_), PointerEvent::Press { at, alternate }) = (at, event) {
-                self.model.refine_click(doc, self.active_class, at, !alternate, &mut self.errors);
+            // A click is a point prompt, a drag a box, both on the XY slice.
+            match (at, event) {
+                (EditPlane::Xy(_), PointerEvent::Press { at, alternate }) => {
+                    self.refine_drag = Some((at, at, alternate))
+                }
+                (_, PointerEvent::Move { to }) => {
+                    if let Some((_, end, _)) = &mut self.refine_drag {
+                        *end = to;
+                    }
+                }
+                (_, PointerEvent::Release) => {
+                    if let Some((from, to, alternate)) = self.refine_drag.take() {
+                        let dragged = (to[0] - from[0]).abs().max((to[1] - from[1]).abs()) > 4.0;
+                        let to = dragged.then_some(to);
+                        self.model.refine_click(doc, self.active_class, from, to, !alternate, &mut self.errors);
+                    }
+                }
+                (_, PointerEvent::Abort) => self.refine_drag = None,
+                _ => {}
             }
             return;
         }

@@ -23,7 +23,7 @@ use crate::model::Sam4emConfig;
 use crate::model::adapter::BaseCheckpoint;
 use crate::model::checkpoints::{OFFICIAL, Sha256Known};
 use crate::model::multi::{AdapterSet, AdapterSetMeta, ModelSource};
-use crate::model::prompt::PointPrompt;
+use crate::model::prompt::{BoxPrompt, PointPrompt};
 use crate::state::bitplane::{BitPlane, PixelBox};
 use crate::state::{ClassId, ClassTable, Provenance, ReviewState, SliceIndex, Volume};
 use crate::train::worker::{PendingSample, TrainJob, TrainerEvent, TrainerWorker};
@@ -130,6 +130,16 @@ struct Predicting {
     eta_s: Option<f64>,
 }
 
+/// The refine tool's prompts on one slice and class.
+struct Clicks {
+    z: usize,
+    class: ClassId,
+    points: Vec<PointPrompt>,
+    bbox: Option<BoxPrompt>,
+    /// What the last refined result came from, for the panel.
+    done: Option<String>,
+}
+
 struct TrainingRun {
     control: Arc<Control>,
     view: TrainingView,
@@ -173,8 +183,8 @@ pub(super) struct ModelCtl {
     pub(super) panel: ModelPanelSettings,
     /// What is shown in the prediction layer: (z, class, stamp).
     shown: Option<(usize, ClassId, u64)>,
-    /// The refine tool's clicks so far: slice, class, points.
-    clicks: Option<(usize, ClassId, Vec<PointPrompt>)>,
+    /// The refine tool's prompts so far.
+    clicks: Option<Clicks>,
 }
 
 /// Most slices one Retrain learns from (the nearest to the current slice are kept).
@@ -392,7 +402,8 @@ impl ModelCtl {
                     errors.push(e.to_string());
                 }
             }
-            self.refresh_after_swap = true;
+            // Predictions follow once the worker has swapped (only a running worker will).
+            self.refresh_after_swap = self.inference.is_some();
         }
     }
 
@@ -642,14 +653,16 @@ impl ModelCtl {
         }
     }
 
-    /// A click of the refine tool at slice pixel `at`: the class's prediction on this slice
-    /// is decoded again from the cached embedding with every click so far (clicks on another
-    /// slice or class start over).
+    /// A click of the refine tool at slice pixel `at` (`to`: the other corner when the
+    /// pointer was dragged, which makes a box prompt): the class's prediction on this slice is
+    /// decoded again from the cached embedding with every click so far and the latest box
+    /// (clicks on another slice or class start over).
     pub(super) fn refine_click(
         &mut self,
         doc: &Document,
         class: ClassId,
         at: [f32; 2],
+        to: Option<[f32; 2]>,
         foreground: bool,
         errors: &mut Vec<String>,
     ) {
@@ -659,17 +672,33 @@ impl ModelCtl {
         }
         let (Some(c), Some(w)) = (self.index_of(class), &self.inference) else { return };
         let z = doc.view.cursor.z.0;
-        if self.clicks.as_ref().is_none_or(|(cz, cc, _)| (*cz, *cc) != (z, class)) {
-            self.clicks = Some((z, class, Vec::new()));
+        if self.clicks.as_ref().is_none_or(|r| (r.z, r.class) != (z, class)) {
+            self.clicks = Some(Clicks { z, class, points: Vec::new(), bbox: None, done: None });
         }
-        let Some((_, _, points)) = &mut self.clicks else { return };
-        points.push(PointPrompt { x_px: f64::from(at[0]), y_px: f64::from(at[1]), foreground });
+        let Some(clicks) = &mut self.clicks else { return };
+        match to {
+            Some(to) => {
+                clicks.bbox = Some(BoxPrompt {
+                    x0_px: f64::from(at[0].min(to[0])),
+                    y0_px: f64::from(at[1].min(to[1])),
+                    x1_px: f64::from(at[0].max(to[0])),
+                    y1_px: f64::from(at[1].max(to[1])),
+                })
+            }
+            None => clicks.points.push(PointPrompt { x_px: f64::from(at[0]), y_px: f64::from(at[1]), foreground }),
+        }
+        let what = format!(
+            "refined slice {z} with {} click(s){}",
+            clicks.points.len(),
+            if clicks.bbox.is_some() { " and a box" } else { "" }
+        );
         w.send(InferCommand::Refine {
+            what,
             generation: w.generation(),
             z,
             class: c,
-            points: points.clone(),
-            boxes: Vec::new(),
+            points: clicks.points.clone(),
+            boxes: clicks.bbox.into_iter().collect(),
             prior: None,
             size: (doc.volume.width(), doc.volume.height()),
             images: Self::images(&doc.volume),
@@ -764,7 +793,11 @@ impl ModelCtl {
                         self.use_version(v, None, errors);
                     }
                 }
-                InferEvent::LoadFailed(m) => self.status = Status::Failed(m),
+                InferEvent::LoadFailed(m) => {
+                    self.status = Status::Failed(m);
+                    self.predicting = None;
+                    self.refresh_after_swap = false;
+                }
                 InferEvent::AdapterInUse { version } => {
                     if self.refresh_after_swap
                         && let Some(doc) = doc.as_deref()
@@ -803,9 +836,12 @@ impl ModelCtl {
                         p.eta_s = progress.eta_s();
                     }
                 }
-                InferEvent::Refined { version, z, class, probabilities, .. } => {
+                InferEvent::Refined { version, z, class, probabilities, what, .. } => {
                     if version == self.active_version {
                         self.predictions.insert(class, z, version, probabilities, z);
+                        if let Some(c) = &mut self.clicks {
+                            c.done = Some(what);
+                        }
                     }
                 }
                 InferEvent::Finished { generation, .. } => {
@@ -963,7 +999,7 @@ impl ModelCtl {
                 .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()),
             status,
             ready: self.status == Status::Ready,
-            warning: self.warning.clone(),
+            warning: self.warning.clone().or_else(|| self.download_error.clone()),
             downloading,
             predicting,
             predictions: (n > 0).then(|| {
@@ -977,6 +1013,7 @@ impl ModelCtl {
                     format!("{n} slice(s) predicted; model {label}")
                 }
             }),
+            refined: self.clicks.as_ref().and_then(|c| c.done.clone()),
             queued,
             held_out: self.held_out.len(),
             current_held_out: doc.is_some_and(|d| self.held_out.contains(&d.view.cursor.z.0)),

@@ -43,6 +43,8 @@ pub enum InferCommand {
     },
     /// Refine one class on one slice with clicks and boxes.
     Refine {
+        /// What the prompts were, in words (returned with the result).
+        what: String,
         /// Request generation.
         generation: u64,
         /// Slice.
@@ -103,6 +105,8 @@ pub enum InferEvent {
     },
     /// A refinement result for one class.
     Refined {
+        /// What the prompts were, in words.
+        what: String,
         /// Request generation.
         generation: u64,
         /// Adapter version.
@@ -153,8 +157,19 @@ impl InferenceWorker {
                 ok
             };
             while let Ok(command) = commands.recv() {
-                if !state.handle(command, &current, &send) {
-                    break;
+                // A panic inside burn (e.g. the GPU ran out of memory) fails the request, not
+                // the thread; the model is dropped, to be loaded again.
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.handle(command, &current, &send)))
+                {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(panic) => {
+                        state = WorkerState { base: None, base_sha256: None, predictor: None, version: 0 };
+                        let message = crate::train::worker::panic_message(&*panic);
+                        if !send(InferEvent::LoadFailed(format!("the model crashed and was unloaded: {message}"))) {
+                            break;
+                        }
+                    }
                 }
             }
         })?;
@@ -261,14 +276,16 @@ impl WorkerState {
                     Err(e) => send(InferEvent::Failed { generation, message: e.to_string() }),
                 }
             }
-            InferCommand::Refine { generation, z, class, points, boxes, prior, size, images } => {
+            InferCommand::Refine { what, generation, z, class, points, boxes, prior, size, images } => {
                 let version = self.version;
                 let Some(p) = &mut self.predictor else {
                     return send(InferEvent::Failed { generation, message: "no model is loaded".into() });
                 };
                 let mut fetch = |z: usize| images(z);
                 match p.refine(z, class, &points, &boxes, prior.as_ref(), size, &mut fetch) {
-                    Ok(probabilities) => send(InferEvent::Refined { generation, version, z, class, probabilities }),
+                    Ok(probabilities) => {
+                        send(InferEvent::Refined { what, generation, version, z, class, probabilities })
+                    }
                     Err(e) => send(InferEvent::Failed { generation, message: e.to_string() }),
                 }
             }

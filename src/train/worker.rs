@@ -96,7 +96,13 @@ impl TrainerWorker {
                 wake();
             };
             while let Ok(job) = jobs.recv() {
-                run(job, &mut cached, &send);
+                // A panic inside burn (e.g. the GPU ran out of memory) ends the run, not the
+                // thread: the app hears about it and the versions so far stay as they are.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job, &mut cached, &send)));
+                if let Err(panic) = outcome {
+                    cached = None;
+                    send(TrainerEvent::Failed(format!("training crashed: {}", panic_message(&*panic))));
+                }
             }
         })?;
         Ok(TrainerWorker { tx: Some(tx), rx, running: None, thread: Some(thread) })
@@ -131,6 +137,15 @@ impl Drop for TrainerWorker {
             let _ = t.join();
         }
     }
+}
+
+/// The text of a panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+        .unwrap_or_else(|| "unknown error".into())
 }
 
 fn run(job: TrainJob, cached: &mut Option<(String, MultiModel)>, send: &dyn Fn(TrainerEvent)) {

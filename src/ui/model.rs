@@ -49,6 +49,8 @@ pub struct ModelView {
     pub predicting: Option<(f32, String)>,
     /// Version the shown predictions come from, and whether a newer one is on its way.
     pub predictions: Option<String>,
+    /// The last refinement by clicks: "refined slice 5 with 2 click(s) and a box".
+    pub refined: Option<String>,
     /// Corrected or accepted slices that Retrain would learn from.
     pub queued: usize,
     /// Slices held out for validation.
@@ -181,6 +183,9 @@ pub fn model_panel_ui(
     }
     if let Some(p) = &view.predictions {
         ui.label(egui::RichText::new(p).small());
+    }
+    if let Some(r) = &view.refined {
+        ui.label(egui::RichText::new(r).small());
     }
 
     ui.separator();

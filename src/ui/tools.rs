@@ -60,7 +60,7 @@ pub const EDIT_SHORTCUTS: &[(&str, &str)] = &[
     ("4", "fill (right button clears the region)"),
     ("5 / D", "delete object under the click"),
     ("6 / Space", "navigate (hold Space to pan with any tool)"),
-    ("7", "refine the prediction with clicks (right click: not here)"),
+    ("7", "refine the prediction: click, right click (not here), drag a box"),
     ("[ / ]", "smaller / larger brush"),
     ("Alt + 1…9", "active class"),
     ("Ctrl+Z / Ctrl+Shift+Z", "undo / redo (Ctrl+Y too)"),
@@ -218,7 +218,12 @@ pub fn tool_panel_ui(
         }
         Tool::Lasso | Tool::Navigate => {}
         Tool::Refine => {
-            ui.label(egui::RichText::new("click: object here · right click: not here · Shift+A accepts").small());
+            ui.label(
+                egui::RichText::new(
+                    "click: object here · right click: not here · drag: a box around it · Shift+A accepts",
+                )
+                .small(),
+            );
         }
     }
     ui.horizontal_wrapped(|ui| {

@@ -108,7 +108,19 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     h.step();
     h.state_mut().pointer_in(Plane::Xy, PointerEvent::Press { at: [200.0, 150.0], alternate: false });
     h.state_mut().pointer_in(Plane::Xy, PointerEvent::Release);
-    wait_for(&mut h, "refining", |a| a.model_prediction(MITOCHONDRIA, z).is_some_and(|p| *p != *before));
+    // (The micro checkpoint's decoders are random and nearly flat, so the refined
+    // probabilities differ from the streamed ones by a grey level at most; the prompts' effect
+    // on the logits is checked in tests/model_api.rs. Here: the result comes back and shows.)
+    wait_for(&mut h, "refining", |a| {
+        a.model_view().refined.as_deref() == Some(&*format!("refined slice {z} with 1 click(s)"))
+    });
+    // A drag is a box prompt, added to the click.
+    h.state_mut().pointer_in(Plane::Xy, PointerEvent::Press { at: [100.0, 100.0], alternate: false });
+    h.state_mut().pointer_in(Plane::Xy, PointerEvent::Move { to: [300.0, 260.0] });
+    h.state_mut().pointer_in(Plane::Xy, PointerEvent::Release);
+    wait_for(&mut h, "refining with a box", |a| {
+        a.model_view().refined.as_deref() == Some(&*format!("refined slice {z} with 1 click(s) and a box"))
+    });
     assert!(
         h.state().masks().unwrap().review(MITOCHONDRIA, sam4em::state::SliceIndex(z))
             != sam4em::state::ReviewState::Corrected,
