@@ -21,7 +21,7 @@ use super::adapter::{BaseCheckpoint, config_difference, in_adapter, mapping_name
 use super::checkpoints::{Verdict, identify};
 use super::config::{HieraSize, Sam4emConfig};
 use super::memory::MemoryState;
-use super::nn::{Init, Kind};
+use super::nn::Init;
 use super::sam4em::{Sam2Mapping, Sam4em, SliceOutput, StreamMode, StreamState, TrainBatch, logit};
 use super::weights::{HostTensor, StateDict, WeightsError};
 
@@ -465,11 +465,6 @@ fn parse_meta(bytes: &[u8], path: &Path) -> Result<AdapterSetMeta, AdapterSetErr
 /// A probability from logits, on the host.
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
-}
-
-/// Kind filter used by [`AdapterSet`]: whether `key` of `kind` is stored for the encoder side.
-pub fn in_shared_adapter(key: &str, kind: Kind) -> bool {
-    is_shared(key) && in_adapter(key, kind)
 }
 
 /// What the model is built from.

@@ -18,7 +18,7 @@ use burn::tensor::{Tensor, TensorData};
 use crate::model::config::OptimizerConfig;
 use crate::model::loss::masked_sam4em_loss;
 use crate::model::metrics::Overlap;
-use crate::model::multi::{MultiModel, sigmoid};
+use crate::model::multi::MultiModel;
 use crate::model::optim::{AdamW, prepare_for_training};
 use crate::model::preprocess::{normalise, resize_linear_u8, resize_nearest_u8};
 use crate::model::{StreamMode, sam4em::logit};
@@ -553,11 +553,6 @@ pub fn validate(
         .filter(|(_, v)| !v.is_empty())
         .map(|(h, v)| (h.name.clone(), v.iter().sum::<f64>() / v.len() as f64))
         .collect())
-}
-
-/// Probability of a logit (re-exported for callers that read logits back).
-pub fn probability(logit: f32) -> f32 {
-    sigmoid(logit)
 }
 
 #[cfg(test)]
