@@ -346,11 +346,11 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     println!(
-        "predicted {} slices of {} in {seconds:.1} s ({:.2} slices/s, {:?}), threshold {threshold}",
+        "predicted {} slices of {} in {seconds:.1} s ({:.2} slices/s, {}), threshold {threshold}",
         range.len(),
         a.stack.display(),
         range.len() as f64 / seconds.max(1e-9),
-        a.model.device
+        crate::cli_model::device_name(&device)
     );
     for c in table.iter() {
         let px: u64 = masks.slices(c.id).map(|(_, e)| e.mask.count_ones()).sum();
@@ -451,7 +451,7 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
         final_loss: outcome.final_loss,
         validation_dice: outcome.validation_dice.clone(),
         seconds: outcome.seconds,
-        device: format!("{:?}", a.model.device),
+        device: format!("{device:?}"),
         ended: outcome.ended.to_string(),
     };
     let parent = loaded.adapter.as_ref().map(|m| m.version);

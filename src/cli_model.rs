@@ -15,18 +15,36 @@ use crate::model::{HieraSize, Init, Sam2Mapping, Sam4em, Sam4emConfig, StateDict
 pub enum DeviceChoice {
     /// burn's pure-Rust CPU backend (Flex).
     Cpu,
-    /// The default wgpu adapter (a GPU; Mesa's lavapipe on machines without one).
+    /// The default wgpu adapter, when it is a GPU; the CPU backend otherwise (see
+    /// [`DeviceChoice::device`]).
     Wgpu,
 }
 
 impl DeviceChoice {
-    /// The burn device.
+    /// The burn device. `Wgpu` on a machine whose only wgpu adapter is a software renderer
+    /// (lavapipe) gives the CPU backend, with a note on stderr: lavapipe cuts long shader loops
+    /// short, so the model's sums would be wrong there, and it is slower than the CPU backend.
     pub fn device(self) -> Device {
         match self {
             DeviceChoice::Cpu => Device::flex(),
-            DeviceChoice::Wgpu => Device::wgpu(DeviceKind::DefaultDevice),
+            DeviceChoice::Wgpu => match crate::model::device::default_wgpu_adapter() {
+                Some(info) if crate::model::device::is_software(&info) => {
+                    eprintln!(
+                        "note: the wgpu adapter here is {} ({}), a software renderer that cuts long shader loops \
+                         short; running on the CPU backend instead (exact, and faster)",
+                        info.name, info.driver
+                    );
+                    Device::flex()
+                }
+                _ => Device::wgpu(DeviceKind::DefaultDevice),
+            },
         }
     }
+}
+
+/// "cpu" or "wgpu": what a run actually ran on (`--device wgpu` may have fallen back).
+pub fn device_name(device: &Device) -> &'static str {
+    if format!("{device:?}").contains("Flex") { "cpu" } else { "wgpu" }
 }
 
 /// `sam4em bench model`.
@@ -75,16 +93,16 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
         None => None,
     };
     if a.json {
-        let v = serde_json::json!({ "size": a.size, "device": format!("{:?}", a.device), "ours": ours, "sam2_pytorch": reference });
+        let v = serde_json::json!({ "size": a.size, "device": device_name(&device), "ours": ours, "sam2_pytorch": reference });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!(
-        "SAM4EM {} (LoRA r {}, merged), {}², batch 1, {:?}, median of {} runs:",
+        "SAM4EM {} (LoRA r {}, merged), {}², batch 1, {}, median of {} runs:",
         a.size.file_stem(),
         a.rank,
         ours.image_size,
-        a.device,
+        device_name(&device),
         ours.runs
     );
     println!("  trunk + neck (= SAM 2's encoder) {:9.1} ms/slice", ours.trunk_neck_ms);

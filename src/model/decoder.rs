@@ -2,10 +2,11 @@
 //! `skip_connect`, which lets the stage-2 decoder fuse the stage-1 upscaled features.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 
 use super::config::DecoderConfig;
 use super::nn::{Act, Conv2d, ConvTranspose2x2, Init, Kind, LayerNorm, LayerNorm2d, Linear, Mlp, Slot, Visitor, key};
+use super::ops::gelu;
 
 /// SAM's `Attention`: projections to an internal width, multi-head softmax attention, output
 /// projection.

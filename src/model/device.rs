@@ -26,3 +26,23 @@ pub fn share_wgpu(
         })
         .init()
 }
+
+/// What wgpu reports of the adapter `Device::wgpu(DeviceKind::DefaultDevice)` lands on (the
+/// high-performance choice, as burn's runtime requests it), or `None` when there is none.
+pub fn default_wgpu_adapter() -> Option<wgpu::AdapterInfo> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let options =
+        wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, ..Default::default() };
+    pollster::block_on(instance.request_adapter(&options)).ok().map(|a| a.get_info())
+}
+
+/// Whether the adapter is a software renderer (Mesa's lavapipe/llvmpipe, SwiftShader). The
+/// model never runs on one: lavapipe ends every shader invocation's loops after 65,535
+/// iterations in total, so kernels summing long rows return partial sums (issue 15), and
+/// burn's CPU backend is exact and faster on the same cores.
+pub fn is_software(info: &wgpu::AdapterInfo) -> bool {
+    info.device_type == wgpu::DeviceType::Cpu
+}

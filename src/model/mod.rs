@@ -18,6 +18,7 @@ pub mod memory;
 pub mod metrics;
 pub mod multi;
 pub mod nn;
+pub mod ops;
 pub mod optim;
 pub mod pe;
 pub mod preprocess;

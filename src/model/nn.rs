@@ -7,10 +7,12 @@
 //! layout); the walk marks them so that checkpoints, which store `[out, in]`, are transposed
 //! on the way in and out.
 
-use burn::tensor::activation::{gelu, relu};
-use burn::tensor::module::{conv_transpose2d, conv2d, linear};
+use burn::tensor::activation::relu;
+use burn::tensor::module::{conv_transpose2d, linear};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
+
+use super::ops::{conv2d, gelu};
 
 /// Whether a tensor is learned (a PyTorch parameter) or derived state (a buffer: BatchNorm
 /// running statistics, the slice memory, fixed position encodings).
@@ -222,8 +224,24 @@ impl Linear {
     }
 
     /// `x @ W + b` over the last dimension.
+    ///
+    /// A bias being trained is added as the outer product `1·bᵀ`, so that its gradient is the
+    /// matrix product `1ᵀ·grad` (tiled like every matmul) rather than one reduction over all
+    /// rows: over B·g² tokens that reduction is a kernel looping over every row, which lavapipe
+    /// cuts short (issue 15; `tests/op_gradients.rs` checks 131,072 rows). `1·bᵀ` is exactly `b`
+    /// in every row, so the values are the fused form's up to the order of one addition; the
+    /// fused form is used when the bias is not trained.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.clone(), self.bias.clone())
+        match &self.bias {
+            Some(b) if b.is_require_grad() => {
+                let y = linear(x, self.weight.clone(), None);
+                let dims = y.dims();
+                let (rows, out) = (dims[..D - 1].iter().product(), dims[D - 1]);
+                let ones = Tensor::<2>::ones([rows, 1], &y.device());
+                y + ones.matmul(b.clone().reshape([1, out])).reshape(dims)
+            }
+            bias => linear(x, self.weight.clone(), bias.clone()),
+        }
     }
 
     /// Lists `weight` and `bias`.
@@ -276,7 +294,11 @@ impl Conv2d {
     /// `[B, in, H, W]` → `[B, out, H', W']`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let options = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
-        conv2d(x, self.weight.clone(), self.bias.clone(), options)
+        let y = conv2d(x, self.weight.clone(), options);
+        match &self.bias {
+            Some(b) => add_channel_bias(y, b),
+            None => y,
+        }
     }
 
     /// Lists `weight` and `bias`.
@@ -286,6 +308,14 @@ impl Conv2d {
             v.visit(&key(prefix, "bias"), Kind::Param, Slot::T1(b));
         }
     }
+}
+
+/// `y + bias` per channel of an NCHW tensor. Added outside the convolution kernels so that the
+/// bias gradient is summed axis by axis (batch, rows, columns: short reductions) instead of in
+/// one pass over B·H·W values; see `ops` for why long single reductions are avoided.
+fn add_channel_bias(y: Tensor<4>, bias: &Tensor<1>) -> Tensor<4> {
+    let c = bias.dims()[0];
+    y + bias.clone().reshape([1, c, 1, 1])
 }
 
 /// `nn.ConvTranspose2d(kernel 2, stride 2)`, the upscaler of the mask decoder.
@@ -311,7 +341,7 @@ impl ConvTranspose2x2 {
     /// `[B, in, H, W]` → `[B, out, 2H, 2W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let options = ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1);
-        conv_transpose2d(x, self.weight.clone(), Some(self.bias.clone()), options)
+        add_channel_bias(conv_transpose2d(x, self.weight.clone(), None, options), &self.bias)
     }
 
     /// Lists `weight` and `bias`.

@@ -2,8 +2,8 @@
 //! embeddings of points and boxes (what the app's clicks feed), and the random-Fourier image
 //! position encoding both decoders use.
 
+use super::ops::gelu;
 use burn::tensor::Tensor;
-use burn::tensor::activation::gelu;
 
 use super::nn::{Conv2d, Init, Kind, LayerNorm2d, Slot, Visitor, from_vec, key, to_vec};
 use super::pe;

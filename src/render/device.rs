@@ -64,6 +64,13 @@ impl DeviceCaps {
     }
 }
 
+/// Why the model never runs on a software Vulkan/GL adapter (Mesa's lavapipe/llvmpipe,
+/// SwiftShader). lavapipe ends every shader invocation's loops after 65,535 iterations in total
+/// (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`), so kernels that sum long rows in one invocation
+/// silently return partial sums (seen in training gradients, issue 15); burn's CPU backend on
+/// the same cores is exact and faster.
+pub const SOFTWARE_ADAPTER_REASON: &str = "the display adapter is a software renderer; exact and faster on the CPU";
+
 /// Where the model runs, given the UI's device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelDevicePlan {
@@ -84,6 +91,9 @@ impl ModelDevicePlan {
         let fallback = |reason: String| ModelDevicePlan::Fallback { reason };
         if matches!(caps.backend, wgpu::Backend::Gl | wgpu::Backend::BrowserWebGpu | wgpu::Backend::Noop) {
             return fallback(format!("the display runs on {:?}, which burn cannot compute on", caps.backend));
+        }
+        if caps.device_type == wgpu::DeviceType::Cpu {
+            return fallback(SOFTWARE_ADAPTER_REASON.to_owned());
         }
         if !caps.compute_shaders || caps.max_workgroup_invocations == 0 {
             return fallback(format!("{} has no compute shaders", caps.adapter_name));
@@ -247,8 +257,18 @@ mod tests {
         let small = DeviceCaps { max_storage_binding_bytes: 64 << 20, ..caps() };
         let no_compute = DeviceCaps { compute_shaders: false, ..caps() };
         let tiny_groups = DeviceCaps { max_workgroup_invocations: 64, ..caps() };
-        for (c, needle) in [(gl, "Gl"), (small, "64 MiB"), (no_compute, "no compute"), (tiny_groups, "64 invocations")]
-        {
+        let lavapipe = DeviceCaps {
+            adapter_name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(),
+            device_type: wgpu::DeviceType::Cpu,
+            ..caps()
+        };
+        for (c, needle) in [
+            (gl, "Gl"),
+            (small, "64 MiB"),
+            (no_compute, "no compute"),
+            (tiny_groups, "64 invocations"),
+            (lavapipe, "software renderer"),
+        ] {
             match ModelDevicePlan::decide(&c) {
                 ModelDevicePlan::Fallback { reason } => assert!(reason.contains(needle), "{reason}"),
                 ModelDevicePlan::Shared => panic!("{c:?} must not be shared"),

@@ -49,6 +49,28 @@ pub fn fixtures() -> Option<PathBuf> {
     shared().map(|s| s.join("fixtures/sam4em-micro"))
 }
 
+/// burn's wgpu device for the tests that hold the GPU path to a reference (Mesa's lavapipe on a
+/// machine without a GPU). `None`, with the reason printed, when no adapter works; under
+/// `CI=true` that is a failure instead, since CI installs lavapipe.
+#[cfg(feature = "model")]
+pub fn wgpu_device() -> Option<burn::tensor::Device> {
+    use burn::tensor::{Device, DeviceKind, Tensor};
+    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    let probe = device.clone();
+    let works = std::panic::catch_unwind(move || Tensor::<1>::ones([4], &probe) * 2.0)
+        .ok()
+        .and_then(|t| std::panic::catch_unwind(move || sam4em::model::nn::to_vec(&t)).ok());
+    if works.as_deref() == Some(&[2.0; 4][..]) {
+        return Some(device);
+    }
+    let reason = "no wgpu adapter works here (install Mesa's Vulkan drivers for lavapipe)";
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{reason}");
+    }
+    eprintln!("skipping the wgpu run: {reason}");
+    None
+}
+
 /// The one place snapshot tolerances live. The renderer is deterministic on a given software
 /// rasteriser (lavapipe), so the per-pixel colour threshold is kittest's default and only a
 /// handful of pixels (out of about a million) may differ, e.g. from a different Mesa version's

@@ -43,7 +43,17 @@ fn shared_device_runs_burn_and_draws() {
     use burn::tensor::{Tensor, TensorData};
     let gpu = gpu();
     let caps = gpu.caps();
-    assert_eq!(ModelDevicePlan::decide(&caps), ModelDevicePlan::Shared, "{caps:?}");
+    // The app shares a GPU with burn, never a software adapter (lavapipe here in CI: its loops
+    // are cut short); the sharing itself is the same on both and is what this test checks.
+    let plan = ModelDevicePlan::decide(&caps);
+    if caps.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu {
+        assert!(
+            matches!(&plan, ModelDevicePlan::Fallback { reason } if reason.contains("software renderer")),
+            "{plan:?}"
+        );
+    } else {
+        assert_eq!(plan, ModelDevicePlan::Shared, "{caps:?}");
+    }
     let device = sam4em::model::device::share_wgpu(&gpu.instance, &gpu.adapter, &gpu.device, &gpu.queue)
         .expect("burn takes the device");
     let a = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]), &device);

@@ -1,0 +1,386 @@
+//! Tensor operations whose derivative must be the same on every burn backend, written as burn
+//! backend extensions: one trait, an implementation per backend, and a hand-written backward
+//! step for autodiff.
+//!
+//! **GELU.** Hiera's MLPs, the prompt encoder's mask downscaler and both mask decoders' upscalers
+//! use the exact GELU, `x·Φ(x) = x·½(1 + erf(x/√2))`. burn's autodiff differentiates it through
+//! the backend's `gelu_backward`: the CPU backend (Flex) implements the exact derivative
+//! `Φ(x) + x·φ(x)`, but the cubecl backend (wgpu, CUDA, …) inherits burn's default, which is the
+//! derivative of the *tanh approximation* — off by up to 8.7e-4 per element (at x ≈ 2), summed
+//! into every gradient upstream. On the golden training step (wgpu, lavapipe) the exact
+//! derivative alone moves `grad mask_decoder.output_upscaling.3.bias[3]` from 0.99946 to
+//! 0.99967 (reference 1.00176; the rest of that gap is lavapipe's, below; issue 15). [`gelu`]
+//! routes through [`ExactGelu`], whose derivative is exact on every backend.
+//! `tests/op_gradients.rs` checks it, and the other operations of the training path, against
+//! float64 references on the CPU and on wgpu.
+//!
+//! **Convolution weight gradients in bounded pieces.** A convolution's weight gradient sums,
+//! for every weight, over every output position of the batch: B·H·W terms (131,072 for the
+//! micro reference's full-resolution decoder convolutions, 2 M for B+ at 512² in batches of 8).
+//! cubecl's autotuner may pick a kernel in which one invocation loops over all of them. Mesa's
+//! lavapipe, the Vulkan device CI tests wgpu on, silently ends every shader invocation's loops
+//! after 65,535 iterations in total (`LP_MAX_TGSI_LOOP_ITERATIONS`), so such a kernel returns a
+//! partial or garbage sum there (issue 15: `skip_connect.{0,3}.weight` off by up to 1.6); on a
+//! GPU one invocation summing millions of terms would be slow as well. [`conv2d`]
+//! is burn's convolution with a hand-written backward step whose weight gradient is summed
+//! from pieces of at most [`CONV_WEIGHT_GRAD_TERMS_MAX`] output positions (whole images, or
+//! bands of rows) on cubecl; the CPU backend keeps one call. Biases are added outside the
+//! convolution (see `nn::Conv2d`), so their gradients are short broadcast reductions per axis,
+//! and a trained linear bias as an outer product (see `nn::Linear`), for the same reason.
+//!
+//! The rest of the crate calls [`gelu`] and [`conv2d`], never `burn::tensor::activation::gelu`
+//! or `burn::tensor::module::conv2d` (clippy `disallowed-methods` rules in `.clippy.toml`).
+
+use core::f64::consts::{FRAC_1_SQRT_2, PI};
+use core::marker::PhantomData;
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::retro_forward::RetroForward;
+use burn::backend::autodiff::checkpoint::state::BackwardStates;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::ops::{ActivationOps, ConvOptions, ModuleOps};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Cube, Dispatch, Flex, Slice, TensorMetadata, backend_extension};
+use burn::tensor::Tensor;
+
+/// Exact (erf) GELU, differentiated exactly on every backend.
+///
+/// The default bodies compose the backend's own element-wise operations (cubecl's `erf` is
+/// accurate to 1.5e-7); backends with a faster exact kernel override them.
+#[backend_extension(Cube, Flex, Autodiff)]
+pub trait ExactGelu: Backend {
+    /// `x·½(1 + erf(x/√2))`.
+    fn exact_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let phi = Self::float_mul_scalar(
+            Self::float_add_scalar(
+                Self::float_erf(Self::float_mul_scalar(x.clone(), FRAC_1_SQRT_2.into())),
+                1.0.into(),
+            ),
+            0.5.into(),
+        );
+        Self::float_mul(x, phi)
+    }
+
+    /// `grad·(Φ(x) + x·φ(x))`, with Φ the standard normal CDF and φ its density.
+    fn exact_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let cdf = Self::float_mul_scalar(
+            Self::float_add_scalar(
+                Self::float_erf(Self::float_mul_scalar(x.clone(), FRAC_1_SQRT_2.into())),
+                1.0.into(),
+            ),
+            0.5.into(),
+        );
+        let pdf = Self::float_mul_scalar(
+            Self::float_exp(Self::float_mul_scalar(Self::float_mul(x.clone(), x.clone()), (-0.5).into())),
+            (1.0 / (2.0 * PI).sqrt()).into(),
+        );
+        Self::float_mul(grad, Self::float_add(cdf, Self::float_mul(x, pdf)))
+    }
+}
+
+/// cubecl: the composed default bodies (burn's own cubecl GELU forward is the same composition).
+impl ExactGelu for Cube {}
+
+/// Flex implements both directions exactly in one fused pass each.
+impl ExactGelu for Flex {
+    fn exact_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        <Flex as ActivationOps<Flex>>::gelu(x)
+    }
+
+    fn exact_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        <Flex as ActivationOps<Flex>>::gelu_backward(x, grad)
+    }
+}
+
+/// The backward step: the gradient of the input from the saved (or recomputed) input.
+#[derive(Debug)]
+struct ExactGeluStep;
+
+impl<B: ExactGelu> Backward<B, 1> for ExactGeluStep {
+    type State = NodeId;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let input: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state);
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| B::exact_gelu_backward(input, grad));
+    }
+}
+
+/// Recomputes the output from the input when a checkpointing strategy dropped it (GELU is
+/// element-wise, cheap to redo: it is registered memory-bound, like burn's own activations).
+#[derive(Debug)]
+struct RetroExactGelu<B> {
+    input: NodeId,
+    _backend: PhantomData<B>,
+}
+
+impl<B: ExactGelu> RetroForward for RetroExactGelu<B> {
+    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
+        let input: FloatTensor<B> = states.get_state(&self.input);
+        states.save(out_node, B::exact_gelu(input));
+    }
+}
+
+impl<B: ExactGelu, C: CheckpointStrategy> ExactGelu for Autodiff<B, C> {
+    fn exact_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let retro = RetroExactGelu::<B> { input: x.id(), _backend: PhantomData };
+        match ExactGeluStep.prepare::<C>([x.node()]).memory_bound().retro_forward(retro).parents([&x]).stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let state = prep.checkpoint(&x);
+                prep.finish(state, B::exact_gelu(x.primitive().clone()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::exact_gelu(x.into_primitive())),
+        }
+    }
+    // `exact_gelu_backward` keeps the default body: composed of differentiable operations, it
+    // is itself differentiable (nothing here takes second derivatives).
+}
+
+/// Exact GELU with an exact derivative on every backend (see the module docs).
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as ExactGelu>::exact_gelu(x.into_dispatch()))
+}
+
+/// The GELU derivative applied to `grad`, as the backward pass computes it (tests compare it
+/// with float64 values; the model never calls it directly).
+pub fn gelu_backward<const D: usize>(x: Tensor<D>, grad: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as ExactGelu>::exact_gelu_backward(x.into_dispatch(), grad.into_dispatch()))
+}
+
+/// The most output positions (batch × rows × columns) one convolution weight-gradient kernel
+/// sums over on the cubecl backend. Measured on lavapipe (Mesa 22.3.6, 2026-12-03, one image
+/// per call): burn's direct weight-gradient kernel, which loops over every position of the
+/// image in one invocation, is exact for 129² = 16,641 positions and wrong from 150² = 22,500;
+/// 2¹⁴ stays below the first. On a GPU the pieces cost one launch each (128 for B+ at 512² in
+/// batches of 8), and the two-level sum (within pieces, then of pieces) rounds less than one
+/// sequential sum over millions of terms.
+pub const CONV_WEIGHT_GRAD_TERMS_MAX: usize = 1 << 14;
+
+/// 2-D convolution without bias whose weight gradient is computed in bounded pieces (see the
+/// module docs).
+#[backend_extension(Cube, Flex, Autodiff)]
+pub trait BoundedConv2d: Backend {
+    /// burn's convolution, no bias.
+    fn conv2d_unbiased(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, options)
+    }
+
+    /// The weight gradient, summed from pieces of at most [`CONV_WEIGHT_GRAD_TERMS_MAX`]
+    /// output positions.
+    fn conv2d_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        weight_grad_in_pieces::<Self>(x, weight, grad, options, CONV_WEIGHT_GRAD_TERMS_MAX)
+    }
+}
+
+impl BoundedConv2d for Cube {}
+
+/// The CPU backend sums each weight's gradient with blocked matrix products, not one long
+/// loop: one call, as burn makes it.
+impl BoundedConv2d for Flex {
+    fn conv2d_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        <Flex as ModuleOps<Flex>>::conv2d_weight_backward(x, weight, grad, options)
+    }
+}
+
+/// Where each piece of a weight gradient lies: a range of images and a range of output rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    /// Images `[start, end)`.
+    pub images: (usize, usize),
+    /// Output rows `[start, end)`.
+    pub rows: (usize, usize),
+}
+
+/// Splits `batch` images of `rows × cols` output positions into pieces of at most `max_terms`
+/// positions: groups of whole images when an image fits, else bands of rows of one image (at
+/// least one row each, whatever `max_terms`).
+pub fn pieces(batch: usize, rows: usize, cols: usize, max_terms: usize) -> Vec<Piece> {
+    let per_image = rows * cols;
+    if per_image == 0 || batch * per_image <= max_terms {
+        return vec![Piece { images: (0, batch), rows: (0, rows) }];
+    }
+    if per_image <= max_terms {
+        let group = max_terms / per_image;
+        return (0..batch)
+            .step_by(group)
+            .map(|b| Piece { images: (b, (b + group).min(batch)), rows: (0, rows) })
+            .collect();
+    }
+    let band = (max_terms / cols.max(1)).max(1);
+    (0..batch)
+        .flat_map(|b| {
+            (0..rows).step_by(band).map(move |r| Piece { images: (b, b + 1), rows: (r, (r + band).min(rows)) })
+        })
+        .collect()
+}
+
+/// [`BoundedConv2d::conv2d_weight_grad`] with an explicit piece size (tests use small ones).
+fn weight_grad_in_pieces<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    options: ConvOptions<2>,
+    max_terms: usize,
+) -> FloatTensor<B> {
+    let [batch, _, height, _] = x.shape().dims();
+    let [_, _, rows, cols] = grad.shape().dims();
+    let [_, _, kernel, _] = weight.shape().dims();
+    let all = pieces(batch, rows, cols, max_terms);
+    if all.len() == 1 {
+        return B::conv2d_weight_backward(x, weight, grad, options);
+    }
+    let (stride, (pad_top, _), dilation) = (options.stride[0], options.padding[0], options.dilation[0]);
+    let span = dilation * (kernel - 1) + 1;
+    let mut total: Option<FloatTensor<B>> = None;
+    for piece in all {
+        let (r0, r1) = piece.rows;
+        // Input rows this band reads, in padded coordinates, then clipped to the image: the
+        // clipped part becomes this band's own (asymmetric) padding.
+        let first = (r0 * stride) as isize - pad_top as isize;
+        let end = ((r1 - 1) * stride + span) as isize - pad_top as isize;
+        let (start, stop) = (first.max(0) as usize, (end.min(height as isize)) as usize);
+        let band_padding = ((-first).max(0) as usize, (end - height as isize).max(0) as usize);
+        let images = Slice::new(piece.images.0 as isize, Some(piece.images.1 as isize), 1);
+        let xs = B::float_slice(
+            x.clone(),
+            &[images, Slice::full(), Slice::new(start as isize, Some(stop as isize), 1), Slice::full()],
+        );
+        let gs = B::float_slice(
+            grad.clone(),
+            &[images, Slice::full(), Slice::new(r0 as isize, Some(r1 as isize), 1), Slice::full()],
+        );
+        let band_options = ConvOptions { padding: [band_padding, options.padding[1]], ..options.clone() };
+        let part = B::conv2d_weight_backward(xs, weight.clone(), gs, band_options);
+        total = Some(match total {
+            Some(t) => B::float_add(t, part),
+            None => part,
+        });
+    }
+    total.expect("at least one piece")
+}
+
+/// The backward step of [`BoundedConv2d::conv2d_unbiased`] on autodiff.
+#[derive(Debug)]
+struct Conv2dStep;
+
+impl<B: BoundedConv2d> Backward<B, 2> for Conv2dStep {
+    type State = (NodeId, NodeId, ConvOptions<2>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_weight] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state, options) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
+        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
+        if let Some(node) = node_x {
+            let g = B::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
+            grads.register::<B>(node.id, g);
+        }
+        if let Some(node) = node_weight {
+            grads.register::<B>(node.id, B::conv2d_weight_grad(x, weight, grad, options));
+        }
+    }
+}
+
+impl<B: BoundedConv2d, C: CheckpointStrategy> BoundedConv2d for Autodiff<B, C> {
+    fn conv2d_unbiased(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        match Conv2dStep.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                let out = B::conv2d_unbiased(x.primitive().clone(), weight.primitive().clone(), options.clone());
+                prep.finish((x_state, weight_state, options), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::conv2d_unbiased(x.into_primitive(), weight.into_primitive(), options))
+            }
+        }
+    }
+    // `conv2d_weight_grad` keeps the default body (burn's differentiable weight backward per
+    // piece); nothing here takes second derivatives.
+}
+
+/// 2-D convolution without bias, `[B, C, H, W]` × `[O, C, k, k]` → `[B, O, H', W']`, whose
+/// backward pass bounds the work of each weight-gradient kernel (see the module docs).
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as BoundedConv2d>::conv2d_unbiased(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        options,
+    ))
+}
+
+/// The weight gradient of [`conv2d`] for an output gradient `grad`, summed from pieces of at
+/// most `max_terms` output positions on every backend (tests compare piece sizes).
+pub fn conv2d_weight_grad(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    grad: Tensor<4>,
+    options: ConvOptions<2>,
+    max_terms: usize,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as PiecewiseWeightGrad>::conv2d_weight_grad_pieces(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        grad.into_dispatch(),
+        options,
+        max_terms,
+    ))
+}
+
+/// [`weight_grad_in_pieces`] reachable from `Tensor`s, for tests of the piecewise sum itself.
+#[backend_extension(Cube, Flex)]
+pub trait PiecewiseWeightGrad: Backend {
+    /// See [`conv2d_weight_grad`].
+    fn conv2d_weight_grad_pieces(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        max_terms: usize,
+    ) -> FloatTensor<Self> {
+        weight_grad_in_pieces::<Self>(x, weight, grad, options, max_terms)
+    }
+}
+
+impl PiecewiseWeightGrad for Cube {}
+impl PiecewiseWeightGrad for Flex {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_cover_every_position_once_and_stay_bounded() {
+        for (batch, rows, cols, max) in
+            [(2, 256, 256, 1 << 15), (8, 512, 512, 1 << 15), (3, 10, 10, 250), (1, 7, 100, 50), (4, 4, 4, 1000)]
+        {
+            let all = pieces(batch, rows, cols, max);
+            let mut seen = vec![0u8; batch * rows];
+            for p in &all {
+                let terms = (p.images.1 - p.images.0) * (p.rows.1 - p.rows.0) * cols;
+                assert!(terms <= max.max(cols), "{p:?} holds {terms} positions, more than {max}");
+                for b in p.images.0..p.images.1 {
+                    for r in p.rows.0..p.rows.1 {
+                        seen[b * rows + r] += 1;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "{batch}×{rows}×{cols} by {max}: not covered exactly once");
+        }
+        assert_eq!(pieces(2, 256, 256, 1 << 14).len(), 8, "four bands of 64 rows per image");
+        assert_eq!(pieces(4, 4, 4, 1000).len(), 1);
+    }
+}
