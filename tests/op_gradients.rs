@@ -4,8 +4,8 @@
 //! of that float64 forward, or, for long sums, its analytic float64 value). It exists because
 //! the golden training step on wgpu showed two gaps only as a few gradients off (issue 15):
 //! burn's cubecl backend differentiated GELU with the tanh approximation's derivative, and on
-//! lavapipe burn's convolution and linear bias/weight gradients over 131,072 positions came from
-//! kernels whose loops lavapipe cuts short. Each now fails here, named by operation, if it
+//! lavapipe burn's convolution, transposed convolution, norm and linear parameter gradients
+//! over ≥ 131,072 positions came from kernels whose loops lavapipe cuts short. Each now fails here, named by operation, if it
 //! comes back (`model::ops` has the fixes).
 //!
 //! Each case computes `L = Σ w ⊙ f(x, params)` with fixed random weights `w`, so every output
@@ -609,9 +609,9 @@ fn long_cases() -> Vec<LongCase> {
         });
     }
     {
-        let (b, ci, co, h, w) = (2, 8, 4, 128, 128);
+        let (b, ci, co, h, w) = (2, 8, 4, 256, 256);
         cases.push(LongCase {
-            name: "ConvTranspose2d 2×2 to 2×256² (bias over 131,072 positions)",
+            name: "ConvTranspose2d 2×2 from 2×256² (weight over 131,072, bias over 524,288 positions)",
             inputs: vec![
                 ("x", rng.vec(b * ci * h * w, -1.0, 1.0)),
                 ("weight", rng.vec(ci * co * 4, -0.5, 0.5)),
@@ -644,13 +644,13 @@ fn long_cases() -> Vec<LongCase> {
         });
     }
     {
-        let s = [2, 8, 128, 128];
+        let s = [2, 4, 512, 512];
         cases.push(LongCase {
-            name: "LayerNorm2d at 2×8×128² (parameters over 32,768 positions)",
+            name: "LayerNorm2d at 2×4×512² (parameters over 524,288 positions)",
             inputs: vec![
                 ("x", rng.vec(s.iter().product(), -2.0, 3.0)),
-                ("weight", rng.vec(8, 0.5, 1.5)),
-                ("bias", rng.vec(8, -0.5, 0.5)),
+                ("weight", rng.vec(s[1], 0.5, 1.5)),
+                ("bias", rng.vec(s[1], -0.5, 0.5)),
             ],
             burn: Box::new(move |t| {
                 let norm = LayerNorm2d { weight: t[1].clone(), bias: t[2].clone(), eps: 1e-6 };
@@ -668,6 +668,31 @@ fn long_cases() -> Vec<LongCase> {
                                 db.add(c, wl[i]);
                             }
                         }
+                    }
+                }
+                vec![None, Some(dw), Some(db)]
+            }),
+        });
+    }
+    {
+        let (rows, c) = (131_072, 8);
+        cases.push(LongCase {
+            name: "LayerNorm (last dim) over 131,072 rows",
+            inputs: vec![
+                ("x", rng.vec(rows * c, -2.0, 2.0)),
+                ("weight", rng.vec(c, 0.5, 1.5)),
+                ("bias", rng.vec(c, -0.5, 0.5)),
+            ],
+            burn: Box::new(move |t| {
+                let norm = LayerNorm { weight: t[1].clone(), bias: t[2].clone(), eps: 1e-6 };
+                flat(norm.forward(t[0].clone().reshape([2, rows / 2, c])))
+            }),
+            gradients: Box::new(move |v, wl| {
+                let (mut dw, mut db) = (Summed::zeros(c), Summed::zeros(c));
+                for (r, row) in v[0].chunks(c).enumerate() {
+                    for (j, nv) in normalise(row, 1e-6).into_iter().enumerate() {
+                        dw.add(j, wl[r * c + j] * nv);
+                        db.add(j, wl[r * c + j]);
                     }
                 }
                 vec![None, Some(dw), Some(db)]

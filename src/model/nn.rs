@@ -8,11 +8,11 @@
 //! on the way in and out.
 
 use burn::tensor::activation::relu;
-use burn::tensor::module::{conv_transpose2d, linear};
-use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::module::linear;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
-use super::ops::{conv2d, gelu};
+use super::ops::{conv_transpose2x2, conv2d, gelu};
 
 /// Whether a tensor is learned (a PyTorch parameter) or derived state (a buffer: BatchNorm
 /// running statistics, the slice memory, fixed position encodings).
@@ -223,22 +223,14 @@ impl Linear {
         }
     }
 
-    /// `x @ W + b` over the last dimension.
-    ///
-    /// A bias being trained is added as the outer product `1·bᵀ`, so that its gradient is the
-    /// matrix product `1ᵀ·grad` (tiled like every matmul) rather than one reduction over all
-    /// rows: over B·g² tokens that reduction is a kernel looping over every row, which lavapipe
-    /// cuts short (issue 15; `tests/op_gradients.rs` checks 131,072 rows). `1·bᵀ` is exactly `b`
-    /// in every row, so the values are the fused form's up to the order of one addition; the
-    /// fused form is used when the bias is not trained.
+    /// `x @ W + b` over the last dimension. A bias being trained is added through
+    /// [`per_feature`] (its gradient a matrix product); otherwise burn's fused form.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match &self.bias {
-            Some(b) if b.is_require_grad() => {
+            Some(b) if b.is_tracked() => {
                 let y = linear(x, self.weight.clone(), None);
                 let dims = y.dims();
-                let (rows, out) = (dims[..D - 1].iter().product(), dims[D - 1]);
-                let ones = Tensor::<2>::ones([rows, 1], &y.device());
-                y + ones.matmul(b.clone().reshape([1, out])).reshape(dims)
+                y + per_feature(b, dims)
             }
             bias => linear(x, self.weight.clone(), bias.clone()),
         }
@@ -310,12 +302,37 @@ impl Conv2d {
     }
 }
 
-/// `y + bias` per channel of an NCHW tensor. Added outside the convolution kernels so that the
-/// bias gradient is summed axis by axis (batch, rows, columns: short reductions) instead of in
-/// one pass over B·H·W values; see `ops` for why long single reductions are avoided.
+/// `y + bias` per channel of an NCHW tensor, the bias added outside the convolution kernels
+/// through [`per_channel`] (see there).
 fn add_channel_bias(y: Tensor<4>, bias: &Tensor<1>) -> Tensor<4> {
-    let c = bias.dims()[0];
-    y + bias.clone().reshape([1, c, 1, 1])
+    let [_, _, h, w] = y.dims();
+    y + per_channel(bias, h, w)
+}
+
+/// One value per channel `[C]` as a `[1, C, H, W]` term to broadcast over the batch of an NCHW
+/// tensor. A parameter being trained is repeated along columns, then rows, so that its
+/// gradient is summed one axis at a time (batch, rows, columns: each as long as that side);
+/// burn would sum a plain `[1, C, 1, 1]` broadcast over batch·rows·columns at once, and over a
+/// 512² map that reduction is one kernel looping over 262,144 values per invocation, which
+/// lavapipe cuts short (see `ops`). Values are exactly those of the plain broadcast.
+pub fn per_channel(v: &Tensor<1>, h: usize, w: usize) -> Tensor<4> {
+    let c = v.dims()[0];
+    let trained = v.is_tracked();
+    let v = v.clone().reshape([1, c, 1, 1]);
+    if trained { v.repeat_dim(3, w).repeat_dim(2, h) } else { v }
+}
+
+/// One value per feature `[C]` to broadcast over a `[…, C]` tensor of shape `dims`. A parameter
+/// being trained is spread as the outer product `1·vᵀ` over the rows, so that its gradient is
+/// the matrix product `1ᵀ·grad` (tiled like every matmul) rather than one reduction over all
+/// rows (B·g² tokens: the same lavapipe limit as [`per_channel`]). `1·vᵀ` holds `v` exactly in
+/// every row.
+pub fn per_feature<const D: usize>(v: &Tensor<1>, dims: [usize; D]) -> Tensor<D> {
+    if !v.is_tracked() {
+        return v.clone().unsqueeze();
+    }
+    let (rows, c) = (dims[..D - 1].iter().product(), dims[D - 1]);
+    Tensor::<2>::ones([rows, 1], &v.device()).matmul(v.clone().reshape([1, c])).reshape(dims)
 }
 
 /// `nn.ConvTranspose2d(kernel 2, stride 2)`, the upscaler of the mask decoder.
@@ -340,8 +357,7 @@ impl ConvTranspose2x2 {
     /// # Shapes
     /// `[B, in, H, W]` → `[B, out, 2H, 2W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let options = ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1);
-        add_channel_bias(conv_transpose2d(x, self.weight.clone(), None, options), &self.bias)
+        add_channel_bias(conv_transpose2x2(x, self.weight.clone()), &self.bias)
     }
 
     /// Lists `weight` and `bias`.
@@ -372,7 +388,8 @@ impl LayerNorm {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let (var, mean) = x.clone().var_mean_bias(D - 1);
         let x = (x - mean) / (var + self.eps).sqrt();
-        x * self.weight.clone().unsqueeze() + self.bias.clone().unsqueeze()
+        let dims = x.dims();
+        x * per_feature(&self.weight, dims) + per_feature(&self.bias, dims)
     }
 
     /// Lists `weight` and `bias`.
@@ -404,8 +421,8 @@ impl LayerNorm2d {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let (var, mean) = x.clone().var_mean_bias(1);
         let x = (x - mean) / (var + self.eps).sqrt();
-        let c = self.weight.dims()[0];
-        x * self.weight.clone().reshape([1, c, 1, 1]) + self.bias.clone().reshape([1, c, 1, 1])
+        let [_, _, h, w] = x.dims();
+        x * per_channel(&self.weight, h, w) + per_channel(&self.bias, h, w)
     }
 
     /// Lists `weight` and `bias`.
@@ -452,9 +469,8 @@ impl BatchNorm2d {
     }
 
     fn affine(&self, x: Tensor<4>, mean: Tensor<4>, var: Tensor<4>) -> Tensor<4> {
-        let c = self.weight.dims()[0];
-        (x - mean) / (var + BN_EPS).sqrt() * self.weight.clone().reshape([1, c, 1, 1])
-            + self.bias.clone().reshape([1, c, 1, 1])
+        let [_, _, h, w] = x.dims();
+        (x - mean) / (var + BN_EPS).sqrt() * per_channel(&self.weight, h, w) + per_channel(&self.bias, h, w)
     }
 
     /// Inference: normalises with the running statistics.

@@ -25,11 +25,15 @@
 //! is burn's convolution with a hand-written backward step whose weight gradient is summed
 //! from pieces of at most [`CONV_WEIGHT_GRAD_TERMS_MAX`] output positions (whole images, or
 //! bands of rows) on cubecl; the CPU backend keeps one call. Biases are added outside the
-//! convolution (see `nn::Conv2d`), so their gradients are short broadcast reductions per axis,
-//! and a trained linear bias as an outer product (see `nn::Linear`), for the same reason.
+//! convolution (see `nn::Conv2d`).
 //!
-//! The rest of the crate calls [`gelu`] and [`conv2d`], never `burn::tensor::activation::gelu`
-//! or `burn::tensor::module::conv2d` (clippy `disallowed-methods` rules in `.clippy.toml`).
+//! [`conv_transpose2x2`] does the same for the decoders' 2×2 upscaling. Per-channel and
+//! per-feature parameters being trained (biases, norms' scales and shifts) are broadcast so
+//! that their gradients are summed one axis at a time or as a matrix product (`nn::per_channel`,
+//! `nn::per_feature`).
+//!
+//! The rest of the crate calls [`gelu`], [`conv2d`] and [`conv_transpose2x2`], never burn's
+//! `gelu`, `conv2d` or `conv_transpose2d` (clippy `disallowed-methods` rules in `.clippy.toml`).
 
 use core::f64::consts::{FRAC_1_SQRT_2, PI};
 use core::marker::PhantomData;
@@ -41,7 +45,7 @@ use burn::backend::autodiff::checkpoint::state::BackwardStates;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
-use burn::backend::ops::{ActivationOps, ConvOptions, ModuleOps};
+use burn::backend::ops::{ActivationOps, ConvOptions, ConvTransposeOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Cube, Dispatch, Flex, Slice, TensorMetadata, backend_extension};
 use burn::tensor::Tensor;
@@ -357,6 +361,112 @@ pub trait PiecewiseWeightGrad: Backend {
 
 impl PiecewiseWeightGrad for Cube {}
 impl PiecewiseWeightGrad for Flex {}
+
+/// The options of SAM's upscaling `ConvTranspose2d(kernel 2, stride 2)`: every input pixel
+/// writes its own 2×2 block of the output, so row bands of the input map to row bands of the
+/// output without overlap.
+fn options_2x2() -> ConvTransposeOptions<2> {
+    ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1)
+}
+
+/// `ConvTranspose2d(kernel 2, stride 2)` without bias whose weight gradient, a sum over every
+/// input position of the batch, is computed in pieces of at most
+/// [`CONV_WEIGHT_GRAD_TERMS_MAX`] positions on cubecl, as for [`BoundedConv2d`] (measured on
+/// lavapipe, 2026-12-03: burn's one call is wrong from 2×192² inputs).
+#[backend_extension(Cube, Flex, Autodiff)]
+pub trait BoundedConvTranspose2x2: Backend {
+    /// burn's transposed convolution, no bias.
+    fn conv_transpose2x2_unbiased(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::conv_transpose2d(x, weight, None, options_2x2())
+    }
+
+    /// The weight gradient, summed from pieces of at most [`CONV_WEIGHT_GRAD_TERMS_MAX`] input
+    /// positions.
+    fn conv_transpose2x2_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let [batch, _, rows, cols] = x.shape().dims();
+        let mut total: Option<FloatTensor<Self>> = None;
+        for piece in pieces(batch, rows, cols, CONV_WEIGHT_GRAD_TERMS_MAX) {
+            let images = Slice::new(piece.images.0 as isize, Some(piece.images.1 as isize), 1);
+            let (r0, r1) = (piece.rows.0 as isize, piece.rows.1 as isize);
+            let xs = Self::float_slice(x.clone(), &[images, Slice::full(), Slice::new(r0, Some(r1), 1), Slice::full()]);
+            let gs = Self::float_slice(
+                grad.clone(),
+                &[images, Slice::full(), Slice::new(2 * r0, Some(2 * r1), 1), Slice::full()],
+            );
+            let part = Self::conv_transpose2d_weight_backward(xs, weight.clone(), gs, options_2x2());
+            total = Some(match total {
+                Some(t) => Self::float_add(t, part),
+                None => part,
+            });
+        }
+        total.expect("at least one piece")
+    }
+}
+
+impl BoundedConvTranspose2x2 for Cube {}
+
+/// The CPU backend's weight gradient is a blocked matrix product: one call.
+impl BoundedConvTranspose2x2 for Flex {
+    fn conv_transpose2x2_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        <Flex as ModuleOps<Flex>>::conv_transpose2d_weight_backward(x, weight, grad, options_2x2())
+    }
+}
+
+/// The backward step of [`BoundedConvTranspose2x2::conv_transpose2x2_unbiased`] on autodiff.
+#[derive(Debug)]
+struct ConvTranspose2x2Step;
+
+impl<B: BoundedConvTranspose2x2> Backward<B, 2> for ConvTranspose2x2Step {
+    type State = (NodeId, NodeId);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_weight] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
+        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
+        if let Some(node) = node_x {
+            let g = B::conv_transpose2d_x_backward(weight.clone(), grad.clone(), options_2x2());
+            grads.register::<B>(node.id, g);
+        }
+        if let Some(node) = node_weight {
+            grads.register::<B>(node.id, B::conv_transpose2x2_weight_grad(x, weight, grad));
+        }
+    }
+}
+
+impl<B: BoundedConvTranspose2x2, C: CheckpointStrategy> BoundedConvTranspose2x2 for Autodiff<B, C> {
+    fn conv_transpose2x2_unbiased(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        match ConvTranspose2x2Step.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                let out = B::conv_transpose2x2_unbiased(x.primitive().clone(), weight.primitive().clone());
+                prep.finish((x_state, weight_state), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::conv_transpose2x2_unbiased(x.into_primitive(), weight.into_primitive()))
+            }
+        }
+    }
+}
+
+/// `ConvTranspose2d(kernel 2, stride 2)` without bias, `[B, C, H, W]` × `[C, O, 2, 2]` →
+/// `[B, O, 2H, 2W]`, whose backward pass bounds the work of each weight-gradient kernel.
+pub fn conv_transpose2x2(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as BoundedConvTranspose2x2>::conv_transpose2x2_unbiased(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+    ))
+}
 
 #[cfg(test)]
 mod tests {
