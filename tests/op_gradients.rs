@@ -88,6 +88,35 @@ fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
     t.reshape([n])
 }
 
+/// `x`, `weight` and `bias` of a layer: inputs in [−1, 1], weights and biases in [−½, ½].
+fn layer_inputs(rng: &mut Rng, x: usize, weight: usize, bias: usize) -> Vec<(&'static str, Vec<f32>)> {
+    vec![("x", rng.vec(x, -1.0, 1.0)), ("weight", rng.vec(weight, -0.5, 0.5)), ("bias", rng.vec(bias, -0.5, 0.5))]
+}
+
+/// `x`, `weight` and `bias` of a norm: inputs in [lo, hi], scales in [½, 1½], shifts in [−½, ½].
+fn norm_inputs(rng: &mut Rng, x: usize, c: usize, (lo, hi): (f32, f32)) -> Vec<(&'static str, Vec<f32>)> {
+    vec![("x", rng.vec(x, lo, hi)), ("weight", rng.vec(c, 0.5, 1.5)), ("bias", rng.vec(c, -0.5, 0.5))]
+}
+
+/// Our `Conv2d` on flat leaves `[x, weight, bias]`.
+fn conv2d_on(
+    t: &[Tensor<1>],
+    [b, ci, h, w]: [usize; 4],
+    co: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+) -> Tensor<1> {
+    let conv = Conv2d { weight: t4(&t[1], [co, ci, k, k]), bias: Some(t[2].clone()), stride, padding };
+    flat(conv.forward(t4(&t[0], [b, ci, h, w])))
+}
+
+/// Our `ConvTranspose2x2` on flat leaves `[x, weight, bias]`.
+fn conv_transpose_on(t: &[Tensor<1>], [b, ci, h, w]: [usize; 4], co: usize) -> Tensor<1> {
+    let conv = ConvTranspose2x2 { weight: t4(&t[1], [ci, co, 2, 2]), bias: t[2].clone() };
+    flat(conv.forward(t4(&t[0], [b, ci, h, w])))
+}
+
 fn erf64(x: f64) -> f64 {
     libm::erf(x)
 }
@@ -146,11 +175,7 @@ fn cases(device: &Device) -> Vec<Case> {
         let n = s.iter().product();
         cases.push(Case {
             name: "LayerNorm2d",
-            inputs: vec![
-                ("x", rng.vec(n, -2.0, 3.0)),
-                ("weight", rng.vec(6, 0.5, 1.5)),
-                ("bias", rng.vec(6, -0.5, 0.5)),
-            ],
+            inputs: norm_inputs(&mut rng, n, 6, (-2.0, 3.0)),
             burn: Box::new(move |t| {
                 let norm = LayerNorm2d { weight: t[1].clone(), bias: t[2].clone(), eps: 1e-6 };
                 flat(norm.forward(t4(&t[0], s)))
@@ -178,11 +203,7 @@ fn cases(device: &Device) -> Vec<Case> {
         let (rows, c) = (10, 8);
         cases.push(Case {
             name: "LayerNorm (last dim)",
-            inputs: vec![
-                ("x", rng.vec(rows * c, -2.0, 2.0)),
-                ("weight", rng.vec(c, 0.5, 1.5)),
-                ("bias", rng.vec(c, -0.5, 0.5)),
-            ],
+            inputs: norm_inputs(&mut rng, rows * c, c, (-2.0, 2.0)),
             burn: Box::new(move |t| {
                 let norm = LayerNorm { weight: t[1].clone(), bias: t[2].clone(), eps: 1e-6 };
                 flat(norm.forward(t[0].clone().reshape([rows, c])))
@@ -199,15 +220,8 @@ fn cases(device: &Device) -> Vec<Case> {
         let (b, ci, co, h, w) = (2, 4, 3, 3, 3);
         cases.push(Case {
             name: "ConvTranspose2d (2×2, stride 2)",
-            inputs: vec![
-                ("x", rng.vec(b * ci * h * w, -1.0, 1.0)),
-                ("weight", rng.vec(ci * co * 4, -0.5, 0.5)),
-                ("bias", rng.vec(co, -0.5, 0.5)),
-            ],
-            burn: Box::new(move |t| {
-                let conv = ConvTranspose2x2 { weight: t4(&t[1], [ci, co, 2, 2]), bias: t[2].clone() };
-                flat(conv.forward(t4(&t[0], [b, ci, h, w])))
-            }),
+            inputs: layer_inputs(&mut rng, b * ci * h * w, ci * co * 4, co),
+            burn: Box::new(move |t| conv_transpose_on(t, [b, ci, h, w], co)),
             reference: Box::new(move |v| {
                 let (x, wt, bias) = (&v[0], &v[1], &v[2]);
                 let so = [b, co, 2 * h, 2 * w];
@@ -235,15 +249,8 @@ fn cases(device: &Device) -> Vec<Case> {
         let (b, ci, co, h, w) = (2, 3, 4, 6, 5);
         cases.push(Case {
             name: if k == 3 { "Conv2d (3×3, padding 1)" } else { "Conv2d (2×2, stride 2)" },
-            inputs: vec![
-                ("x", rng.vec(b * ci * h * w, -1.0, 1.0)),
-                ("weight", rng.vec(co * ci * k * k, -0.5, 0.5)),
-                ("bias", rng.vec(co, -0.5, 0.5)),
-            ],
-            burn: Box::new(move |t| {
-                let conv = Conv2d { weight: t4(&t[1], [co, ci, k, k]), bias: Some(t[2].clone()), stride, padding: pad };
-                flat(conv.forward(t4(&t[0], [b, ci, h, w])))
-            }),
+            inputs: layer_inputs(&mut rng, b * ci * h * w, co * ci * k * k, co),
+            burn: Box::new(move |t| conv2d_on(t, [b, ci, h, w], co, k, stride, pad)),
             reference: Box::new(move |v| {
                 let (x, wt, bias) = (&v[0], &v[1], &v[2]);
                 let (ho, wo) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1);
@@ -281,11 +288,7 @@ fn cases(device: &Device) -> Vec<Case> {
         let (rows, di, dout) = (15, 6, 4);
         cases.push(Case {
             name: "Linear",
-            inputs: vec![
-                ("x", rng.vec(rows * di, -1.0, 1.0)),
-                ("weight", rng.vec(di * dout, -0.5, 0.5)),
-                ("bias", rng.vec(dout, -0.5, 0.5)),
-            ],
+            inputs: layer_inputs(&mut rng, rows * di, di * dout, dout),
             burn: Box::new(move |t| {
                 let lin = Linear { weight: t[1].clone().reshape([di, dout]), bias: Some(t[2].clone()) };
                 flat(lin.forward(t[0].clone().reshape([3, rows / 3, di])))
@@ -476,11 +479,7 @@ fn cases(device: &Device) -> Vec<Case> {
         let device = device.clone();
         cases.push(Case {
             name: "BatchNorm2d (training: batch statistics)",
-            inputs: vec![
-                ("x", rng.vec(s.iter().product(), -2.0, 2.0)),
-                ("weight", rng.vec(4, 0.5, 1.5)),
-                ("bias", rng.vec(4, -0.5, 0.5)),
-            ],
+            inputs: norm_inputs(&mut rng, s.iter().product(), 4, (-2.0, 2.0)),
             burn: Box::new(move |t| {
                 let ad = device.clone().autodiff();
                 let mut bn = BatchNorm2d::new(4, &sam4em::model::Init::random(&ad));
@@ -592,16 +591,8 @@ fn long_cases() -> Vec<LongCase> {
             } else {
                 "Conv2d 1×1 at 2×256² (131,072 positions)"
             },
-            inputs: vec![
-                ("x", rng.vec(b * ci * h * w, -1.0, 1.0)),
-                ("weight", rng.vec(co * ci * k * k, -0.5, 0.5)),
-                ("bias", rng.vec(co, -0.5, 0.5)),
-            ],
-            burn: Box::new(move |t| {
-                let conv =
-                    Conv2d { weight: t4(&t[1], [co, ci, k, k]), bias: Some(t[2].clone()), stride: 1, padding: pad };
-                flat(conv.forward(t4(&t[0], [b, ci, h, w])))
-            }),
+            inputs: layer_inputs(&mut rng, b * ci * h * w, co * ci * k * k, co),
+            burn: Box::new(move |t| conv2d_on(t, [b, ci, h, w], co, k, 1, pad)),
             gradients: Box::new(move |v, wl| {
                 let (dw, db) = conv_param_grads(&v[0], wl, [b, ci, h, w], co, k, 1, pad);
                 vec![None, Some(dw), Some(db)]
@@ -612,15 +603,8 @@ fn long_cases() -> Vec<LongCase> {
         let (b, ci, co, h, w) = (2, 8, 4, 256, 256);
         cases.push(LongCase {
             name: "ConvTranspose2d 2×2 from 2×256² (weight over 131,072, bias over 524,288 positions)",
-            inputs: vec![
-                ("x", rng.vec(b * ci * h * w, -1.0, 1.0)),
-                ("weight", rng.vec(ci * co * 4, -0.5, 0.5)),
-                ("bias", rng.vec(co, -0.5, 0.5)),
-            ],
-            burn: Box::new(move |t| {
-                let conv = ConvTranspose2x2 { weight: t4(&t[1], [ci, co, 2, 2]), bias: t[2].clone() };
-                flat(conv.forward(t4(&t[0], [b, ci, h, w])))
-            }),
+            inputs: layer_inputs(&mut rng, b * ci * h * w, ci * co * 4, co),
+            burn: Box::new(move |t| conv_transpose_on(t, [b, ci, h, w], co)),
             gradients: Box::new(move |v, wl| {
                 let so = [b, co, 2 * h, 2 * w];
                 let mut dw = Summed::zeros(ci * co * 4);
@@ -647,11 +631,7 @@ fn long_cases() -> Vec<LongCase> {
         let s = [2, 4, 512, 512];
         cases.push(LongCase {
             name: "LayerNorm2d at 2×4×512² (parameters over 524,288 positions)",
-            inputs: vec![
-                ("x", rng.vec(s.iter().product(), -2.0, 3.0)),
-                ("weight", rng.vec(s[1], 0.5, 1.5)),
-                ("bias", rng.vec(s[1], -0.5, 0.5)),
-            ],
+            inputs: norm_inputs(&mut rng, s.iter().product(), s[1], (-2.0, 3.0)),
             burn: Box::new(move |t| {
                 let norm = LayerNorm2d { weight: t[1].clone(), bias: t[2].clone(), eps: 1e-6 };
                 flat(norm.forward(t4(&t[0], s)))
@@ -678,11 +658,7 @@ fn long_cases() -> Vec<LongCase> {
         let (rows, c) = (131_072, 8);
         cases.push(LongCase {
             name: "LayerNorm (last dim) over 131,072 rows",
-            inputs: vec![
-                ("x", rng.vec(rows * c, -2.0, 2.0)),
-                ("weight", rng.vec(c, 0.5, 1.5)),
-                ("bias", rng.vec(c, -0.5, 0.5)),
-            ],
+            inputs: norm_inputs(&mut rng, rows * c, c, (-2.0, 2.0)),
             burn: Box::new(move |t| {
                 let norm = LayerNorm { weight: t[1].clone(), bias: t[2].clone(), eps: 1e-6 };
                 flat(norm.forward(t[0].clone().reshape([2, rows / 2, c])))
@@ -703,11 +679,7 @@ fn long_cases() -> Vec<LongCase> {
         let (rows, di, dout) = (131_072, 8, 4);
         cases.push(LongCase {
             name: "Linear over 131,072 rows",
-            inputs: vec![
-                ("x", rng.vec(rows * di, -1.0, 1.0)),
-                ("weight", rng.vec(di * dout, -0.5, 0.5)),
-                ("bias", rng.vec(dout, -0.5, 0.5)),
-            ],
+            inputs: layer_inputs(&mut rng, rows * di, di * dout, dout),
             burn: Box::new(move |t| {
                 let lin = Linear { weight: t[1].clone().reshape([di, dout]), bias: Some(t[2].clone()) };
                 flat(lin.forward(t[0].clone().reshape([2, rows / 2, di])))
