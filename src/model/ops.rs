@@ -230,6 +230,17 @@ pub fn pieces(batch: usize, rows: usize, cols: usize, max_terms: usize) -> Vec<P
         .collect()
 }
 
+/// The slice of an NCHW tensor holding `images` and `rows`, all channels and columns.
+fn band(images: (usize, usize), rows: (usize, usize)) -> [Slice; 4] {
+    let range = |(a, b): (usize, usize)| Slice::new(a as isize, Some(b as isize), 1);
+    [range(images), Slice::full(), range(rows), Slice::full()]
+}
+
+/// The sum of `part(piece)` over `all` (at least one piece).
+fn sum_over<B: Backend>(all: Vec<Piece>, mut part: impl FnMut(Piece) -> FloatTensor<B>) -> FloatTensor<B> {
+    all.into_iter().map(&mut part).reduce(B::float_add).expect("at least one piece")
+}
+
 /// [`BoundedConv2d::conv2d_weight_grad`] with an explicit piece size (tests use small ones).
 fn weight_grad_in_pieces<B: Backend>(
     x: FloatTensor<B>,
@@ -247,8 +258,7 @@ fn weight_grad_in_pieces<B: Backend>(
     }
     let (stride, (pad_top, _), dilation) = (options.stride[0], options.padding[0], options.dilation[0]);
     let span = dilation * (kernel - 1) + 1;
-    let mut total: Option<FloatTensor<B>> = None;
-    for piece in all {
+    sum_over::<B>(all, |piece| {
         let (r0, r1) = piece.rows;
         // Input rows this band reads, in padded coordinates, then clipped to the image: the
         // clipped part becomes this band's own (asymmetric) padding.
@@ -256,23 +266,11 @@ fn weight_grad_in_pieces<B: Backend>(
         let end = ((r1 - 1) * stride + span) as isize - pad_top as isize;
         let (start, stop) = (first.max(0) as usize, (end.min(height as isize)) as usize);
         let band_padding = ((-first).max(0) as usize, (end - height as isize).max(0) as usize);
-        let images = Slice::new(piece.images.0 as isize, Some(piece.images.1 as isize), 1);
-        let xs = B::float_slice(
-            x.clone(),
-            &[images, Slice::full(), Slice::new(start as isize, Some(stop as isize), 1), Slice::full()],
-        );
-        let gs = B::float_slice(
-            grad.clone(),
-            &[images, Slice::full(), Slice::new(r0 as isize, Some(r1 as isize), 1), Slice::full()],
-        );
+        let xs = B::float_slice(x.clone(), &band(piece.images, (start, stop)));
+        let gs = B::float_slice(grad.clone(), &band(piece.images, piece.rows));
         let band_options = ConvOptions { padding: [band_padding, options.padding[1]], ..options.clone() };
-        let part = B::conv2d_weight_backward(xs, weight.clone(), gs, band_options);
-        total = Some(match total {
-            Some(t) => B::float_add(t, part),
-            None => part,
-        });
-    }
-    total.expect("at least one piece")
+        B::conv2d_weight_backward(xs, weight.clone(), gs, band_options)
+    })
 }
 
 /// The backward step of [`BoundedConv2d::conv2d_unbiased`] on autodiff.
@@ -388,22 +386,11 @@ pub trait BoundedConvTranspose2x2: Backend {
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let [batch, _, rows, cols] = x.shape().dims();
-        let mut total: Option<FloatTensor<Self>> = None;
-        for piece in pieces(batch, rows, cols, CONV_WEIGHT_GRAD_TERMS_MAX) {
-            let images = Slice::new(piece.images.0 as isize, Some(piece.images.1 as isize), 1);
-            let (r0, r1) = (piece.rows.0 as isize, piece.rows.1 as isize);
-            let xs = Self::float_slice(x.clone(), &[images, Slice::full(), Slice::new(r0, Some(r1), 1), Slice::full()]);
-            let gs = Self::float_slice(
-                grad.clone(),
-                &[images, Slice::full(), Slice::new(2 * r0, Some(2 * r1), 1), Slice::full()],
-            );
-            let part = Self::conv_transpose2d_weight_backward(xs, weight.clone(), gs, options_2x2());
-            total = Some(match total {
-                Some(t) => Self::float_add(t, part),
-                None => part,
-            });
-        }
-        total.expect("at least one piece")
+        sum_over::<Self>(pieces(batch, rows, cols, CONV_WEIGHT_GRAD_TERMS_MAX), |piece| {
+            let xs = Self::float_slice(x.clone(), &band(piece.images, piece.rows));
+            let gs = Self::float_slice(grad.clone(), &band(piece.images, (2 * piece.rows.0, 2 * piece.rows.1)));
+            Self::conv_transpose2d_weight_backward(xs, weight.clone(), gs, options_2x2())
+        })
     }
 }
 
