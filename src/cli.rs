@@ -66,6 +66,11 @@ pub enum BenchWhat {
     /// batch 1), optionally next to the official sam2 PyTorch image encoder.
     #[cfg(feature = "model")]
     Model(crate::cli_model::BenchModelArgs),
+    /// Write a SAM 2 checkpoint of a given size with random weights (SAM 2's key names,
+    /// safetensors), for memory and speed runs of `sam4em train` / `predict` where no official
+    /// file can be had. Its results mean nothing; its costs are the real ones.
+    #[cfg(feature = "model")]
+    Checkpoint(crate::cli_model::BenchCheckpointArgs),
     /// Slice-switch time (decode + upload) for 1024² u8 and 4096² u16 stacks and frame time
     /// with three class overlays, headless on the app's device.
     #[cfg(feature = "gui")]
@@ -218,6 +223,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         #[cfg(feature = "model")]
         Some(Command::Bench(BenchArgs { what: BenchWhat::Model(a) })) => crate::cli_model::bench(a),
+        #[cfg(feature = "model")]
+        Some(Command::Bench(BenchArgs { what: BenchWhat::Checkpoint(a) })) => crate::cli_model::random_checkpoint(a),
         #[cfg(feature = "gui")]
         Some(Command::Bench(BenchArgs { what: BenchWhat::Viewer(a) })) => bench_viewer(a),
         #[cfg(feature = "model")]

@@ -18,12 +18,14 @@ use crate::infer::{Flow, Predictor, Seed, StackRequest, model_window, slice_to_u
 use crate::io::{self, ExportFormat, ExportOptions, OpenOptions};
 use crate::model::Sam4emConfig;
 use crate::model::adapter::BaseCheckpoint;
+use crate::model::footprint::TrainingMemoryModel;
 use crate::model::metrics::{Overlap, StackMetrics};
 use crate::model::multi::{
     AdapterSet, AdapterSetMeta, ModelSource, MultiModel, SET_FORMAT, SET_FORMAT_VERSION, TrainingRecord, load,
 };
 use crate::state::bitplane::BitPlane;
 use crate::state::{ClassTable, MaskVolume, SliceIndex, Volume};
+use crate::train::memory::{self as train_memory, ActivationsChoice, Available, gib};
 use crate::train::{Control, Schedule, TrainConfig, TrainEvent, TrainSample, train};
 
 /// Where the model comes from (shared by `predict` and `train`).
@@ -87,6 +89,27 @@ pub enum ScheduleChoice {
     Constant,
 }
 
+/// How `sam4em train` computes gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ActivationsArg {
+    /// Keep every activation when the run fits that way, else recompute.
+    Auto,
+    /// Keep every activation (fastest; refused when it does not fit).
+    Keep,
+    /// Recompute activations block by block (least memory).
+    Recompute,
+}
+
+impl ActivationsArg {
+    fn choice(self) -> ActivationsChoice {
+        match self {
+            ActivationsArg::Auto => ActivationsChoice::Auto,
+            ActivationsArg::Keep => ActivationsChoice::Keep,
+            ActivationsArg::Recompute => ActivationsChoice::Recompute,
+        }
+    }
+}
+
 /// `sam4em train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -126,6 +149,16 @@ pub struct TrainArgs {
     /// Turn off the random flips/transposes.
     #[arg(long)]
     pub no_augment: bool,
+    /// Activations for the backward pass: `auto` keeps them when the run fits in the memory
+    /// available and otherwise recomputes them block by block (the same gradients with a
+    /// fraction of the memory, for one more forward pass); a run that does not fit either way
+    /// is refused before it starts.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub activations: ActivationsArg,
+    /// Most memory the run may use, in GiB (default: the free RAM; on a GPU
+    /// `SAM4EM_GPU_MEMORY_GIB` or 16 GiB).
+    #[arg(long, value_name = "GIB")]
+    pub memory_limit: Option<f64>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -412,6 +445,30 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
     let samples: Vec<TrainSample> = train_z.iter().map(|&z| sample(z)).collect::<Result<_>>()?;
     let held_out: Vec<TrainSample> = validation.clone().map(sample).collect::<Result<_>>()?;
 
+    // Memory: estimate, compare with what is available, choose how to compute gradients or
+    // refuse before anything runs.
+    let batch = crate::train::batches(&samples, a.batch_size).iter().map(Vec::len).max().unwrap_or(1);
+    let memory_model = TrainingMemoryModel::new(loaded.model.config());
+    let available = match a.memory_limit {
+        Some(limit) if limit > 0.0 => {
+            let bytes = (limit * f64::from(1u32 << 30)) as u64;
+            match train_memory::available_for(&device) {
+                Some(free) if free.bytes < bytes => Some(free),
+                _ => Some(Available { bytes, what: "the --memory-limit".into() }),
+            }
+        }
+        Some(limit) => bail!("--memory-limit {limit} is not a positive number of GiB"),
+        None => train_memory::available_for(&device),
+    };
+    let plan = train_memory::plan(a.activations.choice(), batch, true, available, &|b| {
+        memory_model.footprint(classes.len(), b)
+    })?;
+    if !a.json {
+        eprintln!("memory: {}", plan.summary());
+    }
+    let rss_before = train_memory::rss().map(|(now, _)| now);
+    train_memory::reset_peak_rss();
+
     let mut optimizer = loaded.model.config().optimizer.clone();
     optimizer.lr = a.lr;
     optimizer.weight_decay = a.weight_decay;
@@ -424,6 +481,7 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
             ScheduleChoice::Constant => Schedule::Constant,
         },
         augment: !a.no_augment,
+        activations: plan.activations,
         seed: 2024,
     };
     let steps_per_epoch = crate::train::batches(&samples, a.batch_size).len();
@@ -453,7 +511,10 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
         seconds: outcome.seconds,
         device: format!("{device:?}"),
         ended: outcome.ended.to_string(),
+        batch_size: batch,
+        activations: plan.activations.name().into(),
     };
+    let peak_rss = train_memory::rss().map(|(_, peak)| peak);
     let parent = loaded.adapter.as_ref().map(|m| m.version);
     let meta = AdapterSetMeta {
         format: SET_FORMAT.into(),
@@ -471,9 +532,17 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "adapter": a.out, "training": record, "losses": outcome.losses })
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "adapter": a.out, "training": record, "losses": outcome.losses,
+                "memory": {
+                    "activations": plan.activations.name(),
+                    "estimated_bytes": plan.needed_bytes,
+                    "estimate": plan.footprint,
+                    "available": plan.available,
+                    "rss_before_bytes": rss_before,
+                    "peak_rss_bytes": peak_rss,
+                },
+            }))?
         );
     } else {
         println!(
@@ -486,6 +555,16 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
         );
         for (c, d) in &outcome.validation_dice {
             println!("held-out Dice {c}: {d:.4}");
+        }
+        if let (Some(before), Some(peak)) = (rss_before, peak_rss) {
+            println!(
+                "memory: peak {} resident, {} above the {} held before training (estimated {}, {})",
+                gib(peak),
+                gib(peak.saturating_sub(before)),
+                gib(before),
+                gib(plan.needed_bytes),
+                plan.activations.name()
+            );
         }
         println!("wrote {}", a.out.display());
     }

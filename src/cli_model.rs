@@ -44,7 +44,7 @@ impl DeviceChoice {
 
 /// "cpu" or "wgpu": what a run actually ran on (`--device wgpu` may have fallen back).
 pub fn device_name(device: &Device) -> &'static str {
-    if format!("{device:?}").contains("Flex") { "cpu" } else { "wgpu" }
+    if crate::model::device::is_cpu(device) { "cpu" } else { "wgpu" }
 }
 
 /// `sam4em bench model`.
@@ -72,6 +72,38 @@ pub struct BenchModelArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `sam4em bench checkpoint`.
+#[derive(Debug, Args)]
+pub struct BenchCheckpointArgs {
+    /// SAM 2 trunk size.
+    #[arg(long, value_enum, default_value = "base_plus")]
+    pub size: HieraSize,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 2024)]
+    pub seed: u64,
+    /// Where to write it (`.safetensors`).
+    #[arg(long, value_name = "SAFETENSORS")]
+    pub out: PathBuf,
+}
+
+/// Runs `sam4em bench checkpoint`.
+pub fn random_checkpoint(a: &BenchCheckpointArgs) -> Result<()> {
+    let tensors = bench::random_sam2_checkpoint(a.size, a.seed);
+    let values: usize = tensors.values().map(|t| t.data.len()).sum();
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert(
+        "sam4em_note".to_string(),
+        format!("random weights for benchmarks (SAM 2 {} layout, seed {})", a.size.file_stem(), a.seed),
+    );
+    StateDict::write_safetensors(&tensors, meta, &a.out)?;
+    println!(
+        "wrote {} ({} tensors, {values} values, random weights: for timing and memory runs only)",
+        a.out.display(),
+        tensors.len()
+    );
+    Ok(())
 }
 
 /// `sam4em checkpoint`.

@@ -357,6 +357,46 @@ fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
     assert!((0.0..=1.0).contains(&dice), "{v}");
     assert!(v["losses"].as_array().unwrap().iter().all(|l| l.as_f64().unwrap().is_finite()));
     assert!(adapter.is_file());
+    // The run fits in this machine's memory with every activation kept, and says so.
+    assert_eq!(v["memory"]["activations"], "keep", "{v}");
+    assert_eq!(v["training"]["activations"], "keep");
+    assert_eq!(v["training"]["batch_size"], 2);
+    assert!(v["memory"]["estimated_bytes"].as_u64().unwrap() > 0, "{v}");
+
+    // Recomputing activations block by block computes the same gradients: the same losses.
+    let recomputed = tmp.path().join("mito-recomputed.safetensors");
+    let mut again = args.clone();
+    let rec_s = s(&recomputed);
+    *again.iter_mut().find(|a| **a == out_s.as_str()).unwrap() = &rec_s;
+    again.extend(["--activations", "recompute"]);
+    let o = sam4em(&again);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["training"]["activations"], "recompute");
+    for (a, b) in v["losses"].as_array().unwrap().iter().zip(r["losses"].as_array().unwrap()) {
+        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "losses {a} (kept) and {b} (recomputed) differ");
+    }
+
+    // A run that does not fit the memory it may use is refused before it starts, in one
+    // sentence that names the numbers; nothing is written.
+    let refused = tmp.path().join("refused.safetensors");
+    let ref_s = s(&refused);
+    let mut small = args.clone();
+    *small.iter_mut().find(|a| **a == out_s.as_str()).unwrap() = &ref_s;
+    small.extend(["--memory-limit", "0.001"]);
+    let o = sam4em(&small);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    // (The micro checkpoint is not an official one: a warning line comes first.)
+    let err = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        err.starts_with("error: Training 2 slices per batch needs about")
+            && err.contains("even with recomputation")
+            && err.contains("but only 1 MiB of the --memory-limit is available"),
+        "{err}"
+    );
+    assert!(!refused.exists(), "a refused run writes nothing");
 
     // predict with the adapter (its configuration and classes come with it), seeded on slice 0.
     let pred = tmp.path().join("pred");

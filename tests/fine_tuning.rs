@@ -159,6 +159,7 @@ fn config(model: &MultiModel, epochs: usize) -> TrainConfig {
         schedule: Schedule::Constant,
         augment: false,
         seed: 1,
+        activations: sam4em::model::backprop::Activations::Recompute,
     }
 }
 

@@ -22,10 +22,12 @@ use crate::io::session::ModelRef;
 use crate::model::Sam4emConfig;
 use crate::model::adapter::BaseCheckpoint;
 use crate::model::checkpoints::{OFFICIAL, Sha256Known};
+use crate::model::footprint::TrainingMemoryModel;
 use crate::model::multi::{AdapterSet, AdapterSetMeta, ModelSource};
 use crate::model::prompt::{BoxPrompt, PointPrompt};
 use crate::state::bitplane::{BitPlane, PixelBox};
 use crate::state::{ClassId, ClassTable, Provenance, ReviewState, SliceIndex, Volume};
+use crate::train::memory::{ActivationsChoice, Available};
 use crate::train::worker::{PendingSample, TrainJob, TrainerEvent, TrainerWorker};
 use crate::train::{Control, Schedule, TrainConfig, TrainEvent};
 use crate::ui::model::{ModelAction, ModelPanelSettings, ModelView, TrainingView, VersionRow};
@@ -185,6 +187,8 @@ pub(super) struct ModelCtl {
     shown: Option<(usize, ClassId, u64)>,
     /// The refine tool's prompts so far.
     clicks: Option<Clicks>,
+    /// The loaded model's sizes for training memory estimates.
+    memory_model: Option<TrainingMemoryModel>,
 }
 
 /// Most slices one Retrain learns from (the nearest to the current slice are kept).
@@ -224,6 +228,7 @@ impl ModelCtl {
             panel: ModelPanelSettings::default(),
             shown: None,
             clicks: None,
+            memory_model: None,
         }
     }
 
@@ -610,6 +615,30 @@ impl ModelCtl {
         }
         let validation: Vec<PendingSample> = self.held_out.iter().map(|&z| self.pending(doc, z)).collect();
         source.device = source.device.autodiff();
+        // Memory: the batch is the longest run of consecutive queued slices, up to 8; the run
+        // keeps its activations when that fits, recomputes them when not, and does not start
+        // when even that would not fit (the trainer may have to load its own copy of the
+        // model, so the weights are counted too).
+        const BATCH: usize = 8;
+        let Some(memory_model) = self.memory_model else {
+            errors.push("the model is not loaded yet".into());
+            return;
+        };
+        let batch = longest_run(&queued).min(BATCH);
+        let classes = self.classes.len();
+        let plan = match crate::train::memory::plan(
+            ActivationsChoice::Auto,
+            batch,
+            false,
+            self.training_memory(&source.device),
+            &|b| memory_model.footprint(classes, b),
+        ) {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                errors.push(refusal.sentence);
+                return;
+            }
+        };
         let version = self.versions.iter().map(|(m, _)| m.version).max().unwrap_or(0) + 1;
         // The paper's optimiser (the configuration's, which every SAM4EM configuration shares).
         let optimizer = crate::model::config::OptimizerConfig {
@@ -621,10 +650,11 @@ impl ModelCtl {
         };
         let config = TrainConfig {
             epochs: self.panel.epochs,
-            batch_size: 8,
+            batch_size: BATCH,
             optimizer,
             schedule: Schedule::Constant,
             augment: true,
+            activations: plan.activations,
             seed: version,
         };
         let control = Arc::new(Control::default());
@@ -646,10 +676,25 @@ impl ModelCtl {
             self.training = Some(TrainingRun {
                 control,
                 view: TrainingView {
-                    status: format!("training v{version} on {} slice(s)", queued.len()),
+                    status: format!("training v{version} on {} slice(s) · {}", queued.len(), plan.summary()),
                     ..Default::default()
                 },
             });
+        }
+    }
+
+    /// What a Retrain may use: the free memory of the model's device, capped by the panel's
+    /// memory limit when one is set.
+    fn training_memory(&self, device: &Device) -> Option<Available> {
+        let free = crate::train::memory::available_for(device);
+        let limit_gib = self.panel.memory_limit_gib;
+        if limit_gib <= 0.0 {
+            return free;
+        }
+        let limit = (limit_gib * f64::from(1u32 << 30)) as u64;
+        match free {
+            Some(f) if f.bytes <= limit => Some(f),
+            _ => Some(Available { bytes: limit, what: "the memory limit set in the Model panel".into() }),
         }
     }
 
@@ -783,9 +828,10 @@ impl ModelCtl {
         let current = self.inference.as_ref().map_or(0, InferenceWorker::generation);
         for e in events {
             match e {
-                InferEvent::Loaded { base, warning, .. } => {
+                InferEvent::Loaded { base, warning, memory, .. } => {
                     self.status = Status::Ready;
                     self.base = Some(base);
+                    self.memory_model = Some(*memory);
                     self.warning = warning;
                     if let Some(doc) = doc.as_deref() {
                         let v = std::mem::replace(&mut self.active_version, u64::MAX);
@@ -1065,4 +1111,15 @@ fn list_versions(dir: &Path) -> Vec<(AdapterSetMeta, PathBuf)> {
         .collect();
     out.sort_by_key(|(m, _)| std::cmp::Reverse(m.version));
     out
+}
+
+/// The most consecutive slice indices in `sorted` (ascending): the largest training batch
+/// they make.
+fn longest_run(sorted: &[usize]) -> usize {
+    let (mut best, mut run) = (0, 0);
+    for (i, z) in sorted.iter().enumerate() {
+        run = if i > 0 && sorted[i - 1] + 1 == *z { run + 1 } else { 1 };
+        best = best.max(run);
+    }
+    best
 }

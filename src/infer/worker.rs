@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::predictor::{Flow, Predictor, Progress, SlicePrediction, StackRequest};
 use crate::model::adapter::BaseCheckpoint;
+use crate::model::footprint::TrainingMemoryModel;
 use crate::model::multi::{AdapterSet, ModelSource, MultiModel, load};
 use crate::model::prompt::{BoxPrompt, PointPrompt};
 use crate::state::bitplane::BitPlane;
@@ -75,6 +76,9 @@ pub enum InferEvent {
         base: BaseCheckpoint,
         /// A warning about the checkpoint (unofficial, hash mismatch), if any.
         warning: Option<String>,
+        /// The sizes a training run's memory estimate needs (worked out here, off the UI
+        /// thread).
+        memory: Box<TrainingMemoryModel>,
     },
     /// Loading failed (the message names the file).
     LoadFailed(String),
@@ -226,11 +230,12 @@ impl WorkerState {
         match command {
             InferCommand::Load(source) => match load(&source) {
                 Ok((model, base, warning)) => {
+                    let memory = Box::new(TrainingMemoryModel::new(model.config()));
                     self.predictor = Some(Predictor::new(&model, CACHED_SLICES));
                     self.base = Some(model);
                     self.base_sha256 = Some(base.sha256.clone());
                     self.version = 0;
-                    send(InferEvent::Loaded { classes: source.classes.clone(), base, warning })
+                    send(InferEvent::Loaded { classes: source.classes.clone(), base, warning, memory })
                 }
                 Err(message) => {
                     self.base = None;

@@ -3,13 +3,15 @@
 //! to the official `sam2` PyTorch image encoder timed by `tests/bench/sam2_image_encoder.py`
 //! in the same run on the same machine.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
 
-use super::config::Sam4emConfig;
+use super::config::{HieraSize, Sam4emConfig};
 use super::nn::Init;
 use super::sam4em::{Sam4em, StreamMode};
+use super::weights::HostTensor;
 
 /// Timings of one benchmark run, in milliseconds per slice (median over the timed runs).
 #[derive(Clone, Debug, serde::Serialize)]
@@ -74,4 +76,58 @@ pub fn time_model(config: &Sam4emConfig, device: &Device, runs: usize) -> anyhow
         full_ms: median(full),
         runs: runs.max(1),
     })
+}
+
+/// The tensors of an official SAM 2 checkpoint of `size` (SAM 2's key names, checkpoint
+/// layout) with SAM4EM's random initialisation: the trunk and neck, and the prompt encoder and
+/// mask decoder that SAM4EM takes from SAM 2 (SAM 2's video-memory modules and the decoder
+/// heads SAM4EM replaces are left out; the loader does not use them). For memory and speed runs
+/// where no official file can be downloaded: loading, training and predicting cost exactly
+/// what they cost with the official file.
+pub fn random_sam2_checkpoint(size: HieraSize, seed: u64) -> BTreeMap<String, HostTensor> {
+    let device = Device::flex();
+    device.seed(seed);
+    let mut model = Sam4em::new(&Sam4emConfig::sam4em(size), &Init::random(&device));
+    let replaced = ["mask_tokens", "output_hypernetworks_mlps.", "iou_prediction_head.", "skip_connect."];
+    model
+        .state_dict(&|_, _| true)
+        .into_iter()
+        .filter_map(|(key, t)| {
+            let key = key.strip_prefix("sam.")?;
+            let name = if let Some(rest) = key.strip_prefix("image_encoder.") {
+                if rest.contains(".linear_a_") || rest.contains(".linear_b_") {
+                    return None;
+                }
+                format!("image_encoder.{}", rest.replace(".attn.qkv.qkv.", ".attn.qkv."))
+            } else if let Some(rest) = key.strip_prefix("prompt_encoder.") {
+                format!("sam_prompt_encoder.{rest}")
+            } else if let Some(rest) = key.strip_prefix("mask_decoder.") {
+                if replaced.iter().any(|r| rest.starts_with(r)) {
+                    return None;
+                }
+                format!("sam_mask_decoder.{rest}")
+            } else {
+                return None;
+            };
+            Some((name, t))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Sam2Mapping, StateDict};
+
+    #[test]
+    fn a_random_checkpoint_loads_as_an_official_one_does() {
+        let tensors = random_sam2_checkpoint(HieraSize::Tiny, 7);
+        let dict = StateDict { tensors, ..Default::default() }.declared_only();
+        let mut model = Sam4em::new(&Sam4emConfig::sam4em(HieraSize::Tiny), &Init::shapes_only(&Device::flex()));
+        let report = model.load_sam2_state(&dict, Sam2Mapping::BothStages).unwrap();
+        assert!(report.ignored.is_empty(), "{:?}", report.ignored);
+        let used: std::collections::BTreeSet<&String> = report.loaded.values().collect();
+        assert_eq!(used.len(), dict.tensors.len(), "every tensor of the file is used");
+        assert!(report.loaded.keys().any(|k| k.starts_with("mask_decoder.")), "stage 1 too");
+    }
 }

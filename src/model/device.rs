@@ -46,3 +46,10 @@ pub fn default_wgpu_adapter() -> Option<wgpu::AdapterInfo> {
 pub fn is_software(info: &wgpu::AdapterInfo) -> bool {
     info.device_type == wgpu::DeviceType::Cpu
 }
+
+/// Whether burn runs `device` on the CPU backend (Flex), with or without autodiff.
+pub fn is_cpu(device: &burn::tensor::Device) -> bool {
+    // burn's device enum is only visible through its Debug form here (its dispatch type is
+    // not re-exported).
+    format!("{device:?}").contains("Flex")
+}

@@ -299,17 +299,25 @@ impl Hiera {
         self.pos_cache = from_vec(data, [1, grid, grid, c], &self.pos_embed.device());
     }
 
-    /// Runs the trunk; `trace` sees the patch embedding and every block output (NHWC).
+    /// The patch embedding plus the position embedding: the first block's input.
     ///
     /// # Shapes
-    /// `[B, 3, S, S]` → four stage outputs NCHW, finest first.
-    pub fn forward_traced(&self, x: Tensor<4>, trace: &mut dyn FnMut(&str, &Tensor<4>)) -> Vec<Tensor<4>> {
+    /// `[B, 3, S, S]` → NHWC `[B, g, g, C]`.
+    pub fn patch_input(&self, x: Tensor<4>, trace: &mut dyn FnMut(&str, &Tensor<4>)) -> Tensor<4> {
         let x = self.patch_embed.forward(x).permute([0, 2, 3, 1]);
         let [b, h, w, c] = x.dims();
         let [_, gh, gw, _] = self.pos_cache.dims();
         assert!(gh == h && gw == w, "position embedding was built for a {gh}×{gw} grid, the input gives {h}×{w}");
         trace("patch_embed", &x);
-        let mut x = x + self.pos_cache.clone().expand([b, h, w, c]);
+        x + self.pos_cache.clone().expand([b, h, w, c])
+    }
+
+    /// Runs the trunk; `trace` sees the patch embedding and every block output (NHWC).
+    ///
+    /// # Shapes
+    /// `[B, 3, S, S]` → four stage outputs NCHW, finest first.
+    pub fn forward_traced(&self, x: Tensor<4>, trace: &mut dyn FnMut(&str, &Tensor<4>)) -> Vec<Tensor<4>> {
+        let mut x = self.patch_input(x, trace);
         let ends = self.config.stage_ends();
         let mut outs = Vec::with_capacity(4);
         for (i, block) in self.blocks.iter().enumerate() {

@@ -6,11 +6,13 @@
 //! or the mask store. `config`, `metrics`, `preprocess` and `pe` are plain host code.
 
 pub mod adapter;
+pub mod backprop;
 pub mod bench;
 pub mod checkpoints;
 pub mod config;
 pub mod decoder;
 pub mod device;
+pub mod footprint;
 pub mod fusion;
 pub mod hiera;
 pub mod loss;

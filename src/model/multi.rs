@@ -86,6 +86,19 @@ impl MultiModel {
         m
     }
 
+    /// A copy on the device's plain backend, without autodiff (see
+    /// [`Sam4em::without_autodiff`]); tensors are shared, not copied.
+    pub fn without_autodiff(&self) -> Self {
+        MultiModel {
+            encoder: self.encoder.without_autodiff(),
+            heads: self
+                .heads
+                .iter()
+                .map(|h| ClassHead { name: h.name.clone(), model: h.model.without_autodiff() })
+                .collect(),
+        }
+    }
+
     /// The shared encoder pass (eval mode).
     ///
     /// # Shapes
@@ -248,6 +261,14 @@ pub struct TrainingRecord {
     pub device: String,
     /// Why the run ended (finished, stopped, non-finite loss …).
     pub ended: String,
+    /// Most consecutive slices per batch (BatchNorm's statistics were taken over batches of
+    /// at most this many slices). 0 in sets written before it was recorded.
+    #[serde(default)]
+    pub batch_size: usize,
+    /// How gradients were computed: "keep" or "recompute" (the same gradients either way);
+    /// empty in sets written before it was recorded.
+    #[serde(default)]
+    pub activations: String,
 }
 
 /// Adapter-set metadata, stored as JSON in the safetensors header.

@@ -626,6 +626,11 @@ impl BilinearResize {
         }
     }
 
+    /// The same resizer with its matrices on the device's plain backend (no autodiff).
+    pub fn without_autodiff(self) -> Self {
+        BilinearResize { rows_t: self.rows_t.inner(), cols_t: self.cols_t.inner() }
+    }
+
     /// # Shapes
     /// `[B, C, h_in, w_in]` → `[B, C, h_out, w_out]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {

@@ -1,7 +1,8 @@
 //! AdamW exactly as `torch.optim.AdamW` computes it (decoupled weight decay applied to every
 //! trainable parameter in the graph, bias-corrected moments), over the model's named
-//! parameters. Parameters that received no gradient (`None`, not in the graph) are left
-//! untouched, as PyTorch does; parameters with an all-zero gradient still decay.
+//! parameters, from gradients collected by key ([`ParamGrads`]). Parameters that received no
+//! gradient (`None`, not in the graph) are left untouched, as PyTorch does; parameters with an
+//! all-zero gradient still decay.
 
 use std::collections::BTreeMap;
 
@@ -54,6 +55,83 @@ pub fn prepare_for_training(model: &mut Sam4em) {
     model.visit(&mut Mark);
 }
 
+/// Gradients of one model's trainable parameters by key (burn layout), summed over one or more
+/// backward passes: a recomputing training step runs one backward pass per piece of the model
+/// (`model::backprop`), and each parameter's gradient is the sum of what those passes give.
+#[derive(Clone, Debug, Default)]
+pub struct ParamGrads {
+    grads: BTreeMap<String, AnyTensor>,
+}
+
+impl ParamGrads {
+    /// No gradients yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the gradients `grads` holds for the trainable parameters that `walk` lists and
+    /// `keep` accepts (by key) to those collected so far.
+    pub fn add(&mut self, grads: &Gradients, keep: &dyn Fn(&str) -> bool, walk: impl FnOnce(&mut dyn Visitor)) {
+        struct Add<'a> {
+            into: &'a mut BTreeMap<String, AnyTensor>,
+            grads: &'a Gradients,
+            keep: &'a dyn Fn(&str) -> bool,
+        }
+        impl Visitor for Add<'_> {
+            fn visit(&mut self, key: &str, kind: Kind, mut slot: Slot<'_>) {
+                if kind != Kind::Param || !Sam4em::is_trainable(key) || !(self.keep)(key) {
+                    return;
+                }
+                let grads = self.grads;
+                let mut found = None;
+                slot.map_any(&mut |t| {
+                    found = match &t {
+                        AnyTensor::T1(p) => p.grad(grads).map(AnyTensor::T1),
+                        AnyTensor::T2(p) => p.grad(grads).map(AnyTensor::T2),
+                        AnyTensor::T3(p) => p.grad(grads).map(AnyTensor::T3),
+                        AnyTensor::T4(p) => p.grad(grads).map(AnyTensor::T4),
+                    };
+                    t
+                });
+                let Some(g) = found else { return };
+                let sum = match (self.into.remove(key), g) {
+                    (None, g) => g,
+                    (Some(AnyTensor::T1(a)), AnyTensor::T1(b)) => AnyTensor::T1(a + b),
+                    (Some(AnyTensor::T2(a)), AnyTensor::T2(b)) => AnyTensor::T2(a + b),
+                    (Some(AnyTensor::T3(a)), AnyTensor::T3(b)) => AnyTensor::T3(a + b),
+                    (Some(AnyTensor::T4(a)), AnyTensor::T4(b)) => AnyTensor::T4(a + b),
+                    (Some(a), b) => panic!("gradient of {key} changed rank between passes: {a:?} then {b:?}"),
+                };
+                self.into.insert(key.to_string(), sum);
+            }
+        }
+        walk(&mut Add { into: &mut self.grads, grads, keep });
+    }
+
+    /// Every trainable parameter of `model` that has a gradient in `grads` (one backward pass
+    /// over the whole model).
+    pub fn from_model(model: &mut Sam4em, grads: &Gradients, keep: &dyn Fn(&str) -> bool) -> Self {
+        let mut g = Self::new();
+        g.add(grads, keep, |v| model.visit(v));
+        g
+    }
+
+    /// The gradient of parameter `key`, if it got one.
+    pub fn get(&self, key: &str) -> Option<&AnyTensor> {
+        self.grads.get(key)
+    }
+
+    /// Parameters with a gradient.
+    pub fn len(&self) -> usize {
+        self.grads.len()
+    }
+
+    /// Whether no parameter has a gradient.
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+}
+
 macro_rules! adamw_update {
     ($p:expr, $g:expr, $mom:expr, $variant:ident, $c:expr) => {{
         let (p, g) = ($p, $g);
@@ -82,12 +160,12 @@ impl AdamW {
         AdamW { config, state: BTreeMap::new() }
     }
 
-    /// One step over every trainable parameter of `model` with the gradients of a backward
-    /// pass. The new values are detached leaves that require gradients again.
-    pub fn step(&mut self, model: &mut Sam4em, grads: &Gradients) -> StepReport {
+    /// One step over every trainable parameter of `model` that has a gradient in `grads`. The
+    /// new values are detached leaves that require gradients again.
+    pub fn step(&mut self, model: &mut Sam4em, grads: &ParamGrads) -> StepReport {
         struct Step<'a> {
             opt: &'a mut AdamW,
-            grads: &'a Gradients,
+            grads: &'a ParamGrads,
             report: StepReport,
         }
         impl Visitor for Step<'_> {
@@ -95,51 +173,28 @@ impl AdamW {
                 if kind != Kind::Param || !Sam4em::is_trainable(key) {
                     return;
                 }
+                let Some(grad) = self.grads.get(key) else {
+                    self.report.without_gradient.push(key.to_string());
+                    return;
+                };
                 let c = self.opt.config.clone();
-                let grads = self.grads;
-                let mut found = true;
                 let state = &mut self.opt.state;
                 slot.map_any(&mut |t| {
-                    let has = match &t {
-                        AnyTensor::T1(p) => p.grad(grads).is_some(),
-                        AnyTensor::T2(p) => p.grad(grads).is_some(),
-                        AnyTensor::T3(p) => p.grad(grads).is_some(),
-                        AnyTensor::T4(p) => p.grad(grads).is_some(),
-                    };
-                    if !has {
-                        found = false;
-                        return t;
-                    }
                     let mom = state.entry(key.to_string()).or_insert_with(|| Moments {
                         m: zeros_like(&t),
                         v: zeros_like(&t),
                         step: 0,
                     });
                     mom.step += 1;
-                    match t {
-                        AnyTensor::T1(p) => {
-                            let g = p.grad(grads).expect("checked above");
-                            adamw_update!(p, g, mom, T1, c)
-                        }
-                        AnyTensor::T2(p) => {
-                            let g = p.grad(grads).expect("checked above");
-                            adamw_update!(p, g, mom, T2, c)
-                        }
-                        AnyTensor::T3(p) => {
-                            let g = p.grad(grads).expect("checked above");
-                            adamw_update!(p, g, mom, T3, c)
-                        }
-                        AnyTensor::T4(p) => {
-                            let g = p.grad(grads).expect("checked above");
-                            adamw_update!(p, g, mom, T4, c)
-                        }
+                    match (t, grad.clone()) {
+                        (AnyTensor::T1(p), AnyTensor::T1(g)) => adamw_update!(p, g, mom, T1, c),
+                        (AnyTensor::T2(p), AnyTensor::T2(g)) => adamw_update!(p, g, mom, T2, c),
+                        (AnyTensor::T3(p), AnyTensor::T3(g)) => adamw_update!(p, g, mom, T3, c),
+                        (AnyTensor::T4(p), AnyTensor::T4(g)) => adamw_update!(p, g, mom, T4, c),
+                        (p, g) => panic!("gradient of {key} has another rank than the parameter: {g:?} for {p:?}"),
                     }
                 });
-                if found {
-                    self.report.updated.push(key.to_string());
-                } else {
-                    self.report.without_gradient.push(key.to_string());
-                }
+                self.report.updated.push(key.to_string());
             }
         }
         let mut s = Step { opt: self, grads, report: StepReport::default() };

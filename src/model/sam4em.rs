@@ -23,7 +23,7 @@ use super::decoder::MaskDecoder;
 use super::fusion::FusionHead;
 use super::hiera::{FpnNeck, Hiera};
 use super::memory::{MemoryModule, MemoryState};
-use super::nn::{Init, Kind, Slot, Visitor, from_vec};
+use super::nn::{AnyTensor, Init, Kind, Slot, Visitor, from_vec};
 use super::pe;
 use super::prompt::PromptEncoder;
 use super::weights::{HostTensor, StateDict, WeightsError};
@@ -55,7 +55,7 @@ pub struct SliceOutput {
     pub keys1: Tensor<3>,
 }
 
-/// What [`Sam4em::forward_train_batch`] returns.
+/// What the training forward of a batch gives for one class (see `MultiModel::forward_train`).
 #[derive(Clone, Debug)]
 pub struct TrainBatch {
     /// Stage-1 logits `[B, 1, S, S]`.
@@ -539,7 +539,17 @@ impl Sam4em {
         for (k, s) in stages.iter().enumerate() {
             trace(&format!("trunk.{k}"), s);
         }
-        let levels = self.neck.forward(&stages);
+        self.neck_with_pe(&stages, trace)
+    }
+
+    /// The neck levels of the trunk's four stage outputs (NCHW, finest first) plus their
+    /// position encodings: the fusion head's three inputs.
+    fn neck_with_pe(
+        &self,
+        stages: &[Tensor<4>],
+        trace: &mut dyn FnMut(&str, &Tensor<4>),
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let levels = self.neck.forward(stages);
         for (k, l) in levels.iter().enumerate() {
             trace(&format!("neck.{k}"), l);
         }
@@ -549,6 +559,44 @@ impl Sam4em {
             levels[k].clone() + self.neck_pe[k].clone().expand([b, d, h, w])
         };
         (with_pe(0), with_pe(1), with_pe(2))
+    }
+
+    /// Neck, position encodings and fusion head in training mode, from the trunk's four stage
+    /// outputs (NCHW, finest first): BatchNorm on the batch statistics, running statistics
+    /// updated. The second half of [`Sam4em::embed_train`], for a backward pass that
+    /// recomputes the encoder in pieces (`model::backprop`).
+    ///
+    /// # Shapes
+    /// Stage outputs `[B, C_k, g/2^k, g/2^k]` → `[B, d, g, g]`.
+    pub fn fuse_train(&mut self, stages: &[Tensor<4>]) -> Tensor<4> {
+        let (p3, p4, p5) = self.neck_with_pe(stages, &mut |_, _| {});
+        self.fusion.forward_train(p3, p4, p5)
+    }
+
+    /// A copy of the model whose tensors live on the device's plain backend, without autodiff:
+    /// running it records no graph and keeps nothing for a backward pass (the first,
+    /// forward-only pass of a recomputing training step). Tensors share storage with `self`.
+    pub fn without_autodiff(&self) -> Self {
+        struct Plain;
+        impl Visitor for Plain {
+            fn visit(&mut self, _key: &str, _kind: Kind, mut slot: Slot<'_>) {
+                slot.map_any(&mut |t| match t {
+                    AnyTensor::T1(t) => AnyTensor::T1(t.inner()),
+                    AnyTensor::T2(t) => AnyTensor::T2(t.inner()),
+                    AnyTensor::T3(t) => AnyTensor::T3(t.inner()),
+                    AnyTensor::T4(t) => AnyTensor::T4(t.inner()),
+                });
+            }
+        }
+        let mut plain = self.clone();
+        plain.visit(&mut Plain);
+        // Derived tensors the walk does not list.
+        plain.trunk.pos_cache = plain.trunk.pos_cache.inner();
+        plain.neck_pe = plain.neck_pe.into_iter().map(Tensor::inner).collect();
+        plain.image_pe = plain.image_pe.inner();
+        plain.fusion.up_from_half = plain.fusion.up_from_half.without_autodiff();
+        plain.fusion.up_from_quarter = plain.fusion.up_from_quarter.without_autodiff();
+        plain
     }
 
     /// Memory + both decoders for one slice, conditioned on a binary `prompt` mask.
@@ -576,32 +624,6 @@ impl Sam4em {
             keys1: d1.keys,
         };
         (out, next)
-    }
-
-    /// The reference's training forward for one batch of consecutive slices (`process_batch`
-    /// in train mode): the fusion head's BatchNorm uses the batch statistics (and updates its
-    /// running ones); slice 0 is prompted with `prompt`, each later slice with the previous
-    /// slice's stage-2 mask at 0.5; the memory advances slice by slice.
-    ///
-    /// Returns stacked logits `[B, 1, S, S]` of both stages and the prompt for the next batch
-    /// (the last slice's reported prediction, as the reference carries it).
-    ///
-    /// # Shapes
-    /// `x [B, 3, S, S]`, `prompt [1, 1, S, S]`.
-    pub fn forward_train_batch(&mut self, x: Tensor<4>, prompt: Tensor<4>, memory: &mut MemoryState) -> TrainBatch {
-        let fused = self.embed_train(x);
-        let b = fused.dims()[0];
-        let (mut l1, mut l2) = (Vec::with_capacity(b), Vec::with_capacity(b));
-        let mut prompt = prompt;
-        for i in 0..b {
-            let (out, next) = self.decode(fused.clone().narrow(0, i, 1), prompt, memory);
-            *memory = next;
-            prompt = out.logits2.clone().detach().greater_elem(logit(self.config.stream.intra_batch_threshold)).float();
-            l1.push(out.logits1);
-            l2.push(out.logits2);
-        }
-        let next_prompt = self.predict_mask(l1[b - 1].clone().detach(), l2[b - 1].clone().detach());
-        TrainBatch { logits1: Tensor::cat(l1, 0), logits2: Tensor::cat(l2, 0), next_prompt }
     }
 
     /// A fresh streaming state: zero memory with the checkpoint's slot count (or one slot

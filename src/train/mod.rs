@@ -6,6 +6,7 @@
 //!
 //! Depends on `model` and `state`; knows nothing of the UI.
 
+pub mod memory;
 pub mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::{Tensor, TensorData};
 
+use crate::model::backprop::{Activations, batch_gradients};
 use crate::model::config::OptimizerConfig;
 use crate::model::loss::masked_sam4em_loss;
 use crate::model::metrics::Overlap;
@@ -127,12 +129,24 @@ pub struct TrainConfig {
     pub augment: bool,
     /// Seed of the augmentation draws.
     pub seed: u64,
+    /// Whether the backward pass keeps every activation or recomputes them block by block
+    /// (the same gradients with far less memory; see `model::backprop`). [`memory::plan`]
+    /// chooses it from the memory available.
+    pub activations: Activations,
 }
 
 impl TrainConfig {
     /// The paper's recipe for `epochs` epochs.
     pub fn paper(optimizer: OptimizerConfig, epochs: usize) -> Self {
-        TrainConfig { epochs, batch_size: 8, optimizer, schedule: Schedule::Paper, augment: true, seed: 2024 }
+        TrainConfig {
+            epochs,
+            batch_size: 8,
+            optimizer,
+            schedule: Schedule::Paper,
+            augment: true,
+            seed: 2024,
+            activations: Activations::Keep,
+        }
     }
 
     /// Learning rate of `epoch` given `iterations` optimiser steps per epoch.
@@ -440,36 +454,29 @@ pub fn train(
             };
             let snapshot = model.clone();
             let x = to_tensor(x, [b, 3, s, s], model);
-            let outs = model.forward_train(x, first_prompts, &mut memories);
-            let mut total: Option<Tensor<1>> = None;
-            let mut next_prompts = Vec::with_capacity(classes);
-            for (c, out) in outs.into_iter().enumerate() {
-                next_prompts.push(out.next_prompt.clone());
+            let device = model.device();
+            let mut class_loss = |c: usize, logits1: Tensor<4>, logits2: Tensor<4>| {
                 if weights[c].iter().all(|&w| w == 0.0) {
-                    continue;
+                    return None;
                 }
-                let target = to_tensor(std::mem::take(&mut targets[c]), [b, 1, s, s], model);
-                let weight = to_tensor(std::mem::take(&mut weights[c]), [b, 1, s, s], model);
-                let loss = masked_sam4em_loss(out.logits1, out.logits2, target, weight, &loss_config).total;
-                total = Some(match total {
-                    Some(t) => t + loss,
-                    None => loss,
-                });
-            }
-            let Some(total) = total else { continue };
-            let value = f64::from(total.clone().into_scalar::<f32>());
+                let target = Tensor::from_data(TensorData::new(std::mem::take(&mut targets[c]), [b, 1, s, s]), &device);
+                let weight = Tensor::from_data(TensorData::new(std::mem::take(&mut weights[c]), [b, 1, s, s]), &device);
+                Some(masked_sam4em_loss(logits1, logits2, target, weight, &loss_config).total)
+            };
+            let result = batch_gradients(model, x, first_prompts, &mut memories, config.activations, &mut class_loss);
+            let Some(value) = result.loss else { continue };
             let step = outcome.steps + 1;
-            if !value.is_finite() {
+            let Some(grads) = result.grads else {
                 *model = last_good.take().unwrap_or(snapshot);
                 outcome.ended = Ended::NonFiniteLoss { step };
                 break 'epochs;
-            }
+            };
             last_good = Some(snapshot);
-            let grads = total.backward();
-            opt_encoder.step(&mut model.encoder, &grads);
-            for (h, o) in model.heads.iter_mut().zip(&mut opt_heads) {
-                o.step(&mut h.model, &grads);
+            opt_encoder.step(&mut model.encoder, &grads.encoder);
+            for ((h, o), g) in model.heads.iter_mut().zip(&mut opt_heads).zip(&grads.heads) {
+                o.step(&mut h.model, g);
             }
+            let next_prompts = result.next_prompts;
             outcome.steps = step;
             outcome.losses.push(value);
             epoch_losses.push(value);
@@ -499,6 +506,9 @@ pub fn validate(
     train: &[TrainSample],
     validation: &[TrainSample],
 ) -> Result<BTreeMap<String, f64>, TrainError> {
+    // Inference only: without autodiff nothing is recorded for a backward pass (for B+ an
+    // encoder pass would otherwise keep gigabytes of activations until it is dropped).
+    let model = &model.without_autodiff();
     let classes = model.heads.len();
     let s = model.config().image_size;
     let threshold = logit(model.config().stream.cross_batch_threshold) as f32;
@@ -527,7 +537,7 @@ pub fn validate(
             let r = if std::ptr::eq(*sample, v) { None } else { Some(resize_sample(sample, s, classes)?) };
             let image = r.as_ref().map_or(&rv.image, |r| &r.image);
             let x = to_tensor(normalise(image), [1, 3, s, s], model);
-            let fused = model.embed(x).detach();
+            let fused = model.embed(x);
             last = model.stream_step(fused, &mut states, StreamMode::Clean);
         }
         for (c, out) in last.iter().enumerate() {
@@ -535,7 +545,7 @@ pub fn validate(
                 continue;
             }
             let (logits, _) = model.reported_logits(out);
-            let l = logits.detach().into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+            let l = logits.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
             let (mut pred, mut truth) = (Vec::new(), Vec::new());
             for ((&logit, &weight), &label) in l.iter().zip(&rv.weights[c]).zip(&rv.labels[c]) {
                 if weight != 0 {

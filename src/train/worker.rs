@@ -208,6 +208,8 @@ fn run(job: TrainJob, cached: &mut Option<(String, MultiModel)>, send: &dyn Fn(T
         seconds: outcome.seconds,
         device: format!("{:?}", job.source.device),
         ended: outcome.ended.to_string(),
+        batch_size: super::batches(&samples, job.config.batch_size).iter().map(Vec::len).max().unwrap_or(0),
+        activations: job.config.activations.name().into(),
     };
     let meta = AdapterSetMeta {
         format: SET_FORMAT.into(),

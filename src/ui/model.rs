@@ -74,11 +74,13 @@ pub struct ModelPanelSettings {
     pub epochs: usize,
     /// "Predict nearby" covers this many slices on each side.
     pub radius_slices: usize,
+    /// Most memory a Retrain may use, in GiB (0: whatever is free).
+    pub memory_limit_gib: f64,
 }
 
 impl Default for ModelPanelSettings {
     fn default() -> Self {
-        ModelPanelSettings { epochs: 20, radius_slices: 10 }
+        ModelPanelSettings { epochs: 20, radius_slices: 10, memory_limit_gib: 0.0 }
     }
 }
 
@@ -212,6 +214,21 @@ pub fn model_panel_ui(
                 if ui.add_enabled(view.queued > 0, egui::Button::new("Retrain")).clicked() {
                     actions.push(ModelAction::Retrain);
                 }
+            });
+            ui.horizontal(|ui| {
+                ui.label(egui::RichText::new("memory limit").small());
+                ui.add(
+                    egui::DragValue::new(&mut settings.memory_limit_gib)
+                        .range(0.0..=4096.0)
+                        .speed(0.25)
+                        .max_decimals(1)
+                        .custom_formatter(|v, _| if v <= 0.0 { "free memory".into() } else { format!("{v:.1} GiB") }),
+                )
+                .on_hover_text(
+                    "Most memory a Retrain may use. Retrain keeps activations when they fit, recomputes them \
+                     block by block when not (same result, slower), and does not start when even that would \
+                     not fit.",
+                );
             });
         }
         Some(t) => {

@@ -139,6 +139,29 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     h.step();
     assert_eq!(h.state().model_view().queued, 1);
 
+    // A Retrain that would not fit the memory it may use does not start; one sentence says why,
+    // with the numbers.
+    h.state_mut().model_panel_settings().memory_limit_gib = 0.001;
+    h.state_mut().model_action(ModelAction::Retrain, &ctx);
+    h.step();
+    assert!(h.state().model_view().training.is_none(), "nothing started");
+    let errors = h.state().errors().to_vec();
+    assert!(
+        errors.len() == 1
+            && errors[0].starts_with("Training 1 slice per batch needs about")
+            && errors[0].contains("even with recomputation")
+            && errors[0].contains("but only 1 MiB of the memory limit set in the Model panel is available"),
+        "{errors:?}"
+    );
+    // (A new egui window is laid out invisibly in its first frame.)
+    h.step();
+    h.get_by_label_contains("even with recomputation");
+    h.get_by_label("OK").click();
+    h.step();
+    h.step();
+    assert!(h.state().errors().is_empty(), "the message is dismissed");
+    h.state_mut().model_panel_settings().memory_limit_gib = 0.0;
+
     // Retrain: a new version, in use, and the visible slice predicted again with it.
     h.state_mut().model_panel_settings().epochs = 3;
     h.state_mut().model_action(ModelAction::Retrain, &ctx);
@@ -159,6 +182,11 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     assert!(median < Duration::from_millis(500), "median frame {median:?} while training");
     let view = h.state().model_view();
     assert!(view.last_run.as_deref().is_some_and(|r| r.starts_with("v1: finished (3 steps")), "{view:?}");
+    let set =
+        sam4em::model::multi::AdapterSet::read(&h.state().session_dir().unwrap().join("adapters/v001.safetensors"))
+            .unwrap();
+    assert_eq!(set.meta.training.batch_size, 1, "the set records its batch");
+    assert_eq!(set.meta.training.activations, "keep", "a one-slice batch of the micro model fits in memory");
     assert!(view.versions.iter().any(|v| v.version == 1));
     let session = h.state().session_dir().unwrap().to_path_buf();
     assert!(session.join("adapters/v001.safetensors").is_file());
