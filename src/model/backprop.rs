@@ -109,21 +109,13 @@ fn keep_all(
     loss: &mut ClassLoss<'_>,
 ) -> BatchStep {
     let outs = model.forward_train(x, prompts, memories);
-    let mut total: Option<Tensor<1>> = None;
-    let mut logits = Vec::with_capacity(outs.len());
-    let mut next_prompts = Vec::with_capacity(outs.len());
-    for (c, out) in outs.into_iter().enumerate() {
-        next_prompts.push(out.next_prompt);
-        logits.push((out.logits1.clone().detach(), out.logits2.clone().detach()));
-        if let Some(l) = loss(c, out.logits1, out.logits2) {
-            total = Some(match total {
-                Some(t) => t + l,
-                None => l,
-            });
-        }
-    }
-    let Some(total) = total else { return BatchStep { loss: None, grads: None, logits, next_prompts } };
-    let value = f64::from(total.clone().into_scalar::<f32>());
+    let logits: Vec<(Tensor<4>, Tensor<4>)> =
+        outs.iter().map(|o| (o.logits1.clone().detach(), o.logits2.clone().detach())).collect();
+    let (pairs, next_prompts): (Vec<_>, Vec<_>) =
+        outs.into_iter().map(|o| ((o.logits1, o.logits2), o.next_prompt)).unzip();
+    let Some((total, value)) = summed_loss(pairs, loss) else {
+        return BatchStep { loss: None, grads: None, logits, next_prompts };
+    };
     if !value.is_finite() {
         return BatchStep { loss: Some(value), grads: None, logits, next_prompts };
     }
@@ -133,6 +125,14 @@ fn keep_all(
         heads: model.heads.iter_mut().map(|h| ParamGrads::from_model(&mut h.model, &g, &|k| !is_shared(k))).collect(),
     };
     BatchStep { loss: Some(value), grads: Some(grads), logits, next_prompts }
+}
+
+/// The sum of the losses of the classes that have one (each class's logits in `pairs`, in
+/// class order) and its value; `None` when no class has one.
+fn summed_loss(pairs: Vec<(Tensor<4>, Tensor<4>)>, loss: &mut ClassLoss<'_>) -> Option<(Tensor<1>, f64)> {
+    let total = pairs.into_iter().enumerate().filter_map(|(c, (l1, l2))| loss(c, l1, l2)).reduce(|a, b| a + b)?;
+    let value = f64::from(total.clone().into_scalar::<f32>());
+    Some((total, value))
 }
 
 /// `t` on the autodiff device as a leaf whose gradient is kept.
@@ -205,17 +205,10 @@ fn recompute(
     drop(plain);
 
     // The loss, differentiated with respect to the logits only.
-    let mut total: Option<Tensor<1>> = None;
-    let mut leaves = Vec::with_capacity(classes);
-    for (c, (l1, l2)) in logits.iter().enumerate() {
-        let (l1, l2) = (leaf(l1), leaf(l2));
-        if let Some(l) = loss(c, l1.clone(), l2.clone()) {
-            total = Some(add(total, l));
-        }
-        leaves.push((l1, l2));
-    }
-    let Some(total) = total else { return BatchStep { loss: None, grads: None, logits, next_prompts } };
-    let value = f64::from(total.clone().into_scalar::<f32>());
+    let leaves: Vec<(Tensor<4>, Tensor<4>)> = logits.iter().map(|(l1, l2)| (leaf(l1), leaf(l2))).collect();
+    let Some((total, value)) = summed_loss(leaves.clone(), loss) else {
+        return BatchStep { loss: None, grads: None, logits, next_prompts };
+    };
     if !value.is_finite() {
         return BatchStep { loss: Some(value), grads: None, logits, next_prompts };
     }

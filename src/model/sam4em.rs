@@ -511,8 +511,8 @@ impl Sam4em {
     /// As [`Sam4em::embed`], in training mode (BatchNorm on batch statistics, running
     /// statistics updated).
     pub fn embed_train(&mut self, x: Tensor<4>) -> Tensor<4> {
-        let (p3, p4, p5) = self.fusion_inputs(x, &mut |_, _| {});
-        self.fusion.forward_train(p3, p4, p5)
+        let stages = self.trunk.forward_traced(x, &mut |_, _| {});
+        self.fuse_train(&stages)
     }
 
     /// As [`Sam4em::embed`], recording every intermediate.
@@ -563,8 +563,8 @@ impl Sam4em {
 
     /// Neck, position encodings and fusion head in training mode, from the trunk's four stage
     /// outputs (NCHW, finest first): BatchNorm on the batch statistics, running statistics
-    /// updated. The second half of [`Sam4em::embed_train`], for a backward pass that
-    /// recomputes the encoder in pieces (`model::backprop`).
+    /// updated. The second half of [`Sam4em::embed_train`], on its own for a backward pass
+    /// that recomputes the encoder in pieces (`model::backprop`).
     ///
     /// # Shapes
     /// Stage outputs `[B, C_k, g/2^k, g/2^k]` → `[B, d, g, g]`.
