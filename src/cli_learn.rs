@@ -156,7 +156,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub activations: ActivationsArg,
     /// Most memory the run may use, in GiB (default: the free RAM; on a GPU
-    /// `SAM4EM_GPU_MEMORY_GIB` or 16 GiB).
+    /// `SAM4EM_GPU_MEMORY_GIB`, else what its Vulkan driver says is free, else 16 GiB).
     #[arg(long, value_name = "GIB")]
     pub memory_limit: Option<f64>,
     /// Print the summary as JSON.

@@ -223,3 +223,50 @@ fn bad_checkpoints_fail_with_the_file_and_the_problem() {
         "{err}"
     );
 }
+
+/// Before a GPU training run is planned, the GPU's memory is read from its driver (Vulkan's
+/// memory budget through wgpu's instance), for burn's default device and for a device shared
+/// the way the app shares its window's, and the budget follows what the process allocates.
+#[test]
+fn gpu_memory_comes_from_the_driver() {
+    use burn::tensor::wgpu::wgpu;
+    use sam4em::model::device::{adapter_memory, gpu_memory, share_wgpu};
+    use sam4em::train::memory::available_for;
+
+    assert_eq!(gpu_memory(&Device::flex()), None, "the CPU backend has no GPU memory");
+    let Some(device) = common::wgpu_device() else { return };
+    let memory = gpu_memory(&device).expect("a Vulkan adapter reports its memory heaps");
+    eprintln!("default device: {memory:?}");
+    assert!(memory.heap_bytes > 0, "{memory:?}");
+    if let Some(free) = memory.free_bytes {
+        assert!(free <= memory.heap_bytes, "{memory:?}");
+    }
+    let available = available_for(&device).expect("a GPU always gets a figure");
+    if std::env::var("SAM4EM_GPU_MEMORY_GIB").is_err() {
+        assert!(available.what.contains(&memory.adapter), "{available:?} does not name {}", memory.adapter);
+    }
+
+    // A device made from an adapter the caller holds (the app's window) is asked through that
+    // adapter.
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).expect("an adapter");
+    let (gpu, queue) = pollster::block_on(adapter.request_device(&Default::default())).expect("a device");
+    let shared = share_wgpu(&instance, &adapter, &gpu, &queue).expect("burn takes the device");
+    let via_shared = gpu_memory(&shared).expect("the shared device's adapter reports memory");
+    assert_eq!(via_shared.adapter, adapter.get_info().name);
+    assert_eq!(via_shared.heap_bytes, adapter_memory(&adapter).unwrap().heap_bytes);
+
+    // Where the driver keeps a budget, what this process holds comes off it.
+    if let Some(before) = via_shared.free_bytes {
+        let held = gpu.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("budget probe"),
+            size: 256 << 20,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let after = gpu_memory(&shared).unwrap().free_bytes.unwrap();
+        eprintln!("free before a 256 MiB buffer {before}, after {after}");
+        assert!(after + (200 << 20) <= before, "free {before} → {after} after allocating 256 MiB");
+        drop(held);
+    }
+}

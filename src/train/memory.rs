@@ -4,16 +4,19 @@
 //!
 //! On the CPU the memory available is the kernel's `MemAvailable` (RAM that can be had without
 //! swapping), capped by the process's cgroup limit when one is set (containers, systemd
-//! slices): the out-of-memory killer acts on whichever is smaller. On a GPU, neither wgpu nor
-//! burn reports the device's memory: its size is given with `SAM4EM_GPU_MEMORY_GIB`, or a
-//! 16 GiB card is assumed ([`available_for`]), so that a large run recomputes rather than
-//! failing half-way on a smaller card.
+//! slices): the out-of-memory killer acts on whichever is smaller. On a GPU it is what the
+//! driver says this process may still allocate (Vulkan's memory budget, read through wgpu's
+//! instance: `model::device::gpu_memory`), else the size of its device-local heap; where the
+//! driver cannot be asked (Metal, DX12) a 16 GiB card is assumed, so that a large run
+//! recomputes rather than failing half-way on a smaller card. `SAM4EM_GPU_MEMORY_GIB`
+//! overrides all of these (a GPU shared with other jobs).
 
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::model::backprop::Activations;
+use crate::model::device::GpuMemory;
 use crate::model::footprint::TrainingFootprint;
 
 /// How the caller wants activations handled.
@@ -80,25 +83,42 @@ pub struct DoesNotFit {
 /// estimate is within ±15 % of measured peaks; `tests/train_memory.rs`).
 pub const HEADROOM: f64 = 0.85;
 
-/// The GPU memory assumed when wgpu cannot say and `SAM4EM_GPU_MEMORY_GIB` is not set: a
-/// 16 GiB card (a run may use [`HEADROOM`] of it).
+/// The GPU memory assumed when the driver cannot be asked and `SAM4EM_GPU_MEMORY_GIB` is not
+/// set: a 16 GiB card (a run may use [`HEADROOM`] of it).
 pub const GPU_MEMORY_ASSUMED_BYTES: u64 = 16 << 30;
 
-/// What a run on `device` may use: free RAM on the CPU; on a GPU `SAM4EM_GPU_MEMORY_GIB`, or
-/// [`GPU_MEMORY_ASSUMED_BYTES`] (said so in the plan's wording).
+/// What a run on `device` may use: free RAM on the CPU; on a GPU see [`gpu_available`].
 pub fn available_for(device: &burn::tensor::Device) -> Option<Available> {
     if crate::model::device::is_cpu(device) {
         return available_ram();
     }
-    match std::env::var("SAM4EM_GPU_MEMORY_GIB").ok().and_then(|v| v.trim().parse::<f64>().ok()) {
-        Some(gib) if gib > 0.0 => Some(Available {
+    let env = std::env::var("SAM4EM_GPU_MEMORY_GIB").ok();
+    Some(gpu_available(env.as_deref(), crate::model::device::gpu_memory(device)))
+}
+
+/// What a run on a GPU may use, in order: `SAM4EM_GPU_MEMORY_GIB` (`env`, a positive number
+/// of GiB), the driver's free budget for this process, the size of the GPU's device-local
+/// memory when the driver reports no budget, or [`GPU_MEMORY_ASSUMED_BYTES`]. The wording
+/// says which.
+pub fn gpu_available(env: Option<&str>, memory: Option<GpuMemory>) -> Available {
+    if let Some(gib) = env.and_then(|v| v.trim().parse::<f64>().ok()).filter(|g| *g > 0.0 && g.is_finite()) {
+        return Available {
             bytes: (gib * f64::from(1u32 << 30)) as u64,
             what: "GPU memory (SAM4EM_GPU_MEMORY_GIB)".into(),
-        }),
-        _ => Some(Available {
+        };
+    }
+    match memory {
+        Some(GpuMemory { adapter, free_bytes: Some(free), heap_bytes }) => {
+            Available { bytes: free, what: format!("free memory of the {adapter} (of {})", gib(heap_bytes)) }
+        }
+        Some(GpuMemory { adapter, free_bytes: None, heap_bytes }) => Available {
+            bytes: heap_bytes,
+            what: format!("memory of the {adapter} (its driver does not say how much is free)"),
+        },
+        None => Available {
             bytes: GPU_MEMORY_ASSUMED_BYTES,
-            what: "GPU memory assumed (wgpu does not report it; set SAM4EM_GPU_MEMORY_GIB)".into(),
-        }),
+            what: "GPU memory assumed (the driver does not report it; set SAM4EM_GPU_MEMORY_GIB)".into(),
+        },
     }
 }
 
@@ -314,5 +334,32 @@ mod tests {
             let (now, peak) = rss().expect("Linux has /proc/self/status");
             assert!(now > 0 && peak >= now);
         }
+    }
+
+    #[test]
+    fn gpu_memory_comes_from_the_override_then_the_budget_then_the_heap() {
+        let card = |free| GpuMemory { adapter: "Radeon Test".into(), heap_bytes: 12 << 30, free_bytes: free };
+        // The override wins over what the driver says; nonsense in it is ignored.
+        let a = gpu_available(Some(" 6 "), Some(card(Some(10 << 30))));
+        assert_eq!((a.bytes, a.what.as_str()), (6 << 30, "GPU memory (SAM4EM_GPU_MEMORY_GIB)"));
+        for bad in ["", "lots", "-2", "0", "NaN", "inf"] {
+            assert_eq!(gpu_available(Some(bad), Some(card(Some(10 << 30)))).bytes, 10 << 30, "{bad:?}");
+        }
+        // The driver's budget, then the heap's size, then the assumption, each said so.
+        let a = gpu_available(None, Some(card(Some(10 << 30))));
+        assert_eq!(a.bytes, 10 << 30);
+        assert_eq!(a.what, "free memory of the Radeon Test (of 12.0 GiB)");
+        let a = gpu_available(None, Some(card(None)));
+        assert_eq!(a.bytes, 12 << 30);
+        assert!(a.what.contains("Radeon Test") && a.what.contains("does not say how much is free"), "{}", a.what);
+        let a = gpu_available(None, None);
+        assert_eq!(a.bytes, GPU_MEMORY_ASSUMED_BYTES);
+        assert!(a.what.contains("assumed"), "{}", a.what);
+        // A small card's budget refuses the paper's batch with every activation kept and
+        // recomputes instead.
+        let p = plan(ActivationsChoice::Auto, 8, false, Some(gpu_available(None, Some(card(Some(8 << 30))))), &fake)
+            .unwrap();
+        assert_eq!(p.activations, Activations::Recompute);
+        assert!(p.summary().contains("free memory of the Radeon Test"), "{}", p.summary());
     }
 }
