@@ -71,6 +71,11 @@ pub enum BenchWhat {
     /// file can be had. Its results mean nothing; its costs are the real ones.
     #[cfg(feature = "model")]
     Checkpoint(crate::cli_model::BenchCheckpointArgs),
+    /// The model's kernels one at a time at SAM4EM-B+'s shapes (GELU, LayerNorm, linear,
+    /// window and global attention, 3×3 convolution), forward and forward + backward,
+    /// optionally interleaved run by run with PyTorch's on the same machine.
+    #[cfg(feature = "model")]
+    Ops(crate::cli_model::BenchOpsArgs),
     /// Slice-switch time (decode + upload) for 1024² u8 and 4096² u16 stacks and frame time
     /// with three class overlays, headless on the app's device.
     #[cfg(feature = "gui")]
@@ -225,6 +230,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(BenchArgs { what: BenchWhat::Model(a) })) => crate::cli_model::bench(a),
         #[cfg(feature = "model")]
         Some(Command::Bench(BenchArgs { what: BenchWhat::Checkpoint(a) })) => crate::cli_model::random_checkpoint(a),
+        #[cfg(feature = "model")]
+        Some(Command::Bench(BenchArgs { what: BenchWhat::Ops(a) })) => crate::cli_model::bench_ops(a),
         #[cfg(feature = "gui")]
         Some(Command::Bench(BenchArgs { what: BenchWhat::Viewer(a) })) => bench_viewer(a),
         #[cfg(feature = "model")]

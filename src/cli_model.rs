@@ -8,7 +8,7 @@ use burn::tensor::{Device, DeviceKind};
 use clap::{Args, ValueEnum};
 
 use crate::model::checkpoints::{Verdict, identify};
-use crate::model::{HieraSize, Init, Sam2Mapping, Sam4em, Sam4emConfig, StateDict, bench};
+use crate::model::{HieraSize, Init, Sam2Mapping, Sam4em, Sam4emConfig, StateDict, bench, bench_ops};
 
 /// Compute device choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -168,6 +168,147 @@ fn time_python(py: &Path, a: &BenchModelArgs) -> Result<serde_json::Value> {
     let text = String::from_utf8_lossy(&out.stdout);
     let last = text.lines().last().unwrap_or_default();
     serde_json::from_str(last).with_context(|| format!("unexpected output from {}: {last}", script.display()))
+}
+
+/// `sam4em bench ops`.
+#[derive(Debug, Args)]
+pub struct BenchOpsArgs {
+    /// Compute device for our side.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// Timed runs per case and side (after one warm-up each); the median is reported.
+    #[arg(long, default_value_t = 7)]
+    pub runs: usize,
+    /// A Python with `torch`: times the same cases with PyTorch (tests/bench/ops_torch.py on
+    /// the CPU), alternating with ours run by run, and prints the ratio of each.
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Only the cases whose name contains this.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One case's result.
+#[derive(Debug, serde::Serialize)]
+struct OpRow {
+    case: bench_ops::OpCase,
+    ours_ms: f64,
+    torch_ms: Option<f64>,
+    ratio: Option<f64>,
+}
+
+/// The PyTorch side of `bench ops`: one Python process answering one timed run per request.
+struct TorchOps {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    header: serde_json::Value,
+    script: PathBuf,
+}
+
+impl TorchOps {
+    fn start(py: &Path) -> Result<Self> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/ops_torch.py");
+        let mut command = Process::new(py);
+        // PyTorch's OpenMP threads otherwise keep spinning after each run, on the cores our
+        // next run needs (measured: our linear layer 16 ms instead of 10 ms beside them, with
+        // PyTorch's own time unchanged either way). A policy the caller set is kept.
+        if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+            command.env("OMP_WAIT_POLICY", "PASSIVE");
+        }
+        let mut child = command
+            .arg(&script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", py.display()))?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let stdout = std::io::BufReader::new(child.stdout.take().context("no stdout")?);
+        let mut torch = TorchOps { child, stdin, stdout, header: serde_json::Value::Null, script };
+        torch.header = torch.read()?;
+        Ok(torch)
+    }
+
+    fn read(&mut self) -> Result<serde_json::Value> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("the PyTorch side stopped (its error is above): {}", self.script.display());
+        }
+        serde_json::from_str(line.trim())
+            .with_context(|| format!("unexpected output from {}: {}", self.script.display(), line.trim()))
+    }
+
+    fn time_ms(&mut self, case: &bench_ops::OpCase) -> Result<f64> {
+        use std::io::Write;
+        let mut request = serde_json::to_value(case.op)?;
+        request["backward"] = case.backward.into();
+        writeln!(self.stdin, "{request}")?;
+        self.stdin.flush()?;
+        let reply = self.read()?;
+        reply["ms"].as_f64().with_context(|| format!("no time in {reply} from {}", self.script.display()))
+    }
+}
+
+impl Drop for TorchOps {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `sam4em bench ops`.
+pub fn bench_ops(a: &BenchOpsArgs) -> Result<()> {
+    let device = a.device.device();
+    let mut torch = a.python.as_deref().map(TorchOps::start).transpose()?;
+    let cases: Vec<_> =
+        bench_ops::cases().into_iter().filter(|c| a.only.as_deref().is_none_or(|only| c.name.contains(only))).collect();
+    let runs = a.runs.max(1);
+    let mut rows = Vec::with_capacity(cases.len());
+    for case in cases {
+        let ours = bench_ops::Prepared::new(&case, &device);
+        ours.time_ms()?;
+        if let Some(t) = torch.as_mut() {
+            t.time_ms(&case)?;
+        }
+        let (mut ours_ms, mut torch_ms) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+        for _ in 0..runs {
+            ours_ms.push(ours.time_ms()?);
+            if let Some(t) = torch.as_mut() {
+                torch_ms.push(t.time_ms(&case)?);
+            }
+        }
+        let ours_ms = bench_ops::median(ours_ms);
+        let torch_ms = torch.is_some().then(|| bench_ops::median(torch_ms));
+        rows.push(OpRow { case, ours_ms, torch_ms, ratio: torch_ms.map(|t| ours_ms / t) });
+    }
+    let torch_header = torch.as_ref().map(|t| t.header.clone());
+    if a.json {
+        let v =
+            serde_json::json!({ "device": device_name(&device), "runs": runs, "torch": torch_header, "cases": rows });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    print!("SAM4EM-B+ kernels at 512², {}, median of {runs} runs", device_name(&device));
+    match &torch_header {
+        Some(h) => println!(
+            ", interleaved with PyTorch {} ({} threads, CPU):",
+            h["torch"].as_str().unwrap_or("?"),
+            h["threads"]
+        ),
+        None => println!(":"),
+    }
+    println!("  {:<32} {:<9} {:>10} {:>10} {:>7}", "case", "pass", "ours ms", "torch ms", "ratio");
+    for r in &rows {
+        let pass = if r.case.backward { "fwd+bwd" } else { "forward" };
+        let torch = r.torch_ms.map_or("—".to_string(), |t| format!("{t:.2}"));
+        let ratio = r.ratio.map_or("—".to_string(), |x| format!("{x:.2}"));
+        println!("  {:<32} {:<9} {:>10.2} {:>10} {:>7}", r.case.name, pass, r.ours_ms, torch, ratio);
+    }
+    Ok(())
 }
 
 /// Runs `sam4em checkpoint PATH`: identifies the file, finds its trunk size and checks that

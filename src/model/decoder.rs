@@ -2,10 +2,11 @@
 //! `skip_connect`, which lets the stage-2 decoder fuse the stage-1 upscaled features.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::softmax;
 
 use super::config::DecoderConfig;
-use super::nn::{Act, Conv2d, ConvTranspose2x2, Init, Kind, LayerNorm, LayerNorm2d, Linear, Mlp, Slot, Visitor, key};
+use super::nn::{
+    Act, Conv2d, ConvTranspose2x2, Init, Kind, LayerNorm, LayerNorm2d, Linear, Mlp, Slot, Visitor, attention, key,
+};
 use super::ops::gelu;
 
 /// SAM's `Attention`: projections to an internal width, multi-head softmax attention, output
@@ -48,9 +49,7 @@ impl Attention {
         let k = self.split(self.k_proj.forward(k));
         let v = self.split(self.v_proj.forward(v));
         let [b, h, nq, hd] = q.dims();
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-        let out = softmax(scores, 3).matmul(v);
-        self.out_proj.forward(out.swap_dims(1, 2).reshape([b, nq, h * hd]))
+        self.out_proj.forward(attention(q, k, v).swap_dims(1, 2).reshape([b, nq, h * hd]))
     }
 
     fn visit(&mut self, prefix: &str, v: &mut dyn Visitor) {

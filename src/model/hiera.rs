@@ -5,12 +5,11 @@
 //! neck levels are NCHW.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::softmax;
 use burn::tensor::module::{interpolate, max_pool2d};
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions, MaxPoolOptions};
 
 use super::config::{BlockLayout, HieraConfig, NeckConfig};
-use super::nn::{Act, Conv2d, Init, Kind, LayerNorm, Linear, Mlp, Slot, Visitor, from_vec, key, to_vec};
+use super::nn::{Act, Conv2d, Init, Kind, LayerNorm, Linear, Mlp, Slot, Visitor, attention, from_vec, key, to_vec};
 use super::pe;
 
 /// The fused qkv projection with SAM4EM's LoRA (`LoRa_image_encoder2.py`):
@@ -133,18 +132,18 @@ fn max_pool_nhwc(x: Tensor<4>, stride: [usize; 2]) -> Tensor<4> {
     max_pool2d(x, MaxPoolOptions::new(stride)).permute([0, 2, 3, 1])
 }
 
-/// Zero-pads `[B, H, W, C]` at the bottom/right to multiples of `ws` and splits it into
-/// `[B·nW, ws, ws, C]` windows.
-fn window_partition(x: Tensor<4>, ws: usize) -> (Tensor<4>, [usize; 2]) {
+/// Pads `[B, H, W, C]` at the bottom/right to multiples of `ws` with `fill` (`[C]`) and splits
+/// it into `[B·nW, ws, ws, C]` windows.
+fn window_partition(x: Tensor<4>, ws: usize, fill: Tensor<1>) -> (Tensor<4>, [usize; 2]) {
     let [b, h, w, c] = x.dims();
     let (ph, pw) = ((ws - h % ws) % ws, (ws - w % ws) % ws);
-    let device = x.device();
+    let fill: Tensor<4> = fill.reshape([1, 1, 1, c]);
     let mut x = x;
     if ph > 0 {
-        x = Tensor::cat(vec![x, Tensor::zeros([b, ph, w, c], &device)], 1);
+        x = Tensor::cat(vec![x, fill.clone().expand([b, ph, w, c])], 1);
     }
     if pw > 0 {
-        x = Tensor::cat(vec![x, Tensor::zeros([b, h + ph, pw, c], &device)], 2);
+        x = Tensor::cat(vec![x, fill.expand([b, h + ph, pw, c])], 2);
     }
     let (hp, wp) = (h + ph, w + pw);
     let x: Tensor<6> = x.reshape([b, hp / ws, ws, wp / ws, ws, c]);
@@ -179,12 +178,13 @@ impl HieraBlock {
         }
     }
 
-    /// Multi-scale attention on `[N, h, w, dim]` windows (or the whole grid when global).
-    fn attention(&self, x: Tensor<4>) -> Tensor<4> {
-        let [n, h, w, _] = x.dims();
+    /// Multi-scale attention on `[N, h, w, 3·dim_out]` windows of qkv (or the whole grid when
+    /// global), before the output projection.
+    fn attention(&self, qkv: Tensor<4>) -> Tensor<4> {
+        let [n, h, w, _] = qkv.dims();
         let (heads, d_out) = (self.layout.heads, self.layout.dim_out);
         let hd = d_out / heads;
-        let qkv: Tensor<5> = self.qkv.forward(x).reshape([n, h * w, 3, heads, hd]);
+        let qkv: Tensor<5> = qkv.reshape([n, h * w, 3, heads, hd]);
         let take = |i: usize| -> Tensor<4> { qkv.clone().narrow(2, i, 1).reshape([n, h * w, heads, hd]) };
         let (mut q, k, v) = (take(0), take(1), take(2));
         let (mut hq, mut wq) = (h, w);
@@ -195,14 +195,18 @@ impl HieraBlock {
             q = pooled.reshape([n, hq * wq, heads, hd]);
         }
         let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-        let out = softmax(scores, 3).matmul(v);
-        let out = out.swap_dims(1, 2).reshape([n, hq, wq, d_out]);
-        self.attn_proj.forward(out)
+        attention(q, k, v).swap_dims(1, 2).reshape([n, hq, wq, d_out])
     }
 
     /// # Shapes
     /// `[B, H, W, dim]` → `[B, H', W', dim_out]` (H' = H/2 in q-pool blocks).
+    ///
+    /// The reference zero-pads the normed grid to whole windows and runs qkv and the output
+    /// projection on every padded row. Here qkv runs on the real rows only and the windows are
+    /// padded with what qkv gives a zero row — its bias, LoRA adding nothing to zero — so the
+    /// attention sees the same keys and values; the projection runs after the padding is
+    /// cropped (it acts on each row alone). At 512², Hiera-B+'s stage-3 grid of 32² pads to
+    /// 42² (72 % more rows) and stage 4's 16² to 21².
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let shortcut = x.clone();
         let x = self.norm1.forward(x);
@@ -215,8 +219,13 @@ impl HieraBlock {
         };
         let [_, h, w, _] = x.dims();
         let ws = self.layout.window;
+        let qkv = self.qkv.forward(x);
         let x = if ws > 0 {
-            let (windows, padded) = window_partition(x, ws);
+            let fill = match &self.qkv.qkv.bias {
+                Some(bias) => bias.clone(),
+                None => Tensor::zeros([qkv.dims()[3]], &qkv.device()),
+            };
+            let (windows, padded) = window_partition(qkv, ws, fill);
             let out = self.attention(windows);
             let [_, sh, sw, _] = shortcut.dims();
             if self.layout.q_pool {
@@ -228,9 +237,9 @@ impl HieraBlock {
                 window_unpartition(out, ws, padded, [h, w])
             }
         } else {
-            self.attention(x)
+            self.attention(qkv)
         };
-        let x = shortcut + x;
+        let x = shortcut + self.attn_proj.forward(x);
         x.clone() + self.mlp.forward(self.norm2.forward(x))
     }
 

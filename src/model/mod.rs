@@ -8,8 +8,10 @@
 pub mod adapter;
 pub mod backprop;
 pub mod bench;
+pub mod bench_ops;
 pub mod checkpoints;
 pub mod config;
+pub mod cpu_kernels;
 pub mod decoder;
 pub mod device;
 pub mod footprint;

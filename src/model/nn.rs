@@ -7,7 +7,7 @@
 //! layout); the walk marks them so that checkpoints, which store `[out, in]`, are transposed
 //! on the way in and out.
 
-use burn::tensor::activation::relu;
+use burn::tensor::activation::{relu, softmax};
 use burn::tensor::module::linear;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
@@ -386,6 +386,13 @@ impl LayerNorm {
 
     /// Normalises the last dimension (biased variance, as PyTorch).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        // Inference on the CPU backend: its fused kernel (one vectorised pass per row, rows in
+        // parallel, the same centred variance) instead of a chain of six passes. Training keeps
+        // the composition, whose backward pass the golden gradients were checked with.
+        if !(x.is_tracked() || self.weight.is_tracked() || self.bias.is_tracked()) && super::device::is_cpu(&x.device())
+        {
+            return burn::tensor::module::layer_norm(x, self.weight.clone(), Some(self.bias.clone()), self.eps);
+        }
         let (var, mean) = x.clone().var_mean_bias(D - 1);
         let x = (x - mean) / (var + self.eps).sqrt();
         let dims = x.dims();
@@ -397,6 +404,26 @@ impl LayerNorm {
         v.visit(&key(prefix, "weight"), Kind::Param, Slot::T1(&mut self.weight));
         v.visit(&key(prefix, "bias"), Kind::Param, Slot::T1(&mut self.bias));
     }
+}
+
+/// Multi-head softmax attention, `softmax(q kᵀ / √d) v` per head: the one attention kernel of
+/// the model (Hiera's blocks, the mask decoders' transformer), so that making it faster makes
+/// every caller faster.
+///
+/// # Shapes
+/// `q [B, H, Nq, d]`, `k [B, H, Nk, d]`, `v [B, H, Nk, d]` → `[B, H, Nq, d]`.
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    // Inference on the CPU backend: our kernel (`cpu_kernels::flex_attention`: GEMMs on the
+    // strided q/k/v views, a vectorised softmax, blocks of query rows in parallel) instead of
+    // three passes over a score tensor. Training keeps the composition below, whose backward
+    // pass the golden gradients were checked with; GPU backends too, until burn's fused kernel
+    // is checked on lavapipe (issue 18).
+    if !(q.is_tracked() || k.is_tracked() || v.is_tracked()) && super::device::is_cpu(&q.device()) {
+        return super::ops::fast_attention(q, k, v);
+    }
+    let hd = q.dims()[3];
+    let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+    softmax(scores, 3).matmul(v)
 }
 
 /// SAM's `LayerNorm2d`: normalises the channel dimension of an NCHW tensor.

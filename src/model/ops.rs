@@ -47,7 +47,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::ops::{ActivationOps, ConvOptions, ConvTransposeOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Cube, Dispatch, Flex, Slice, TensorMetadata, backend_extension};
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Cube, Dispatch, Flex, Slice, TensorMetadata, backend_extension,
+};
 use burn::tensor::Tensor;
 
 /// Exact (erf) GELU, differentiated exactly on every backend.
@@ -88,14 +90,22 @@ pub trait ExactGelu: Backend {
 /// cubecl: the composed default bodies (burn's own cubecl GELU forward is the same composition).
 impl ExactGelu for Cube {}
 
-/// Flex implements both directions exactly in one fused pass each.
+/// Flex: both directions vectorised and split across the cores (`cpu_kernels`): Flex's own
+/// GELU is scalar and single-threaded, and Hiera-B+'s GELUs at 512² were a large share of an
+/// encoder pass. Tensors that are not contiguous `f32` go to Flex's own kernels.
 impl ExactGelu for Flex {
     fn exact_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        <Flex as ActivationOps<Flex>>::gelu(x)
+        match super::cpu_kernels::flex_gelu(&x) {
+            Some(y) => y,
+            None => <Flex as ActivationOps<Flex>>::gelu(x),
+        }
     }
 
     fn exact_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        <Flex as ActivationOps<Flex>>::gelu_backward(x, grad)
+        match super::cpu_kernels::flex_gelu_backward(&x, &grad) {
+            Some(g) => g,
+            None => <Flex as ActivationOps<Flex>>::gelu_backward(x, grad),
+        }
     }
 }
 
@@ -153,6 +163,52 @@ pub fn gelu_backward<const D: usize>(x: Tensor<D>, grad: Tensor<D>) -> Tensor<D>
     Tensor::from_dispatch(<Dispatch as ExactGelu>::exact_gelu_backward(x.into_dispatch(), grad.into_dispatch()))
 }
 
+/// Multi-head attention `softmax(q kᵀ/√d) v` for inference: a fast kernel where the backend has
+/// one. Only untracked tensors reach a backend kernel; tracked ones are differentiated through
+/// burn's composition.
+#[backend_extension(Cube, Flex, Autodiff)]
+pub trait FastAttention: Backend {
+    /// `q [B, H, Nq, d]`, `k [B, H, Nk, d]`, `v [B, H, Nk, dv]` → `[B, H, Nq, dv]`.
+    fn fast_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::attention(q, k, v, None, None, Default::default())
+    }
+}
+
+/// cubecl: burn's fused attention (not yet called: see `nn::attention`).
+impl FastAttention for Cube {}
+
+/// Flex: `cpu_kernels::flex_attention` (GEMMs on strided views, vectorised softmax).
+impl FastAttention for Flex {
+    fn fast_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
+        match super::cpu_kernels::flex_attention(&q, &k, &v) {
+            Some(out) => out,
+            None => <Flex as ModuleOps<Flex>>::attention(q, k, v, None, None, Default::default()),
+        }
+    }
+}
+
+impl<B: FastAttention, C: CheckpointStrategy> FastAttention for Autodiff<B, C> {
+    fn fast_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
+        if q.is_tracked() || k.is_tracked() || v.is_tracked() {
+            return <Self as ModuleOps<Self>>::attention(q, k, v, None, None, Default::default());
+        }
+        <Self as AutodiffBackend>::from_inner(B::fast_attention(
+            q.into_primitive(),
+            k.into_primitive(),
+            v.into_primitive(),
+        ))
+    }
+}
+
+/// [`FastAttention`] on `Tensor`s.
+pub fn fast_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FastAttention>::fast_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+    ))
+}
+
 /// The most output positions (batch × rows × columns) one convolution weight-gradient kernel
 /// sums over on the cubecl backend. Measured on lavapipe (Mesa 22.3.6, 2026-12-03, one image
 /// per call): burn's direct weight-gradient kernel, which loops over every position of the
@@ -188,6 +244,17 @@ impl BoundedConv2d for Cube {}
 /// The CPU backend sums each weight's gradient with blocked matrix products, not one long
 /// loop: one call, as burn makes it.
 impl BoundedConv2d for Flex {
+    /// Stride-1 convolutions as one matrix product per kernel tap (`cpu_kernels::flex_conv2d`);
+    /// others as Flex runs them.
+    fn conv2d_unbiased(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        let plain = options.stride == [1, 1] && options.dilation == [1, 1] && options.groups == 1;
+        let fast = if plain { super::cpu_kernels::flex_conv2d(&x, &weight, options.padding) } else { None };
+        match fast {
+            Some(y) => y,
+            None => <Flex as ModuleOps<Flex>>::conv2d(x, weight, None, options),
+        }
+    }
+
     fn conv2d_weight_grad(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

@@ -1,0 +1,673 @@
+//! Kernels for burn's CPU backend (Flex) where Flex's own are slow: exact-erf GELU forward and
+//! backward, attention, and stride-1 convolutions. Each was measured against PyTorch with
+//! `sam4em bench ops` (README, "Speed on the CPU") and is checked against Flex's own kernel or
+//! float64 in the tests below; the golden tests run the model through them.
+//!
+//! **GELU.** Flex computes GELU one element at a time on one thread with a scalar, branchy
+//! `erff` (libm's). Hiera-B+ at 512² has 7.3 M GELU inputs per stage-1 block and 1.8 M per
+//! stage-3 block (16 of them), which made GELU a large share of an encoder pass. Here the
+//! normal distribution is computed branch-free with polynomials whose coefficients were fitted
+//! for this module, so the compiler vectorises the loop; macerator (the SIMD dispatcher Flex
+//! itself uses) compiles it once per instruction set and picks the best the CPU has at run
+//! time; rayon spreads chunks over the cores. Accuracy (`tests::normal_cdf_is_accurate`,
+//! against float64): relative error of Φ ≤ 8 f32 ulp (worst measured 5.1) wherever Φ is a
+//! normal `f32`, including the far negative tail, where `½(1 + erf(x/√2))` — the formula Flex
+//! and PyTorch use — loses its digits to cancellation.
+//!
+//! **Attention** and **convolution**: see [`flex_attention`] and [`flex_conv2d`].
+
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::tensor::{Bytes, DType};
+
+/// The kernels of this module, each of which `SAM4EM_CPU_KERNELS_OFF` can turn off (a
+/// comma-separated list of names, read once) so that Flex's own runs instead: for side-by-side
+/// timings of the whole model with and without one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// [`flex_gelu`] and [`flex_gelu_backward`].
+    Gelu,
+    /// [`flex_attention`].
+    Attention,
+    /// [`flex_conv2d`].
+    Conv,
+}
+
+impl Kernel {
+    /// Its name in `SAM4EM_CPU_KERNELS_OFF`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Gelu => "gelu",
+            Kernel::Attention => "attention",
+            Kernel::Conv => "conv",
+        }
+    }
+
+    /// Whether it runs (it does unless `SAM4EM_CPU_KERNELS_OFF` names it).
+    pub fn enabled(self) -> bool {
+        static OFF: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        let off = OFF.get_or_init(|| {
+            std::env::var("SAM4EM_CPU_KERNELS_OFF")
+                .map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()).collect())
+                .unwrap_or_default()
+        });
+        !off.iter().any(|name| name == self.name())
+    }
+}
+
+/// `1/√2`.
+const FRAC_1_SQRT_2: f32 = core::f32::consts::FRAC_1_SQRT_2;
+/// `1/√(2π)`, the normal density at 0.
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+/// `erf(z)/z = A(z²)` for `|z| ≤ 1`: least-squares fit in relative error on Chebyshev nodes
+/// (degree 5 in z²), worst relative error of the resulting `erf` 1.4 ulp. The constant term is
+/// one f32 ulp below 2/√π (erf's slope at 0): the fit traded it against the other terms, and
+/// setting it to 2/√π makes Φ 10 ulp off near x = −1.37.
+#[allow(clippy::approx_constant)]
+const ERF_SMALL: [f32; 6] =
+    [1.128_379_1, -0.376_123_2, 0.112_801_29, -0.026_709_927, 0.004_915_998_3, -0.000_562_529_8];
+
+/// `erfcx(z) = exp(z²)·erfc(z) = B(t)`, `t = 1/(1 + z/2)`, for `1 ≤ z ≤ 10`: least-squares fit
+/// in relative error (degree 8 in t); worst relative error 2.8 ulp.
+const ERFCX_LARGE: [f32; 9] = [
+    -2.720_462_1e-6,
+    0.282_163_68,
+    0.281_381_16,
+    0.250_614_05,
+    0.166_607_14,
+    0.086_047_64,
+    0.051_362_958,
+    -0.204_911_8,
+    0.087_272_55,
+];
+
+/// Polynomial `c[0] + c[1]·t + …` by Horner's rule.
+#[inline(always)]
+fn horner<const N: usize>(c: &[f32; N], t: f32) -> f32 {
+    let mut p = c[N - 1];
+    let mut i = N - 1;
+    while i > 0 {
+        i -= 1;
+        p = p * t + c[i];
+    }
+    p
+}
+
+/// `exp(y)` for `y ≤ 0`, branch-free. See [`exp_split`].
+#[inline(always)]
+fn exp_nonpositive(y: f32) -> f32 {
+    exp_split(y, 0.0)
+}
+
+/// `e^(-x²/2)` to a few ulp for every `x`. Rounding `x²` to `f32` first would cost
+/// `x²/2` ulp (80 at x = 13): `x` is split so that the leading part squares exactly.
+#[inline(always)]
+fn exp_neg_half_square(x: f32) -> f32 {
+    // Beyond 14 the result is 0 anyway; clamping keeps ±∞ (and NaN) from making ∞ − ∞ below.
+    let x = if x.abs() < 14.0 { x } else { 14.0 };
+    // 12 significant bits: the square's 24 fit an f32 exactly.
+    let head = f32::from_bits(x.to_bits() & 0xFFFF_F000);
+    exp_split(-0.5 * head * head, -0.5 * (x - head) * (x + head))
+}
+
+/// `exp(hi + lo)` for `hi + lo ≤ 0`, `|lo|` small, branch-free: `2ⁿ·e^r` with
+/// `n = round((hi + lo)/ln 2)`, `r` reduced in two parts (Cody–Waite; `hi − n·ln2_hi` is
+/// exact) and `e^r` from its degree-7 Taylor polynomial (|r| ≤ ln 2 / 2, truncation error
+/// 5e-9). Results below `e^-86` are 0: the smallest normal `f32` is `e^-87.3`, and closer to it
+/// `e^r·2ⁿ` would round as a subnormal.
+///
+/// `n` is rounded by adding 1.5·2²³, which leaves it in the low bits of the sum's mantissa,
+/// and `2ⁿ` is built from those bits: float-to-integer conversion (`as i32`, which saturates
+/// and maps NaN to 0) would keep the compiler from vectorising the loops this is inlined into.
+#[inline(always)]
+fn exp_split(hi: f32, lo: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUNDER: f32 = 12_582_912.0; // 1.5·2²³
+    let underflow = hi + lo < -86.0;
+    let (hi, lo) = if underflow { (-86.0, 0.0) } else { (hi, lo) };
+    let shifted = (hi + lo) * core::f32::consts::LOG2_E + ROUNDER;
+    let n = shifted - ROUNDER;
+    let r = ((hi - n * LN2_HI) + lo) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (1.0 / 2.0
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    // The low bits of `shifted` hold n (two's complement, -124 ≤ n ≤ 0); 2ⁿ has exponent n + 127.
+    let scale = f32::from_bits(shifted.to_bits().wrapping_sub(ROUNDER.to_bits()).wrapping_add(127) << 23);
+    if underflow { 0.0 } else { p * scale }
+}
+
+/// The standard normal distribution at `x`: `(Φ(x), e^(-x²/2))`, the cumulative probability and
+/// the unnormalised density (`φ(x) = e^(-x²/2)/√(2π)`).
+///
+/// Near the middle (`|x| ≤ √2`) Φ comes from `erf`'s odd series; in the tails from the upper-tail
+/// probability `½·e^(-x²/2)·erfcx(|x|/√2)`, never from `1 + erf`, so the negative tail keeps its
+/// relative accuracy. Both are computed and one selected, which keeps the loop branch-free.
+#[inline(always)]
+fn normal_cdf(x: f32) -> (f32, f32) {
+    let z = x * FRAC_1_SQRT_2;
+    let az = z.abs();
+    let density = exp_neg_half_square(x);
+    let middle = 0.5 + 0.5 * z * horner(&ERF_SMALL, z * z);
+    let clamped = if az < 10.0 { az } else { 10.0 };
+    let upper_tail = 0.5 * density * horner(&ERFCX_LARGE, 1.0 / (1.0 + 0.5 * clamped));
+    let tail = if x > 0.0 { 1.0 - upper_tail } else { upper_tail };
+    (if az <= 1.0 { middle } else { tail }, density)
+}
+
+/// `x·Φ(x)`, GELU with the exact normal CDF.
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    x * normal_cdf(x).0
+}
+
+/// `grad·(Φ(x) + x·φ(x))`, the gradient of [`gelu`].
+#[inline(always)]
+pub fn gelu_backward(x: f32, grad: f32) -> f32 {
+    let (cdf, density) = normal_cdf(x);
+    grad * (cdf + x * FRAC_1_SQRT_2PI * density)
+}
+
+/// [`gelu`] over a slice, compiled for each SIMD instruction set and dispatched at run time.
+// `with_simd` needs the instruction-set parameter; the body is plain Rust, which the compiler
+// vectorises for the instruction set it is compiled for.
+#[allow(clippy::extra_unused_type_parameters)]
+#[macerator::with_simd]
+fn gelu_slice<S: macerator::Simd>(src: &[f32], dst: &mut [f32]) {
+    for (o, &x) in dst.iter_mut().zip(src) {
+        *o = gelu(x);
+    }
+}
+
+/// [`gelu_backward`] over slices, compiled like [`gelu_slice`].
+// `with_simd` needs the instruction-set parameter; the body is plain Rust, which the compiler
+// vectorises for the instruction set it is compiled for.
+#[allow(clippy::extra_unused_type_parameters)]
+#[macerator::with_simd]
+fn gelu_backward_slice<S: macerator::Simd>(x: &[f32], grad: &[f32], dst: &mut [f32]) {
+    for ((o, &x), &g) in dst.iter_mut().zip(x).zip(grad) {
+        *o = gelu_backward(x, g);
+    }
+}
+
+/// Elements per parallel task: large enough to amortise scheduling and SIMD dispatch, small
+/// enough to balance the cores.
+const CHUNK: usize = 1 << 15;
+
+/// GELU of a contiguous `f32` Flex tensor; `None` for any other tensor (or when turned off).
+pub fn flex_gelu(x: &FlexTensor) -> Option<FlexTensor> {
+    use rayon::prelude::*;
+    if !Kernel::Gelu.enabled() {
+        return None;
+    }
+    let src = x.as_slice::<f32>()?;
+    let mut out = vec![0f32; src.len()];
+    out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| gelu_slice(s, o));
+    Some(FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(x.layout().shape().clone()), DType::F32))
+}
+
+/// GELU's input gradient from contiguous `f32` Flex tensors of one shape; `None` for any other
+/// pair.
+pub fn flex_gelu_backward(x: &FlexTensor, grad: &FlexTensor) -> Option<FlexTensor> {
+    use rayon::prelude::*;
+    if !Kernel::Gelu.enabled() || x.layout().shape() != grad.layout().shape() {
+        return None;
+    }
+    let (sx, sg) = (x.as_slice::<f32>()?, grad.as_slice::<f32>()?);
+    let mut out = vec![0f32; sx.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(sx.par_chunks(CHUNK).zip(sg.par_chunks(CHUNK)))
+        .for_each(|(o, (x, g))| gelu_backward_slice(x, g, o));
+    Some(FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(x.layout().shape().clone()), DType::F32))
+}
+
+/// `dst = scale·lhs·rhs` (or `dst += scale·lhs·rhs` when `accumulate`), single-threaded, on
+/// the `gemm` crate that burn's Flex backend runs its matmuls on. `lhs` is `m×k` with element
+/// `(i, p)` at `lhs[i·lhs_rs + p·lhs_cs]`, `rhs` is `k×n` with `(p, j)` at
+/// `rhs[p·rhs_rs + j·rhs_cs]`, `dst` is `m×n` with `(i, j)` at `dst[i·dst_rs + j]`. Strided
+/// operands cost nothing extra (gemm packs them), so callers pass views instead of copies.
+///
+/// # Panics
+/// When an index the strides reach is outside its slice.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    [m, n, k]: [usize; 3],
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    (lhs, lhs_rs, lhs_cs): (&[f32], usize, usize),
+    (rhs, rhs_rs, rhs_cs): (&[f32], usize, usize),
+    scale: f32,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * dst_rs + n <= dst.len(), "sgemm: dst {m}×{n} (row stride {dst_rs}) exceeds {}", dst.len());
+    if k > 0 {
+        assert!((m - 1) * lhs_rs + (k - 1) * lhs_cs < lhs.len(), "sgemm: lhs {m}×{k} exceeds {}", lhs.len());
+        assert!((k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len(), "sgemm: rhs {k}×{n} exceeds {}", rhs.len());
+    }
+    let stride = |s: usize| isize::try_from(s).expect("stride fits isize");
+    // SAFETY: gemm reads lhs(i, p), rhs(p, j) and reads/writes dst(i, j) exactly at the offsets
+    // the strides give for i < m, j < n, p < k; the asserts above keep every one of them inside
+    // its slice. `dst` is borrowed mutably and the operands shared, so nothing aliases.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            stride(dst_rs),
+            accumulate,
+            lhs.as_ptr(),
+            stride(lhs_cs),
+            stride(lhs_rs),
+            rhs.as_ptr(),
+            stride(rhs_cs),
+            stride(rhs_rs),
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Each row of `scores` (`rows × n`) replaced by `exp(s − max s)`; `sums` gets each row's sum.
+/// The caller divides after multiplying by V, which costs a row of V's width instead of a row
+/// of scores.
+// `with_simd` needs the instruction-set parameter; the body is plain Rust, which the compiler
+// vectorises for the instruction set it is compiled for.
+#[allow(clippy::extra_unused_type_parameters)]
+#[macerator::with_simd]
+fn exp_rows<S: macerator::Simd>(scores: &mut [f32], n: usize, sums: &mut [f32]) {
+    for (row, sum) in scores.chunks_exact_mut(n).zip(sums.iter_mut()) {
+        let max = lane_fold(row, f32::NEG_INFINITY, |m, s| if s > m { s } else { m });
+        for s in row.iter_mut() {
+            *s = exp_nonpositive(*s - max);
+        }
+        *sum = lane_fold(row, 0.0, |a, s| a + s);
+    }
+}
+
+/// Lanes of a reduction: folding into 16 independent accumulators (then folding those) lets the
+/// compiler vectorise reductions it must otherwise keep in order, one element at a time.
+const LANES: usize = 16;
+
+/// `f` folded over `values` from `init`, in [`LANES`] interleaved partial results.
+#[inline(always)]
+fn lane_fold(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for i in 0..LANES {
+            acc[i] = f(acc[i], chunk[i]);
+        }
+    }
+    let mut total = tail.iter().fold(init, |a, &v| f(a, v));
+    for a in acc {
+        total = f(total, a);
+    }
+    total
+}
+
+thread_local! {
+    /// Per-thread scores and row sums of [`flex_attention`], kept between calls: a fresh
+    /// allocation of this size per task is an `mmap` and a page fault per 4 KiB.
+    static SCRATCH: core::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { core::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Score elements per parallel task in [`flex_attention`]: blocks of query rows whose scores
+/// (with K and V) stay in a core's L2 cache.
+const SCORE_BLOCK: usize = 1 << 16;
+
+/// `softmax(q kᵀ/√d) v` per batch and head for `f32` Flex tensors of any strides: Q·Kᵀ (scaled
+/// inside the GEMM), a vectorised softmax and P·V, in parallel over heads and blocks of query
+/// rows; the score matrix of one block at a time, never the whole. `None` for other dtypes,
+/// negative strides or mismatched shapes (Flex's kernel then runs).
+///
+/// Flex's own kernel computes the softmax with scalar `exp` and, beyond 512 keys, switches to
+/// a tiled online softmax of 64-key GEMMs; Hiera-B+'s windowed and global attention at 512²
+/// ran 1.9–2.6× slower than PyTorch's through it (`sam4em bench ops`, 2026-12-05).
+///
+/// # Shapes
+/// `q [B, H, Nq, d]`, `k [B, H, Nk, d]`, `v [B, H, Nk, dv]` → `[B, H, Nq, dv]` (contiguous).
+pub fn flex_attention(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<FlexTensor> {
+    use rayon::prelude::*;
+    let (ql, kl, vl) = (q.layout(), k.layout(), v.layout());
+    if !Kernel::Attention.enabled() {
+        return None;
+    }
+    if [q.dtype(), k.dtype(), v.dtype()] != [DType::F32; 3]
+        || ql.num_dims() != 4
+        || kl.num_dims() != 4
+        || vl.num_dims() != 4
+    {
+        return None;
+    }
+    if !(ql.has_positive_strides() && kl.has_positive_strides() && vl.has_positive_strides()) {
+        return None;
+    }
+    let dims = |l: &Layout| -> [usize; 4] { std::array::from_fn(|i| l.shape()[i]) };
+    let ([b, h, nq, d], [kb, kh, nk, kd], [vb, vh, vn, dv]) = (dims(ql), dims(kl), dims(vl));
+    if (kb, kh, kd) != (b, h, d) || (vb, vh, vn) != (b, h, nk) || nk == 0 {
+        return None;
+    }
+    let strides = |l: &Layout| -> [usize; 4] { std::array::from_fn(|i| l.strides()[i].unsigned_abs()) };
+    let (qs, ks, vs) = (strides(ql), strides(kl), strides(vl));
+    let (q_data, k_data, v_data) = (
+        &q.storage::<f32>()[ql.start_offset()..],
+        &k.storage::<f32>()[kl.start_offset()..],
+        &v.storage::<f32>()[vl.start_offset()..],
+    );
+    let scale = 1.0 / (d as f32).sqrt();
+    let block = (SCORE_BLOCK / nk.max(1)).clamp(1, nq.max(1));
+    let blocks_per_head = nq.div_ceil(block);
+    let mut out = vec![0f32; b * h * nq * dv];
+    if out.is_empty() {
+        return Some(FlexTensor::new(Bytes::from_elems(out), Layout::contiguous([b, h, nq, dv].into()), DType::F32));
+    }
+    // One task per (batch, head, block of query rows); its output rows are contiguous.
+    let tasks: Vec<(usize, usize, usize)> =
+        (0..b * h).flat_map(|bh| (0..blocks_per_head).map(move |blk| (bh / h, bh % h, blk * block))).collect();
+    let mut chunks: Vec<&mut [f32]> = Vec::with_capacity(tasks.len());
+    for head in out.chunks_mut(nq * dv) {
+        chunks.extend(head.chunks_mut(block * dv));
+    }
+    chunks.into_par_iter().zip(tasks).for_each(|(dst, (bi, hi, row0))| {
+        SCRATCH.with_borrow_mut(|(scores, sums)| {
+            let rows = dst.len() / dv;
+            scores.resize(rows * nk, 0.0);
+            sums.resize(rows, 0.0);
+            let (scores, sums) = (&mut scores[..rows * nk], &mut sums[..rows]);
+            let q0 = bi * qs[0] + hi * qs[1] + row0 * qs[2];
+            let (k0, v0) = (bi * ks[0] + hi * ks[1], bi * vs[0] + hi * vs[1]);
+            sgemm(
+                [rows, nk, d],
+                scores,
+                nk,
+                false,
+                (&q_data[q0..], qs[2], qs[3]),
+                (&k_data[k0..], ks[3], ks[2]),
+                scale,
+            );
+            exp_rows(scores, nk, sums);
+            sgemm([rows, dv, nk], dst, dv, false, (scores, nk, 1), (&v_data[v0..], vs[2], vs[3]), 1.0);
+            for (row, &sum) in dst.chunks_exact_mut(dv).zip(sums.iter()) {
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|o| *o *= inv);
+            }
+        })
+    });
+    Some(FlexTensor::new(Bytes::from_elems(out), Layout::contiguous([b, h, nq, dv].into()), DType::F32))
+}
+
+/// Output positions (rows of the padded-width output) per parallel task of [`flex_conv2d`].
+const CONV_TILE: usize = 1024;
+
+/// A stride-1, undilated, ungrouped 2-D convolution without bias for `f32` Flex tensors, as
+/// one matrix product per kernel tap on the zero-padded input, with no im2col buffer.
+///
+/// The input is copied once into channels-last rows of the padded width `Wp`. At that
+/// width, the input under kernel tap `(i, j)` for every output position is one contiguous
+/// block of rows, starting `i·Wp + j` rows in: the convolution is `Σ_tap X_tap·W_tap`, each
+/// `[positions × C]·[C × O]`, accumulated in place, in parallel over tiles of positions. Each
+/// output row has `Wp − Wo` extra positions, never read. The result is returned as a strided
+/// view `[B, O, Ho, Wo]` of that buffer (channels-last in memory): no copy back.
+///
+/// Flex's own convolution copies the input into channels-last layout and then into im2col
+/// tiles of `C·k²` columns; at Hiera-B+'s fusion head (3×3, 256→256, 128²) it ran 1.5× slower
+/// than PyTorch's (`sam4em bench ops`, 2026-12-05). `None` for anything else (1×1 kernels,
+/// strides, dilation, groups, other dtypes), which Flex then runs.
+///
+/// # Shapes
+/// `x [B, C, H, W]`, `weight [O, C, kh, kw]`, padding `[(top, bottom), (left, right)]` →
+/// `[B, O, H + top + bottom − kh + 1, W + left + right − kw + 1]`.
+pub fn flex_conv2d(x: &FlexTensor, weight: &FlexTensor, padding: [(usize, usize); 2]) -> Option<FlexTensor> {
+    use rayon::prelude::*;
+    let (xl, wl) = (x.layout(), weight.layout());
+    if !Kernel::Conv.enabled() {
+        return None;
+    }
+    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 || xl.num_dims() != 4 || wl.num_dims() != 4 {
+        return None;
+    }
+    let [b, c, h, w]: [usize; 4] = std::array::from_fn(|i| xl.shape()[i]);
+    let [o, wc, kh, kw]: [usize; 4] = std::array::from_fn(|i| wl.shape()[i]);
+    let [(top, bottom), (left, right)] = padding;
+    let within = |pad: usize, k: usize| pad < k;
+    let kernel_ok = kh * kw >= 2 && within(top, kh) && within(bottom, kh) && within(left, kw) && within(right, kw);
+    if wc != c || !kernel_ok || !xl.has_positive_strides() || b * c * h * w * o == 0 {
+        return None;
+    }
+    let weights = weight.as_slice::<f32>()?;
+    let (hp, wp) = (h + top + bottom, w + left + right);
+    if hp < kh || wp < kw {
+        return None;
+    }
+    let (ho, wo) = (hp - kh + 1, wp - kw + 1);
+    // Channels-last padded images, with kw − 1 spare rows so the last tap's block stays inside.
+    let image_rows = hp * wp + kw - 1;
+    let mut padded = vec![0f32; b * image_rows * c];
+    let xs: [usize; 4] = std::array::from_fn(|i| xl.strides()[i].unsigned_abs());
+    let src = &x.storage::<f32>()[xl.start_offset()..];
+    padded.par_chunks_mut(image_rows * c).enumerate().for_each(|(bi, image)| {
+        for y in 0..h {
+            let row = &mut image[((y + top) * wp + left) * c..((y + top) * wp + left + w) * c];
+            for ci in 0..c {
+                let base = bi * xs[0] + ci * xs[1] + y * xs[2];
+                for (xi, v) in row.iter_mut().skip(ci).step_by(c).enumerate() {
+                    *v = src[base + xi * xs[3]];
+                }
+            }
+        }
+    });
+    // Wide output: per image, ho·wp positions × o channels.
+    let positions = ho * wp;
+    let mut out = vec![0f32; b * positions * o];
+    let tiles: Vec<(usize, usize)> =
+        (0..b).flat_map(|bi| (0..positions.div_ceil(CONV_TILE)).map(move |t| (bi, t * CONV_TILE))).collect();
+    let mut chunks: Vec<&mut [f32]> = Vec::with_capacity(tiles.len());
+    for image in out.chunks_mut(positions * o) {
+        chunks.extend(image.chunks_mut(CONV_TILE * o));
+    }
+    chunks.into_par_iter().zip(tiles).for_each(|(dst, (bi, first))| {
+        let rows = dst.len() / o;
+        let image = &padded[bi * image_rows * c..(bi + 1) * image_rows * c];
+        for i in 0..kh {
+            for j in 0..kw {
+                let start = (first + i * wp + j) * c;
+                // W_tap as [C × O]: weight[o, c, i, j] at o·C·kh·kw + c·kh·kw + i·kw + j.
+                sgemm(
+                    [rows, o, c],
+                    dst,
+                    o,
+                    i + j > 0,
+                    (&image[start..], c, 1),
+                    (&weights[i * kw + j..], kh * kw, c * kh * kw),
+                    1.0,
+                );
+            }
+        }
+    });
+    // [B, O, Ho, Wo] over the buffer laid out [B, Ho, Wp, O].
+    let strides = vec![(positions * o) as isize, 1, (wp * o) as isize, o as isize];
+    Some(FlexTensor::new(Bytes::from_elems(out), Layout::new([b, o, ho, wo].into(), strides, 0), DType::F32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Φ(x) in float64 from libm's `erfc`, accurate in both tails.
+    fn cdf64(x: f64) -> f64 {
+        0.5 * libm::erfc(-x / core::f64::consts::SQRT_2)
+    }
+
+    /// Every `f32` in steps of about 1/4096 over ±14 (beyond, Φ is 0 or 1 in `f32`): Φ within
+    /// 8 ulp relative wherever it is a normal `f32`, the density within 4 ulp down to `e^-86`
+    /// (below which it is 0), at every point.
+    #[test]
+    fn normal_cdf_is_accurate() {
+        let mut worst = (0.0f64, 0.0f32);
+        let mut x = -14.0f32;
+        while x <= 14.0 {
+            let (cdf, density) = normal_cdf(x);
+            let want = cdf64(x as f64);
+            // Below the smallest normal f32 (x < -13), Φ may flush to 0.
+            let rel = if want > f32::MIN_POSITIVE as f64 { ((cdf as f64 - want) / want).abs() } else { 0.0 };
+            if rel > worst.0 {
+                worst = (rel, x);
+            }
+            let want_density = (-0.5 * (x as f64) * (x as f64)).exp();
+            if want_density >= (-86.0f64).exp() {
+                let rel_density = ((density as f64 - want_density) / want_density).abs();
+                assert!(rel_density <= 4.0 * f32::EPSILON as f64, "density at {x}: {density} vs {want_density}");
+            }
+            x += 1.0 / 4096.0 + x.abs() * 1e-5;
+        }
+        eprintln!("Φ: worst {:.2} ulp at {}", worst.0 / f32::EPSILON as f64, worst.1);
+        assert!(
+            worst.0 <= 8.0 * f32::EPSILON as f64,
+            "Φ off by {:.2} ulp at {}",
+            worst.0 / f32::EPSILON as f64,
+            worst.1
+        );
+    }
+
+    /// GELU and its gradient against float64 at points that cross every branch, including
+    /// infinities and NaN.
+    #[test]
+    fn gelu_matches_float64() {
+        let density64 = |x: f64| (-0.5 * x * x).exp() / (2.0 * core::f64::consts::PI).sqrt();
+        for i in -3000..=3000 {
+            let x = i as f32 / 200.0;
+            let x64 = x as f64;
+            let want = x64 * cdf64(x64);
+            // Values within 100 times the smallest normal f32 may flush to 0 (see `exp_split`).
+            let tiny = 1e-36;
+            assert!((gelu(x) as f64 - want).abs() <= 9.0 * f32::EPSILON as f64 * want.abs() + tiny, "gelu({x})");
+            let terms = cdf64(x64).abs() + (x64 * density64(x64)).abs();
+            let want_grad = 0.75 * (cdf64(x64) + x64 * density64(x64));
+            let err = (gelu_backward(x, 0.75) as f64 - want_grad).abs();
+            assert!(
+                err <= 8.0 * f32::EPSILON as f64 * terms + tiny,
+                "gelu'({x}) = {} vs {want_grad}",
+                gelu_backward(x, 0.75)
+            );
+        }
+        assert_eq!(gelu(f32::INFINITY), f32::INFINITY);
+        assert!(gelu(f32::NAN).is_nan());
+        assert!(gelu_backward(f32::NAN, 1.0).is_nan());
+        assert_eq!(gelu(-20.0), 0.0);
+    }
+
+    /// Deterministic values in ±1.
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as u32 ^ seed).wrapping_mul(2_654_435_761) >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0)
+            .collect()
+    }
+
+    fn flex(v: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+        FlexTensor::from_data(burn::tensor::TensorData::new(v, shape))
+    }
+
+    /// `|a − b| ≤ tol·(1 + |b|)` everywhere, same shapes.
+    fn assert_close(a: FlexTensor, b: FlexTensor, tol: f32, what: &str) {
+        assert_eq!(a.layout().shape(), b.layout().shape(), "{what}: shapes");
+        let (a, b) = (a.into_data().try_to_vec::<f32>().expect("f32"), b.into_data().try_to_vec::<f32>().expect("f32"));
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}: element {i}: {x} vs {y}");
+        }
+    }
+
+    /// Attention against Flex's own kernel: short and long key sequences (one and several
+    /// blocks of query rows), strided views (q, k, v as slices of one fused tensor), and a
+    /// value width different from the key width.
+    #[test]
+    fn attention_matches_flex() {
+        use burn::backend::Flex;
+        use burn::backend::ops::ModuleOps;
+        for (b, h, nq, nk, d, dv) in [(3, 2, 49, 49, 8, 8), (1, 2, 300, 700, 16, 8), (2, 1, 5, 1, 4, 4)] {
+            let q = flex(values(b * h * nq * d, 1), [b, h, nq, d]);
+            let k = flex(values(b * h * nk * d, 2), [b, h, nk, d]);
+            let v = flex(values(b * h * nk * dv, 3), [b, h, nk, dv]);
+            let want =
+                <Flex as ModuleOps<Flex>>::attention(q.clone(), k.clone(), v.clone(), None, None, Default::default());
+            assert_close(flex_attention(&q, &k, &v).expect("f32"), want, 1e-5, "contiguous");
+        }
+        // q, k, v as views [B, H, N, d] of a fused [B, N, 3, H, d] tensor, as Hiera slices its qkv.
+        let (b, n, h, d) = (2, 64, 2, 8);
+        let fused = FlexTensor::from_data(burn::tensor::TensorData::new(values(b * n * 3 * h * d, 4), [b, n, 3, h, d]));
+        let take = |i: usize| fused.narrow(2, i, 1).reshape([b, n, h, d].into()).transpose(1, 2);
+        let (q, k, v) = (take(0), take(1), take(2));
+        assert!(!q.is_contiguous());
+        let want =
+            <Flex as ModuleOps<Flex>>::attention(q.clone(), k.clone(), v.clone(), None, None, Default::default());
+        assert_close(flex_attention(&q, &k, &v).expect("f32"), want, 1e-5, "strided");
+    }
+
+    /// Convolution against Flex's own: 3×3 with symmetric and asymmetric padding, 2×1 and 5×5
+    /// kernels, batches, a channels-last (strided) input such as this kernel itself returns,
+    /// and the cases left to Flex.
+    #[test]
+    fn conv2d_matches_flex() {
+        use burn::backend::Flex;
+        use burn::backend::ops::{ConvOptions, ModuleOps};
+        let run = |x: &FlexTensor, w: &FlexTensor, pad: [(usize, usize); 2]| {
+            let options = ConvOptions { stride: [1, 1], padding: pad, dilation: [1, 1], groups: 1 };
+            let want = <Flex as ModuleOps<Flex>>::conv2d(x.clone(), w.clone(), None, options);
+            (flex_conv2d(x, w, pad).expect("handled"), want)
+        };
+        for ((b, c, h, w), (o, kh, kw), pad) in [
+            ((2, 5, 7, 9), (4, 3, 3), [(1, 1), (1, 1)]),
+            ((1, 3, 6, 5), (2, 3, 3), [(0, 2), (2, 0)]),
+            ((1, 2, 9, 4), (3, 2, 1), [(1, 0), (0, 0)]),
+            ((1, 4, 40, 37), (6, 5, 5), [(2, 2), (2, 2)]),
+        ] {
+            let x = flex(values(b * c * h * w, 5), [b, c, h, w]);
+            let weight = flex(values(o * c * kh * kw, 6), [o, c, kh, kw]);
+            let (got, want) = run(&x, &weight, pad);
+            assert_close(got.clone(), want, 1e-5, "conv");
+            // Its own output (channels-last in memory) as the next input.
+            let weight2 = flex(values(o * o * 9, 7), [o, o, 3, 3]);
+            let (got2, want2) = run(&got, &weight2, [(1, 1), (1, 1)]);
+            assert_close(got2, want2, 1e-5, "conv of a strided input");
+        }
+        let x = flex(values(2 * 3 * 4 * 4, 8), [2, 3, 4, 4]);
+        assert!(flex_conv2d(&x, &flex(values(9, 9), [3, 3, 1, 1]), [(0, 0), (0, 0)]).is_none(), "1×1 is Flex's");
+        assert!(flex_conv2d(&x, &flex(values(36, 9), [1, 4, 3, 3]), [(1, 1), (1, 1)]).is_none(), "channel mismatch");
+    }
+
+    /// The parallel, dispatched kernels give the scalar function's values over several chunks,
+    /// and non-contiguous tensors are left to Flex.
+    #[test]
+    fn flex_kernels_cover_every_element() {
+        use burn::tensor::TensorData;
+        let (rows, cols) = (3 * CHUNK / 17 + 5, 17);
+        let values = |seed: u32| -> Vec<f32> {
+            (0..rows * cols)
+                .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 * 18.0 - 9.0)
+                .collect()
+        };
+        let (xs, gs) = (values(1), values(7));
+        let tensor = |v: &[f32]| FlexTensor::from_data(TensorData::new(v.to_vec(), [rows, cols]));
+        let got = |t: FlexTensor| t.into_data().try_to_vec::<f32>().expect("f32");
+        let (x, g) = (tensor(&xs), tensor(&gs));
+        let forward = got(flex_gelu(&x).expect("contiguous"));
+        let backward = got(flex_gelu_backward(&x, &g).expect("contiguous"));
+        for i in 0..xs.len() {
+            assert_eq!(forward[i].to_bits(), gelu(xs[i]).to_bits(), "forward at {i}");
+            assert_eq!(backward[i].to_bits(), gelu_backward(xs[i], gs[i]).to_bits(), "backward at {i}");
+        }
+        assert!(flex_gelu(&x.clone().transpose(0, 1)).is_none());
+        assert!(flex_gelu_backward(&x.transpose(0, 1), &g).is_none());
+    }
+}
