@@ -281,8 +281,8 @@ pub fn bench_ops(a: &BenchOpsArgs) -> Result<()> {
                 torch_ms.push(t.time_ms(&case)?);
             }
         }
-        let ours_ms = bench_ops::median(ours_ms);
-        let torch_ms = torch.is_some().then(|| bench_ops::median(torch_ms));
+        let ours_ms = bench::median(ours_ms);
+        let torch_ms = torch.is_some().then(|| bench::median(torch_ms));
         rows.push(OpRow { case, ours_ms, torch_ms, ratio: torch_ms.map(|t| ours_ms / t) });
     }
     let torch_header = torch.as_ref().map(|t| t.header.clone());

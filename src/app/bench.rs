@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 
 use super::document::image_pixels;
 use crate::io::{self, OpenOptions};
+use crate::model::bench::median;
 use crate::render::headless::{Offscreen, TARGET_FORMAT};
 use crate::render::{ClassStyle, HeadlessGpu, ScreenFromImage, SliceRenderer, ViewId, ViewParams};
 use crate::state::view::percentile_window;
@@ -42,11 +43,6 @@ pub struct ViewerBench {
     pub frame_slice_only_ms: f64,
     /// Median frame time with three overlays and the prediction layer, ms.
     pub frame_three_overlays_ms: f64,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Smooth pseudo-EM texture: membranes as dark ridges on a grey background, plus noise.

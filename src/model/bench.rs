@@ -30,7 +30,11 @@ pub struct ModelTimes {
     pub runs: usize,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v` (upper median for an even count; `NaN` when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

@@ -183,15 +183,6 @@ fn trained<M>(mut module: M, backward: bool, mark: impl FnOnce(&mut M)) -> M {
     module
 }
 
-/// The median of `v` (upper median for an even count; `NaN` when empty).
-pub fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,8 +199,8 @@ mod tests {
             let ms = Prepared::new(&small, &device).time_ms().unwrap();
             assert!(ms.is_finite() && ms >= 0.0, "{}: {ms}", case.name);
         }
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert!(median(Vec::new()).is_nan());
+        assert_eq!(super::super::bench::median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert!(super::super::bench::median(Vec::new()).is_nan());
     }
 
     fn shrink(op: Op) -> Op {

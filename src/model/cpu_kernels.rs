@@ -191,6 +191,11 @@ fn gelu_backward_slice<S: macerator::Simd>(x: &[f32], grad: &[f32], dst: &mut [f
     }
 }
 
+/// A contiguous `f32` Flex tensor of `shape` over `values`.
+fn contiguous_f32(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
+    FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), DType::F32)
+}
+
 /// Elements per parallel task: large enough to amortise scheduling and SIMD dispatch, small
 /// enough to balance the cores.
 const CHUNK: usize = 1 << 15;
@@ -204,7 +209,7 @@ pub fn flex_gelu(x: &FlexTensor) -> Option<FlexTensor> {
     let src = x.as_slice::<f32>()?;
     let mut out = vec![0f32; src.len()];
     out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| gelu_slice(s, o));
-    Some(FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(x.layout().shape().clone()), DType::F32))
+    Some(contiguous_f32(out, x.layout().shape().clone()))
 }
 
 /// GELU's input gradient from contiguous `f32` Flex tensors of one shape; `None` for any other
@@ -219,7 +224,7 @@ pub fn flex_gelu_backward(x: &FlexTensor, grad: &FlexTensor) -> Option<FlexTenso
     out.par_chunks_mut(CHUNK)
         .zip(sx.par_chunks(CHUNK).zip(sg.par_chunks(CHUNK)))
         .for_each(|(o, (x, g))| gelu_backward_slice(x, g, o));
-    Some(FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(x.layout().shape().clone()), DType::F32))
+    Some(contiguous_f32(out, x.layout().shape().clone()))
 }
 
 /// `dst = scale·lhs·rhs` (or `dst += scale·lhs·rhs` when `accumulate`), single-threaded, on
@@ -371,7 +376,7 @@ pub fn flex_attention(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<
     let blocks_per_head = nq.div_ceil(block);
     let mut out = vec![0f32; b * h * nq * dv];
     if out.is_empty() {
-        return Some(FlexTensor::new(Bytes::from_elems(out), Layout::contiguous([b, h, nq, dv].into()), DType::F32));
+        return Some(contiguous_f32(out, [b, h, nq, dv].into()));
     }
     // One task per (batch, head, block of query rows); its output rows are contiguous.
     let tasks: Vec<(usize, usize, usize)> =
@@ -405,7 +410,7 @@ pub fn flex_attention(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<
             }
         })
     });
-    Some(FlexTensor::new(Bytes::from_elems(out), Layout::contiguous([b, h, nq, dv].into()), DType::F32))
+    Some(contiguous_f32(out, [b, h, nq, dv].into()))
 }
 
 /// Output positions (rows of the padded-width output) per parallel task of [`flex_conv2d`].
