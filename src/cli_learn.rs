@@ -101,7 +101,7 @@ pub enum ActivationsArg {
 }
 
 impl ActivationsArg {
-    fn choice(self) -> ActivationsChoice {
+    pub(crate) fn choice(self) -> ActivationsChoice {
         match self {
             ActivationsArg::Auto => ActivationsChoice::Auto,
             ActivationsArg::Keep => ActivationsChoice::Keep,

@@ -56,19 +56,37 @@ pub struct BenchModelArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceChoice,
-    /// Timed slices (after one warm-up); the median is reported.
+    /// Timed runs per figure and side (after one warm-up each); the median is reported.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// LoRA rank.
     #[arg(long, default_value_t = 100)]
     pub rank: usize,
-    /// A Python with `torch` and `sam2` installed: times the official image encoder in the same
-    /// run (tests/bench/sam2_image_encoder.py) and prints the ratio.
+    /// Input side in pixels [default: the model's, 512].
     #[arg(long)]
-    pub python: Option<PathBuf>,
-    /// PyTorch device for the Python side (`cpu`, `cuda`).
+    pub image_size: Option<usize>,
+    /// A checkout of the original SAM4EM code (the public Uzshah/SAM4EM repository): builds the
+    /// same configuration with it, times it in PyTorch in the same run, figure by figure
+    /// interleaved with ours, and prints the ratios.
+    #[arg(long, value_name = "DIR")]
+    pub reference: Option<PathBuf>,
+    /// The Python that runs the reference (with torch and the packages
+    /// `sam4em_torch_reference.py` lists).
+    #[arg(long, default_value = "python3")]
+    pub python: PathBuf,
+    /// The reference tool that builds the original model [default:
+    /// $SAM4EM_SHARED/tools/sam4em_torch_reference.py, SAM4EM_SHARED defaulting to ../shared].
+    #[arg(long, value_name = "PY")]
+    pub reference_tool: Option<PathBuf>,
+    /// PyTorch device for the reference (`cpu`, `cuda`).
     #[arg(long, default_value = "cpu")]
     pub torch_device: String,
+    /// Slices in the timed training step (0: no training figure).
+    #[arg(long, default_value_t = 2)]
+    pub train_slices: usize,
+    /// Activations in our training step: `auto` keeps them when the step fits in memory.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub activations: crate::cli_learn::ActivationsArg,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -114,60 +132,185 @@ pub struct CheckpointArgs {
     pub path: PathBuf,
 }
 
+/// One row of `bench model`: our median and, where the reference has the same figure, its
+/// median and the ratio.
+#[derive(Debug, serde::Serialize)]
+struct FigureRow {
+    figure: String,
+    describe: String,
+    ours_ms: f64,
+    reference_ms: Option<f64>,
+    ratio: Option<f64>,
+}
+
+impl FigureRow {
+    fn new(figure: String, describe: String, ours: Vec<f64>, reference: Option<Vec<f64>>) -> Self {
+        let ours_ms = bench::median(ours);
+        let reference_ms = reference.map(bench::median);
+        FigureRow { figure, describe, ours_ms, reference_ms, ratio: reference_ms.map(|r| ours_ms / r) }
+    }
+}
+
+/// The reference's name for one of our figures (`None`: it has no such figure).
+fn reference_figure(figure: bench::Figure) -> Option<&'static str> {
+    match figure {
+        bench::Figure::TrunkNeck => Some("trunk_neck"),
+        bench::Figure::Encoder => Some("encoder"),
+        bench::Figure::Full => Some("full"),
+        bench::Figure::Decode | bench::Figure::App => None,
+    }
+}
+
+/// The CPU's model name (Linux), for the report.
+fn cpu_name() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}
+
 /// Runs `sam4em bench model`.
 pub fn bench(a: &BenchModelArgs) -> Result<()> {
     let mut config = Sam4emConfig::sam4em(a.size);
     config.lora.rank = a.rank;
+    config.image_size = a.image_size.unwrap_or(config.image_size);
+    config.validate()?;
     let device = a.device.device();
-    let ours = bench::time_model(&config, &device, a.runs)?;
-    let reference = match &a.python {
-        Some(py) => Some(time_python(py, a)?),
+    let runs = a.runs.max(1);
+    let mut reference = match &a.reference {
+        Some(dir) => {
+            let tool = match &a.reference_tool {
+                Some(t) => t.clone(),
+                None => {
+                    let shared =
+                        std::env::var_os("SAM4EM_SHARED").map_or_else(|| PathBuf::from("../shared"), PathBuf::from);
+                    shared.join("tools/sam4em_torch_reference.py")
+                }
+            };
+            if !tool.is_file() {
+                bail!("the reference tool is missing (set --reference-tool or SAM4EM_SHARED): {}", tool.display());
+            }
+            if !dir.join("sam2").is_dir() {
+                bail!("not a checkout of the original SAM4EM code (no sam2/ folder in it): {}", dir.display());
+            }
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/model_torch.py");
+            let args = [
+                "--tool".into(),
+                tool.into_os_string(),
+                "--sam4em".into(),
+                dir.clone().into_os_string(),
+                "--device".into(),
+                a.torch_device.clone().into(),
+                "--config".into(),
+                serde_json::to_string(&config)?.into(),
+            ];
+            Some(TorchChild::start(&a.python, script, &args)?)
+        }
         None => None,
     };
+    let mut rows = Vec::new();
+
+    // Training first, while neither side holds anything else, so that each peak is the step's.
+    let mut training = serde_json::Value::Null;
+    if a.train_slices > 0 {
+        let n = a.train_slices;
+        let mut ours = crate::train::bench::TrainBench::new(&config, &device, n, a.activations.choice())?;
+        if !a.json {
+            eprintln!("training step of {n} slices, memory: {}", ours.plan.summary());
+        }
+        crate::train::memory::reset_peak_rss();
+        let request = serde_json::json!({ "figure": "train", "slices": n });
+        ours.step_ms()?;
+        if let Some(r) = reference.as_mut() {
+            r.ask(&request)?;
+        }
+        let (mut ours_ms, mut reference_ms, mut reference_peak) = (Vec::new(), Vec::new(), None);
+        for _ in 0..runs {
+            ours_ms.push(ours.step_ms()?);
+            if let Some(r) = reference.as_mut() {
+                let reply = r.ask(&request)?;
+                reference_ms.push(r.ms(&reply)?);
+                reference_peak =
+                    reply.get("peak_rss_gib").or_else(|| reply.get("peak_mem_gib")).and_then(|v| v.as_f64());
+            }
+        }
+        let ours_peak_gib = crate::train::memory::rss().map(|(_, peak)| peak as f64 / f64::from(1u32 << 30));
+        training = serde_json::json!({
+            "slices": n,
+            "activations": ours.plan.activations.name(),
+            "ours_peak_rss_gib": ours_peak_gib,
+            "reference_peak_gib": reference_peak,
+        });
+        let describe = format!("training step, {n} slices ({})", ours.plan.activations.name());
+        rows.push(FigureRow::new(format!("train_{n}"), describe, ours_ms, reference.is_some().then_some(reference_ms)));
+    }
+
+    let mut ours = bench::ModelBench::new(&config, &device)?;
+    if let Some(r) = reference.as_mut() {
+        for name in bench::Figure::ALL.into_iter().filter_map(reference_figure) {
+            r.ask(&serde_json::json!({ "figure": name }))?;
+        }
+    }
+    let mut times: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); bench::Figure::ALL.len()];
+    for _ in 0..runs {
+        for (figure, (ours_ms, reference_ms)) in bench::Figure::ALL.into_iter().zip(&mut times) {
+            ours_ms.push(ours.time_ms(figure)?);
+            if let (Some(r), Some(name)) = (reference.as_mut(), reference_figure(figure)) {
+                let reply = r.ask(&serde_json::json!({ "figure": name }))?;
+                reference_ms.push(r.ms(&reply)?);
+            }
+        }
+    }
+    let model_rows = bench::Figure::ALL.into_iter().zip(times).map(|(figure, (ours_ms, reference_ms))| {
+        let reference = (reference.is_some() && reference_figure(figure).is_some()).then_some(reference_ms);
+        let name = serde_json::to_value(figure).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        FigureRow::new(name, figure.describe().to_string(), ours_ms, reference)
+    });
+    let mut all: Vec<FigureRow> = model_rows.collect();
+    all.extend(rows);
+    let header = reference.as_ref().map(|r| r.header.clone());
+    let machine = serde_json::json!({
+        "cpu": cpu_name(),
+        "threads": std::thread::available_parallelism().map(usize::from).ok(),
+    });
     if a.json {
-        let v = serde_json::json!({ "size": a.size, "device": device_name(&device), "ours": ours, "sam2_pytorch": reference });
+        let v = serde_json::json!({
+            "size": a.size, "rank": a.rank, "image_size": ours.image_size(), "device": device_name(&device),
+            "runs": runs, "machine": machine, "reference": header, "figures": all, "training": training,
+        });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!(
-        "SAM4EM {} (LoRA r {}, merged), {}², batch 1, {}, median of {} runs:",
+    print!(
+        "SAM4EM {} (LoRA r {}, merged for inference), {}², batch 1, {} ({}), median of {runs} runs",
         a.size.file_stem(),
         a.rank,
-        ours.image_size,
+        ours.image_size(),
         device_name(&device),
-        ours.runs
+        cpu_name().unwrap_or_else(|| "unknown CPU".into()),
     );
-    println!("  trunk + neck (= SAM 2's encoder) {:9.1} ms/slice", ours.trunk_neck_ms);
-    println!("  encoder (trunk + neck + fusion)  {:9.1} ms/slice", ours.encoder_ms);
-    println!("  decode (memory + 2 decoders)     {:9.1} ms/slice", ours.decode_ms);
-    println!("  full stream step                 {:9.1} ms/slice", ours.full_ms);
-    if let Some(r) = reference {
-        let ms = r["encoder_ms"].as_f64().unwrap_or(f64::NAN);
-        println!(
-            "  official sam2 image encoder (PyTorch {}, {} threads, {}) {:9.1} ms/slice",
-            r["torch"].as_str().unwrap_or("?"),
-            r["threads"],
-            a.torch_device,
-            ms
-        );
-        println!("  ratio ours/PyTorch, trunk + neck: {:.2}", ours.trunk_neck_ms / ms);
+    match &header {
+        Some(h) => println!(
+            ",\ninterleaved run by run with the original SAM4EM in PyTorch {} ({} threads, {}):",
+            h["torch"].as_str().unwrap_or("?"),
+            h["threads"],
+            h["device"].as_str().unwrap_or("?")
+        ),
+        None => println!(":"),
+    }
+    println!("  {:<50} {:>10} {:>11} {:>6}", "per slice (training: per step)", "ours ms", "PyTorch ms", "ratio");
+    for r in &all {
+        let reference = r.reference_ms.map_or("—".to_string(), |t| format!("{t:.1}"));
+        let ratio = r.ratio.map_or("—".to_string(), |x| format!("{x:.2}"));
+        println!("  {:<50} {:>10.1} {:>11} {:>6}", r.describe, r.ours_ms, reference, ratio);
+    }
+    if let Some(peak) = training["ours_peak_rss_gib"].as_f64() {
+        print!("  training peak RSS: ours {peak:.1} GiB");
+        match training["reference_peak_gib"].as_f64() {
+            Some(p) => println!(", PyTorch {p:.1} GiB"),
+            None => println!(),
+        }
     }
     Ok(())
-}
-
-fn time_python(py: &Path, a: &BenchModelArgs) -> Result<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/sam2_image_encoder.py");
-    let out = Process::new(py)
-        .arg(&script)
-        .args(["--size", a.size.file_stem(), "--runs", &a.runs.to_string(), "--device", &a.torch_device])
-        .output()
-        .with_context(|| format!("cannot run {}", py.display()))?;
-    if !out.status.success() {
-        bail!("the PyTorch benchmark failed: {}: {}", String::from_utf8_lossy(&out.stderr).trim(), script.display());
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().unwrap_or_default();
-    serde_json::from_str(last).with_context(|| format!("unexpected output from {}: {last}", script.display()))
 }
 
 /// `sam4em bench ops`.
@@ -200,8 +343,9 @@ struct OpRow {
     ratio: Option<f64>,
 }
 
-/// The PyTorch side of `bench ops`: one Python process answering one timed run per request.
-struct TorchOps {
+/// A Python benchmark child (`tests/bench/*_torch.py`): one JSON header line, then one JSON
+/// reply line per request line, each reply one timed run.
+struct TorchChild {
     child: std::process::Child,
     stdin: std::process::ChildStdin,
     stdout: std::io::BufReader<std::process::ChildStdout>,
@@ -209,9 +353,8 @@ struct TorchOps {
     script: PathBuf,
 }
 
-impl TorchOps {
-    fn start(py: &Path) -> Result<Self> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/ops_torch.py");
+impl TorchChild {
+    fn start(py: &Path, script: PathBuf, args: &[std::ffi::OsString]) -> Result<Self> {
         let mut command = Process::new(py);
         // PyTorch's OpenMP threads otherwise keep spinning after each run, on the cores our
         // next run needs (measured: our linear layer 16 ms instead of 10 ms beside them, with
@@ -221,13 +364,14 @@ impl TorchOps {
         }
         let mut child = command
             .arg(&script)
+            .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot run {}", py.display()))?;
         let stdin = child.stdin.take().context("no stdin")?;
         let stdout = std::io::BufReader::new(child.stdout.take().context("no stdout")?);
-        let mut torch = TorchOps { child, stdin, stdout, header: serde_json::Value::Null, script };
+        let mut torch = TorchChild { child, stdin, stdout, header: serde_json::Value::Null, script };
         torch.header = torch.read()?;
         Ok(torch)
     }
@@ -242,18 +386,28 @@ impl TorchOps {
             .with_context(|| format!("unexpected output from {}: {}", self.script.display(), line.trim()))
     }
 
-    fn time_ms(&mut self, case: &bench_ops::OpCase) -> Result<f64> {
+    /// Sends one request and returns its reply.
+    fn ask(&mut self, request: &serde_json::Value) -> Result<serde_json::Value> {
         use std::io::Write;
-        let mut request = serde_json::to_value(case.op)?;
-        request["backward"] = case.backward.into();
         writeln!(self.stdin, "{request}")?;
         self.stdin.flush()?;
-        let reply = self.read()?;
+        self.read()
+    }
+
+    /// The time in a reply.
+    fn ms(&self, reply: &serde_json::Value) -> Result<f64> {
         reply["ms"].as_f64().with_context(|| format!("no time in {reply} from {}", self.script.display()))
+    }
+
+    fn time_op(&mut self, case: &bench_ops::OpCase) -> Result<f64> {
+        let mut request = serde_json::to_value(case.op)?;
+        request["backward"] = case.backward.into();
+        let reply = self.ask(&request)?;
+        self.ms(&reply)
     }
 }
 
-impl Drop for TorchOps {
+impl Drop for TorchChild {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -263,7 +417,8 @@ impl Drop for TorchOps {
 /// Runs `sam4em bench ops`.
 pub fn bench_ops(a: &BenchOpsArgs) -> Result<()> {
     let device = a.device.device();
-    let mut torch = a.python.as_deref().map(TorchOps::start).transpose()?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/ops_torch.py");
+    let mut torch = a.python.as_deref().map(|py| TorchChild::start(py, script, &[])).transpose()?;
     let cases: Vec<_> =
         bench_ops::cases().into_iter().filter(|c| a.only.as_deref().is_none_or(|only| c.name.contains(only))).collect();
     let runs = a.runs.max(1);
@@ -272,13 +427,13 @@ pub fn bench_ops(a: &BenchOpsArgs) -> Result<()> {
         let ours = bench_ops::Prepared::new(&case, &device);
         ours.time_ms()?;
         if let Some(t) = torch.as_mut() {
-            t.time_ms(&case)?;
+            t.time_op(&case)?;
         }
         let (mut ours_ms, mut torch_ms) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
         for _ in 0..runs {
             ours_ms.push(ours.time_ms()?);
             if let Some(t) = torch.as_mut() {
-                torch_ms.push(t.time_ms(&case)?);
+                torch_ms.push(t.time_op(&case)?);
             }
         }
         let ours_ms = bench::median(ours_ms);

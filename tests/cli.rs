@@ -436,3 +436,127 @@ fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
     std::fs::copy(lab.join("20.png"), one.join("20.png")).unwrap();
     fails_cleanly(&["eval", "--prediction", &mask, "--truth", &s(&one)], &one, "is 1024×768×1");
 }
+
+/// A stand-in for the Python that runs the original SAM4EM: it records its arguments and
+/// answers every request of `tests/bench/model_torch.py`'s protocol with 2 ms, so that the
+/// interleaving, the ratios and the report are checked without PyTorch (CI has none). With
+/// `die_after`, it exits after that many replies, as a crashed reference would.
+fn fake_reference_python(dir: &Path, die_after: Option<usize>) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join("args.txt");
+    let limit = die_after.map_or(String::new(), |n| format!("[ \"$n\" -ge {n} ] && exit 3\n"));
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\n\
+         echo '{{\"torch\": \"fake\", \"threads\": 2, \"device\": \"cpu\"}}'\n\
+         n=0\nwhile read -r line; do\n{limit}  n=$((n+1))\n  echo \"$line\" >> '{}'\n\
+           echo '{{\"ms\": 2.0, \"peak_rss_gib\": 0.5}}'\ndone\n",
+        log.display(),
+        dir.join("requests.txt").display()
+    );
+    let path = dir.join("python");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn bench_model_interleaves_with_the_reference_and_reports_ratios() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = dir.path().join("SAM4EM");
+    std::fs::create_dir_all(checkout.join("sam2")).unwrap();
+    let tool = dir.path().join("sam4em_torch_reference.py");
+    std::fs::write(&tool, "# stand-in\n").unwrap();
+    let python = fake_reference_python(dir.path(), None);
+    let (checkout_s, tool_s, python_s) = (checkout.to_str().unwrap(), tool.to_str().unwrap(), python.to_str().unwrap());
+    let o = sam4em(&[
+        "bench",
+        "model",
+        "--size",
+        "tiny",
+        "--image-size",
+        "128",
+        "--rank",
+        "4",
+        "--runs",
+        "2",
+        "--train-slices",
+        "1",
+        "--reference",
+        checkout_s,
+        "--reference-tool",
+        tool_s,
+        "--python",
+        python_s,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let figures = v["figures"].as_array().unwrap();
+    let names: Vec<&str> = figures.iter().map(|f| f["figure"].as_str().unwrap()).collect();
+    assert_eq!(names, ["trunk_neck", "encoder", "decode", "full", "app", "train_1"]);
+    for f in figures {
+        let ours = f["ours_ms"].as_f64().unwrap();
+        assert!(ours > 0.0 && ours.is_finite(), "{f}");
+        let compared = ["trunk_neck", "encoder", "full", "train_1"].contains(&f["figure"].as_str().unwrap());
+        if compared {
+            assert_eq!(f["reference_ms"].as_f64(), Some(2.0), "{f}");
+            assert!((f["ratio"].as_f64().unwrap() - ours / 2.0).abs() < 1e-9, "{f}");
+        } else {
+            assert!(f["reference_ms"].is_null() && f["ratio"].is_null(), "no reference figure: {f}");
+        }
+    }
+    assert_eq!(v["image_size"], 128);
+    assert_eq!(v["training"]["reference_peak_gib"].as_f64(), Some(0.5));
+    // One warm-up and two timed runs per compared figure, run by run: a training step each
+    // time first, then encoder figures in turn.
+    let requests = std::fs::read_to_string(dir.path().join("requests.txt")).unwrap();
+    let figure_of =
+        |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap()["figure"].as_str().unwrap().to_string();
+    let order: Vec<String> = requests.lines().map(figure_of).collect();
+    let model = ["trunk_neck", "encoder", "full"];
+    let mut expected: Vec<&str> = vec!["train"; 3];
+    for _ in 0..3 {
+        expected.extend(model);
+    }
+    assert_eq!(order, expected);
+    // The reference is built with our configuration (same size, rank and input).
+    let args = std::fs::read_to_string(dir.path().join("args.txt")).unwrap();
+    let lines: Vec<&str> = args.lines().collect();
+    let config = lines[lines.iter().position(|l| *l == "--config").unwrap() + 1];
+    let config: serde_json::Value = serde_json::from_str(config).unwrap();
+    assert_eq!((config["image_size"].as_u64(), config["lora"]["rank"].as_u64()), (Some(128), Some(4)));
+    assert_eq!(config["hiera"]["stages"], serde_json::json!([1, 2, 7, 2]), "Hiera-T");
+    assert!(lines.contains(&checkout_s) && lines.contains(&tool_s), "{args}");
+
+    // A reference that dies mid-run: one line naming its script, exit code 2.
+    let python = fake_reference_python(dir.path(), Some(2));
+    let o = sam4em(&[
+        "bench",
+        "model",
+        "--size",
+        "tiny",
+        "--image-size",
+        "128",
+        "--rank",
+        "4",
+        "--runs",
+        "1",
+        "--train-slices",
+        "0",
+        "--reference",
+        checkout_s,
+        "--reference-tool",
+        tool_s,
+        "--python",
+        python.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("the PyTorch side stopped") && err.trim_end().ends_with("model_torch.py"), "{err}");
+    // Not a checkout: refused before anything runs.
+    fails_cleanly(
+        &["bench", "model", "--size", "tiny", "--reference", dir.path().to_str().unwrap(), "--reference-tool", tool_s],
+        dir.path(),
+        "not a checkout of the original SAM4EM code",
+    );
+}

@@ -1,7 +1,7 @@
-//! `sam4em bench model`: per-slice encoder and full-model times at the model's input size on a
-//! chosen device, with random weights (timing does not depend on the values), optionally next
-//! to the official `sam2` PyTorch image encoder timed by `tests/bench/sam2_image_encoder.py`
-//! in the same run on the same machine.
+//! `sam4em bench model`: per-slice encoder, decoder and whole-stream times at the model's input
+//! size on a chosen device, with random weights (timing does not depend on the values). Each
+//! figure is one timed run per call, so that the CLI can interleave it with the original
+//! PyTorch code run by run (`tests/bench/model_torch.py`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -9,26 +9,10 @@ use std::time::Instant;
 use burn::tensor::{Device, Distribution, Tensor};
 
 use super::config::{HieraSize, Sam4emConfig};
+use super::multi::MultiModel;
 use super::nn::Init;
-use super::sam4em::{Sam4em, StreamMode};
+use super::sam4em::{Sam4em, StreamMode, StreamState};
 use super::weights::HostTensor;
-
-/// Timings of one benchmark run, in milliseconds per slice (median over the timed runs).
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct ModelTimes {
-    /// Input side in pixels.
-    pub image_size: usize,
-    /// Trunk + neck per slice: the part that corresponds to SAM 2's image encoder.
-    pub trunk_neck_ms: f64,
-    /// Encoder (trunk + neck + fusion head) per slice.
-    pub encoder_ms: f64,
-    /// Memory + both decoders per slice, from a cached embedding.
-    pub decode_ms: f64,
-    /// Whole stream step (encoder + decode) per slice.
-    pub full_ms: f64,
-    /// Timed runs per figure.
-    pub runs: usize,
-}
 
 /// The median of `v` (upper median for an even count; `NaN` when empty).
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -39,47 +23,121 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Times `runs` slices (after one warm-up) of a randomly initialised model with merged LoRA
-/// and one memory slot, as inference uses it.
-pub fn time_model(config: &Sam4emConfig, device: &Device, runs: usize) -> anyhow::Result<ModelTimes> {
-    let mut model = Sam4em::new(config, &Init::random(device));
-    model.merge_lora();
-    let s = config.image_size;
-    let x: Tensor<4> = Tensor::random([1, 3, s, s], Distribution::Normal(0.0, 1.0), device);
-    let sync = || device.sync().map_err(|e| anyhow::anyhow!("device error: {e:?}"));
-    let mut state = model.start_stream(None, true);
-    // Warm-up: kernel compilation and autotuning on GPU devices.
-    let fused = model.embed(x.clone());
-    let _ = model.stream_step(fused.clone(), &mut state, StreamMode::Clean);
-    sync()?;
-    let (mut trunk, mut enc, mut dec, mut full) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs.max(1) {
-        let t = Instant::now();
-        let levels = model.trunk_and_neck(x.clone());
-        let _ = levels.last().map(|l| l.clone().into_data());
-        trunk.push(t.elapsed().as_secs_f64() * 1e3);
-        let t = Instant::now();
-        let fused = model.embed(x.clone());
-        sync()?;
-        enc.push(t.elapsed().as_secs_f64() * 1e3);
-        let t = Instant::now();
-        let out = model.stream_step(fused, &mut state, StreamMode::Clean);
-        let _ = out.logits1.clone().into_data();
-        dec.push(t.elapsed().as_secs_f64() * 1e3);
-        let t = Instant::now();
-        let fused = model.embed(x.clone());
-        let out = model.stream_step(fused, &mut state, StreamMode::Clean);
-        let _ = out.logits1.into_data();
-        full.push(t.elapsed().as_secs_f64() * 1e3);
+/// A figure of `bench model` on our side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Figure {
+    /// Hiera trunk + FPN neck: SAM 2's image encoder.
+    TrunkNeck,
+    /// Trunk + neck + SAM4EM's fusion head.
+    Encoder,
+    /// Memory + both decoders for one class, from a cached embedding.
+    Decode,
+    /// A whole stream step for one class: encoder + memory + both decoders (the reference's
+    /// forward at batch 1).
+    Full,
+    /// A stream step as the app runs it: one encoder pass, then memory + both decoders for
+    /// each of three classes.
+    App,
+}
+
+impl Figure {
+    /// Every figure, in the order they are printed.
+    pub const ALL: [Figure; 5] = [Figure::TrunkNeck, Figure::Encoder, Figure::Decode, Figure::Full, Figure::App];
+
+    /// A short description for tables.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Figure::TrunkNeck => "trunk + neck (SAM 2's image encoder)",
+            Figure::Encoder => "encoder (trunk + neck + fusion)",
+            Figure::Decode => "decode (memory + 2 decoders), 1 class",
+            Figure::Full => "full stream step, 1 class",
+            Figure::App => "full stream step as the app runs it, 3 classes",
+        }
     }
-    Ok(ModelTimes {
-        image_size: s,
-        trunk_neck_ms: median(trunk),
-        encoder_ms: median(enc),
-        decode_ms: median(dec),
-        full_ms: median(full),
-        runs: runs.max(1),
-    })
+}
+
+/// Classes of the [`Figure::App`] run: the app's three.
+pub const APP_CLASSES: [&str; 3] = ["glia", "mitochondria", "psd"];
+
+/// A randomly initialised model with merged LoRA, its streams started with the checkpoint's
+/// memory slots (as the reference and the app run), ready to time one slice per call.
+pub struct ModelBench {
+    one: Sam4em,
+    one_state: StreamState,
+    app: MultiModel,
+    app_states: Vec<StreamState>,
+    x: Tensor<4>,
+    device: Device,
+}
+
+impl ModelBench {
+    /// Builds the models and runs every figure once (kernel compilation and autotuning on GPU
+    /// devices, first-touch allocations on the CPU).
+    pub fn new(config: &Sam4emConfig, device: &Device) -> anyhow::Result<Self> {
+        let mut base = Sam4em::new(config, &Init::random(device));
+        base.merge_lora();
+        let names: Vec<String> = APP_CLASSES.iter().map(|c| c.to_string()).collect();
+        // The app's classes share the encoder and have a decoder each; the weights' values do
+        // not change the cost.
+        let app = MultiModel::new(base.clone(), &names);
+        let s = config.image_size;
+        let mut bench = ModelBench {
+            one_state: base.start_stream(None, false),
+            app_states: app.start_streams(vec![None; names.len()]),
+            one: base,
+            app,
+            x: Tensor::random([1, 3, s, s], Distribution::Normal(0.0, 1.0), device),
+            device: device.clone(),
+        };
+        for figure in Figure::ALL {
+            bench.time_ms(figure)?;
+        }
+        Ok(bench)
+    }
+
+    /// The model's input side in pixels.
+    pub fn image_size(&self) -> usize {
+        self.one.config.image_size
+    }
+
+    /// One timed run of `figure`, in milliseconds (the result read back to the host, as a
+    /// caller would).
+    pub fn time_ms(&mut self, figure: Figure) -> anyhow::Result<f64> {
+        let sync = |d: &Device| d.sync().map_err(|e| anyhow::anyhow!("device error: {e:?}"));
+        let x = self.x.clone();
+        let fused = match figure {
+            Figure::Decode => {
+                let fused = self.one.embed(x.clone());
+                sync(&self.device)?;
+                Some(fused)
+            }
+            _ => None,
+        };
+        let t = Instant::now();
+        match figure {
+            Figure::TrunkNeck => {
+                let levels = self.one.trunk_and_neck(x);
+                let _ = levels.last().map(|l| l.clone().into_data());
+            }
+            Figure::Encoder => {
+                let _ = self.one.embed(x).into_data();
+            }
+            Figure::Decode | Figure::Full => {
+                let fused = fused.unwrap_or_else(|| self.one.embed(x));
+                let out = self.one.stream_step(fused, &mut self.one_state, StreamMode::Clean);
+                let _ = out.logits1.into_data();
+            }
+            Figure::App => {
+                let fused = self.app.embed(x);
+                for out in self.app.stream_step(fused, &mut self.app_states, StreamMode::Clean) {
+                    let _ = self.app.reported_logits(&out).0.into_data();
+                }
+            }
+        }
+        sync(&self.device)?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    }
 }
 
 /// The tensors of an official SAM 2 checkpoint of `size` (SAM 2's key names, checkpoint

@@ -416,6 +416,10 @@ pub fn flex_attention(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<
 /// Output positions (rows of the padded-width output) per parallel task of [`flex_conv2d`].
 const CONV_TILE: usize = 1024;
 
+/// Output channels per parallel task of [`flex_conv2d`]'s copy back to NCHW: each position's
+/// block is one 64-byte cache line read.
+const CONV_CHANNEL_BLOCK: usize = 16;
+
 /// A stride-1, undilated, ungrouped 2-D convolution without bias for `f32` Flex tensors, as
 /// one matrix product per kernel tap on the zero-padded input, with no im2col buffer.
 ///
@@ -423,8 +427,8 @@ const CONV_TILE: usize = 1024;
 /// width, the input under kernel tap `(i, j)` for every output position is one contiguous
 /// block of rows, starting `i·Wp + j` rows in: the convolution is `Σ_tap X_tap·W_tap`, each
 /// `[positions × C]·[C × O]`, accumulated in place, in parallel over tiles of positions. Each
-/// output row has `Wp − Wo` extra positions, never read. The result is returned as a strided
-/// view `[B, O, Ho, Wo]` of that buffer (channels-last in memory): no copy back.
+/// output row has `Wp − Wo` extra positions, dropped when the result is copied back to a
+/// contiguous NCHW tensor.
 ///
 /// Flex's own convolution copies the input into channels-last layout and then into im2col
 /// tiles of `C·k²` columns; at Hiera-B+'s fusion head (3×3, 256→256, 128²) it ran 1.5× slower
@@ -501,9 +505,27 @@ pub fn flex_conv2d(x: &FlexTensor, weight: &FlexTensor, padding: [(usize, usize)
             }
         }
     });
-    // [B, O, Ho, Wo] over the buffer laid out [B, Ho, Wp, O].
-    let strides = vec![(positions * o) as isize, 1, (wp * o) as isize, o as isize];
-    Some(FlexTensor::new(Bytes::from_elems(out), Layout::new([b, o, ho, wo].into(), strides, 0), DType::F32))
+    // Back to NCHW without the wide columns, blocks of channels in parallel: what follows a
+    // convolution (bias, norms, residual adds) then runs on contiguous tensors, which Flex
+    // does in vectorised passes; on a channels-last view it falls to a scalar strided loop
+    // (measured: such adds were 4 % of a whole B+ stream step).
+    let plane = ho * wo;
+    let mut nchw = vec![0f32; b * o * plane];
+    nchw.par_chunks_mut(o * plane).enumerate().for_each(|(bi, image)| {
+        let wide = &out[bi * positions * o..(bi + 1) * positions * o];
+        image.par_chunks_mut(CONV_CHANNEL_BLOCK * plane).enumerate().for_each(|(block, dst)| {
+            let (first, count) = (block * CONV_CHANNEL_BLOCK, dst.len() / plane);
+            for y in 0..ho {
+                for x in 0..wo {
+                    let src = &wide[(y * wp + x) * o + first..][..count];
+                    for (k, &v) in src.iter().enumerate() {
+                        dst[k * plane + y * wo + x] = v;
+                    }
+                }
+            }
+        });
+    });
+    Some(contiguous_f32(nchw, [b, o, ho, wo].into()))
 }
 
 #[cfg(test)]
@@ -641,7 +663,7 @@ mod tests {
             let weight = flex(values(o * c * kh * kw, 6), [o, c, kh, kw]);
             let (got, want) = run(&x, &weight, pad);
             assert_close(got.clone(), want, 1e-5, "conv");
-            // Its own output (channels-last in memory) as the next input.
+            // Its own output as the next input.
             let weight2 = flex(values(o * o * 9, 7), [o, o, 3, 3]);
             let (got2, want2) = run(&got, &weight2, [(1, 1), (1, 1)]);
             assert_close(got2, want2, 1e-5, "conv of a strided input");

@@ -6,6 +6,7 @@
 //!
 //! Depends on `model` and `state`; knows nothing of the UI.
 
+pub mod bench;
 pub mod memory;
 pub mod worker;
 
