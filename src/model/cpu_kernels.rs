@@ -180,6 +180,15 @@ fn gelu_slice<S: macerator::Simd>(src: &[f32], dst: &mut [f32]) {
     }
 }
 
+/// [`gelu`] in place, compiled like [`gelu_slice`].
+#[allow(clippy::extra_unused_type_parameters)]
+#[macerator::with_simd]
+fn gelu_slice_in_place<S: macerator::Simd>(values: &mut [f32]) {
+    for v in values.iter_mut() {
+        *v = gelu(*v);
+    }
+}
+
 /// [`gelu_backward`] over slices, compiled like [`gelu_slice`].
 // `with_simd` needs the instruction-set parameter; the body is plain Rust, which the compiler
 // vectorises for the instruction set it is compiled for.
@@ -210,6 +219,21 @@ pub fn flex_gelu(x: &FlexTensor) -> Option<FlexTensor> {
     let mut out = vec![0f32; src.len()];
     out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| gelu_slice(s, o));
     Some(contiguous_f32(out, x.layout().shape().clone()))
+}
+
+/// GELU written over `x` itself when no other tensor shares its buffer and it is contiguous
+/// `f32` (at inference, the MLP's hidden layer: no new buffer of its size to allocate and
+/// fault in); `x` back untouched otherwise. The values are [`flex_gelu`]'s, bit for bit.
+pub fn flex_gelu_in_place(mut x: FlexTensor) -> Result<FlexTensor, FlexTensor> {
+    use rayon::prelude::*;
+    let layout = x.layout();
+    let (start, count) = (layout.start_offset(), layout.num_elements());
+    if !Kernel::Gelu.enabled() || x.dtype() != DType::F32 || !x.is_contiguous() || !x.is_unique() {
+        return Err(x);
+    }
+    let values = &mut x.storage_mut::<f32>()[start..start + count];
+    values.par_chunks_mut(CHUNK).for_each(gelu_slice_in_place);
+    Ok(x)
 }
 
 /// GELU's input gradient from contiguous `f32` Flex tensors of one shape; `None` for any other
@@ -694,6 +718,17 @@ mod tests {
             assert_eq!(forward[i].to_bits(), gelu(xs[i]).to_bits(), "forward at {i}");
             assert_eq!(backward[i].to_bits(), gelu_backward(xs[i], gs[i]).to_bits(), "backward at {i}");
         }
+        let shared = x.clone();
+        let shared = flex_gelu_in_place(shared).expect_err("x still holds the buffer");
+        drop(shared);
+        let in_place = got(flex_gelu_in_place(tensor(&xs)).expect("unique and contiguous"));
+        assert!(in_place.iter().zip(&forward).all(|(a, b)| a.to_bits() == b.to_bits()), "in place = out of place");
+        let view = tensor(&xs).transpose(0, 1);
+        assert!(flex_gelu_in_place(view).is_err(), "not contiguous");
+        // A contiguous view at an offset into a buffer of its own: only its own values change.
+        let tail = FlexTensor::from_data(TensorData::new(xs.clone(), [rows * cols])).narrow(0, cols, (rows - 1) * cols);
+        let tail = got(flex_gelu_in_place(tail).expect("unique, contiguous at an offset"));
+        assert!(tail.iter().zip(&forward[cols..]).all(|(a, b)| a.to_bits() == b.to_bits()));
         assert!(flex_gelu(&x.clone().transpose(0, 1)).is_none());
         assert!(flex_gelu_backward(&x.transpose(0, 1), &g).is_none());
     }

@@ -95,6 +95,10 @@ impl ExactGelu for Cube {}
 /// encoder pass. Tensors that are not contiguous `f32` go to Flex's own kernels.
 impl ExactGelu for Flex {
     fn exact_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let x = match super::cpu_kernels::flex_gelu_in_place(x) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         match super::cpu_kernels::flex_gelu(&x) {
             Some(y) => y,
             None => <Flex as ActivationOps<Flex>>::gelu(x),
