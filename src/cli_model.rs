@@ -151,14 +151,11 @@ impl FigureRow {
     }
 }
 
-/// The reference's name for one of our figures (`None`: it has no such figure).
+/// The reference's name for one of our figures (`None`: it has no such figure; the names are
+/// those `tests/bench/model_torch.py` answers to).
 fn reference_figure(figure: bench::Figure) -> Option<&'static str> {
-    match figure {
-        bench::Figure::TrunkNeck => Some("trunk_neck"),
-        bench::Figure::Encoder => Some("encoder"),
-        bench::Figure::Full => Some("full"),
-        bench::Figure::Decode | bench::Figure::App => None,
-    }
+    use bench::Figure::*;
+    matches!(figure, TrunkNeck | Encoder | Full).then(|| figure.name())
 }
 
 /// The CPU's model name (Linux), for the report.
@@ -262,8 +259,7 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
     }
     let model_rows = bench::Figure::ALL.into_iter().zip(times).map(|(figure, (ours_ms, reference_ms))| {
         let reference = (reference.is_some() && reference_figure(figure).is_some()).then_some(reference_ms);
-        let name = serde_json::to_value(figure).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        FigureRow::new(name, figure.describe().to_string(), ours_ms, reference)
+        FigureRow::new(figure.name().to_string(), figure.describe().to_string(), ours_ms, reference)
     });
     let mut all: Vec<FigureRow> = model_rows.collect();
     all.extend(rows);

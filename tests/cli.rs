@@ -468,27 +468,34 @@ fn bench_model_interleaves_with_the_reference_and_reports_ratios() {
     std::fs::write(&tool, "# stand-in\n").unwrap();
     let python = fake_reference_python(dir.path(), None);
     let (checkout_s, tool_s, python_s) = (checkout.to_str().unwrap(), tool.to_str().unwrap(), python.to_str().unwrap());
-    let o = sam4em(&[
-        "bench",
-        "model",
-        "--size",
-        "tiny",
-        "--image-size",
-        "128",
-        "--rank",
-        "4",
-        "--runs",
-        "2",
-        "--train-slices",
-        "1",
-        "--reference",
-        checkout_s,
-        "--reference-tool",
-        tool_s,
-        "--python",
-        python_s,
-        "--json",
-    ]);
+    // Hiera-T at 128² with LoRA rank 4 against the given reference, `runs` timed runs.
+    let bench = |runs: &str, train_slices: &str, python: &str, json: bool| {
+        let mut args = vec![
+            "bench",
+            "model",
+            "--size",
+            "tiny",
+            "--image-size",
+            "128",
+            "--rank",
+            "4",
+            "--runs",
+            runs,
+            "--train-slices",
+            train_slices,
+            "--reference",
+            checkout_s,
+            "--reference-tool",
+            tool_s,
+            "--python",
+            python,
+        ];
+        if json {
+            args.push("--json");
+        }
+        sam4em(&args)
+    };
+    let o = bench("2", "1", python_s, true);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let figures = v["figures"].as_array().unwrap();
@@ -530,26 +537,7 @@ fn bench_model_interleaves_with_the_reference_and_reports_ratios() {
 
     // A reference that dies mid-run: one line naming its script, exit code 2.
     let python = fake_reference_python(dir.path(), Some(2));
-    let o = sam4em(&[
-        "bench",
-        "model",
-        "--size",
-        "tiny",
-        "--image-size",
-        "128",
-        "--rank",
-        "4",
-        "--runs",
-        "1",
-        "--train-slices",
-        "0",
-        "--reference",
-        checkout_s,
-        "--reference-tool",
-        tool_s,
-        "--python",
-        python.to_str().unwrap(),
-    ]);
+    let o = bench("1", "0", python.to_str().unwrap(), false);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("the PyTorch side stopped") && err.trim_end().ends_with("model_torch.py"), "{err}");

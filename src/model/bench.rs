@@ -24,8 +24,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// A figure of `bench model` on our side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Figure {
     /// Hiera trunk + FPN neck: SAM 2's image encoder.
     TrunkNeck,
@@ -44,6 +43,17 @@ pub enum Figure {
 impl Figure {
     /// Every figure, in the order they are printed.
     pub const ALL: [Figure; 5] = [Figure::TrunkNeck, Figure::Encoder, Figure::Decode, Figure::Full, Figure::App];
+
+    /// The figure's name in JSON reports (`trunk_neck`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Figure::TrunkNeck => "trunk_neck",
+            Figure::Encoder => "encoder",
+            Figure::Decode => "decode",
+            Figure::Full => "full",
+            Figure::App => "app",
+        }
+    }
 
     /// A short description for tables.
     pub fn describe(self) -> &'static str {

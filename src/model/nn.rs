@@ -500,20 +500,13 @@ impl BatchNorm2d {
         (x - mean) / (var + BN_EPS).sqrt() * per_channel(&self.weight, h, w) + per_channel(&self.bias, h, w)
     }
 
-    /// Inference as a per-channel `(scale, shift)`: `forward_eval(x) = x·scale + shift`, so
-    /// that a convolution before it can absorb it (see `fusion::ConvBn`).
+    /// Inference, which normalises with the running statistics, as a per-channel
+    /// `(scale, shift)`: `x·scale + shift`, so that the convolution before it absorbs it (see
+    /// `fusion::ConvBn`).
     pub fn eval_scale_shift(&self) -> (Tensor<1>, Tensor<1>) {
         let scale = self.weight.clone() / (self.running_var.clone() + BN_EPS).sqrt();
         let shift = self.bias.clone() - self.running_mean.clone() * scale.clone();
         (scale, shift)
-    }
-
-    /// Inference: normalises with the running statistics.
-    pub fn forward_eval(&self, x: Tensor<4>) -> Tensor<4> {
-        let c = self.weight.dims()[0];
-        let mean = self.running_mean.clone().reshape([1, c, 1, 1]);
-        let var = self.running_var.clone().reshape([1, c, 1, 1]);
-        self.affine(x, mean, var)
     }
 
     /// Training: normalises with the batch statistics (biased variance) and returns the
