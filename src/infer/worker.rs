@@ -161,10 +161,18 @@ impl InferenceWorker {
                 ok
             };
             while let Ok(command) = commands.recv() {
+                // Memory freed by a job stays with the process for the next pass
+                // (`model::host_memory`); once a load or a run is over and nothing waits, the
+                // heap goes back to the kernel. Refine clicks come in bursts and keep it.
+                let release = !matches!(command, InferCommand::Refine { .. });
                 // A panic inside burn (e.g. the GPU ran out of memory) fails the request, not
                 // the thread; the model is dropped, to be loaded again.
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.handle(command, &current, &send)))
-                {
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.handle(command, &current, &send)));
+                if release && commands.is_empty() {
+                    crate::model::host_memory::release_freed_memory();
+                }
+                match outcome {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(panic) => {

@@ -14,7 +14,8 @@
 //! normal `f32`, including the far negative tail, where `½(1 + erf(x/√2))` — the formula Flex
 //! and PyTorch use — loses its digits to cancellation.
 //!
-//! **Attention** and **convolution**: see [`flex_attention`] and [`flex_conv2d`].
+//! **Linear layers**, **attention** and **convolution**: see [`flex_linear`],
+//! [`flex_attention`] and [`flex_conv2d`].
 
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::tensor::{Bytes, DType};
@@ -30,6 +31,8 @@ pub enum Kernel {
     Attention,
     /// [`flex_conv2d`].
     Conv,
+    /// [`flex_linear`] and [`flex_linear_weight_grad`].
+    Linear,
 }
 
 impl Kernel {
@@ -39,6 +42,7 @@ impl Kernel {
             Kernel::Gelu => "gelu",
             Kernel::Attention => "attention",
             Kernel::Conv => "conv",
+            Kernel::Linear => "linear",
         }
     }
 
@@ -259,8 +263,22 @@ pub fn flex_gelu_backward(x: &FlexTensor, grad: &FlexTensor) -> Option<FlexTenso
 ///
 /// # Panics
 /// When an index the strides reach is outside its slice.
-#[allow(clippy::too_many_arguments)]
 pub fn sgemm(
+    dims: [usize; 3],
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    scale: f32,
+) {
+    gemm_with(dims, dst, dst_rs, accumulate, lhs, rhs, scale, gemm::Parallelism::None);
+}
+
+/// [`sgemm`] with gemm's own split of the product over rayon's threads: for products too
+/// short in rows to split by rows.
+#[allow(clippy::too_many_arguments)]
+fn gemm_with(
     [m, n, k]: [usize; 3],
     dst: &mut [f32],
     dst_rs: usize,
@@ -268,6 +286,7 @@ pub fn sgemm(
     (lhs, lhs_rs, lhs_cs): (&[f32], usize, usize),
     (rhs, rhs_rs, rhs_cs): (&[f32], usize, usize),
     scale: f32,
+    parallelism: gemm::Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -302,9 +321,147 @@ pub fn sgemm(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
+}
+
+/// Rows of the output per parallel task of [`flex_linear`] at most: a block of the input this
+/// tall stays in L2 while gemm sweeps the weight (measured at Hiera-B+'s stage-1 qkv,
+/// 16,384 × 112 → 336: 64 to 512 rows all run at 175–200 GFLOPS on two cores, 256 best).
+const LINEAR_ROWS_MAX: usize = 256;
+
+/// Fewest rows per task of [`flex_linear`]: below this, gemm's own split over columns wins.
+const LINEAR_ROWS_MIN: usize = 32;
+
+/// Products smaller than this many multiply-adds run on one thread (splitting costs more).
+const LINEAR_SERIAL_MACS: usize = 1 << 21;
+
+/// A rank-2 `f32` Flex tensor as `(values from its first element, row stride, column
+/// stride)`; `None` for other dtypes, ranks or negative strides.
+fn matrix(t: &FlexTensor) -> Option<(&[f32], [usize; 2], usize, usize)> {
+    let l = t.layout();
+    if t.dtype() != DType::F32 || l.num_dims() != 2 || !l.has_positive_strides() {
+        return None;
+    }
+    let dims = [l.shape()[0], l.shape()[1]];
+    let [rs, cs] = [l.strides()[0].unsigned_abs(), l.strides()[1].unsigned_abs()];
+    Some((&t.storage::<f32>()[l.start_offset()..], dims, rs, cs))
+}
+
+/// `x·W (+ b)` over the last dimension of a contiguous `f32` Flex tensor `x [.., d_in]`, with
+/// `weight [d_in, d_out]` in any (positive) strides, so that a transposed view costs nothing,
+/// and an optional contiguous `bias [d_out]`.
+///
+/// Flex runs a linear layer as a matmul into a new tensor and then adds the bias in a second
+/// pass. Its matmul output comes from `FlexTensor::empty`, which zero-fills a byte vector and
+/// then copies it into a fresh aligned buffer (burn-flex 0.22.1), so a layer's output is
+/// written three times before the product and faulted in twice: at Hiera-B+'s stage-1 qkv
+/// (16,384 × 112 → 336) the layer took 24 ms where the product alone takes 6.5 ms
+/// (`sam4em bench ops`, 2026-12-05). Here each task writes the bias into its own block of
+/// output rows (or nothing, the buffer being zeroed pages) and accumulates its product onto
+/// it while the block is in cache; tasks are blocks of rows, so the weight is packed once
+/// per block and no two tasks touch one output line. Short products (fewer rows than two
+/// blocks per core) use gemm's split over columns instead. `None` for anything else, which
+/// Flex then runs.
+pub fn flex_linear(x: &FlexTensor, weight: &FlexTensor, bias: Option<&FlexTensor>) -> Option<FlexTensor> {
+    if !Kernel::Linear.enabled() {
+        return None;
+    }
+    let xs = x.as_slice::<f32>()?;
+    let (w, [d_in, d_out], w_rs, w_cs) = matrix(weight)?;
+    let shape = x.layout().shape();
+    let last = shape.num_dims().checked_sub(1)?;
+    if shape[last] != d_in || d_in == 0 || d_out == 0 {
+        return None;
+    }
+    let bias = match bias {
+        Some(b) => Some(b.as_slice::<f32>().filter(|b| b.len() == d_out)?),
+        None => None,
+    };
+    let rows = xs.len() / d_in;
+    let out = linear_rows(xs, rows, d_in, (w, w_rs, w_cs), d_out, bias);
+    let mut dims = shape.clone();
+    dims[last] = d_out;
+    Some(contiguous_f32(out, dims))
+}
+
+/// `x [rows × d_in] · w [d_in × d_out] (+ bias)` into a new row-major buffer (see
+/// [`flex_linear`]).
+fn linear_rows(
+    x: &[f32],
+    rows: usize,
+    d_in: usize,
+    w: (&[f32], usize, usize),
+    d_out: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut out = vec![0f32; rows * d_out];
+    let fill = |dst: &mut [f32]| {
+        if let Some(b) = bias {
+            dst.chunks_exact_mut(d_out).for_each(|row| row.copy_from_slice(b));
+        }
+    };
+    let threads = rayon::current_num_threads().max(1);
+    let macs = rows * d_in * d_out;
+    let block = rows.div_ceil(4 * threads).clamp(LINEAR_ROWS_MIN, LINEAR_ROWS_MAX);
+    if macs < LINEAR_SERIAL_MACS || threads == 1 || rows < 2 * threads * LINEAR_ROWS_MIN {
+        fill(&mut out);
+        let parallelism = if macs < LINEAR_SERIAL_MACS { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(0) };
+        gemm_with([rows, d_out, d_in], &mut out, d_out, bias.is_some(), (x, d_in, 1), w, 1.0, parallelism);
+        return out;
+    }
+    out.par_chunks_mut(block * d_out).enumerate().for_each(|(i, dst)| {
+        fill(dst);
+        let r = dst.len() / d_out;
+        sgemm([r, d_out, d_in], dst, d_out, bias.is_some(), (&x[i * block * d_in..], d_in, 1), w, 1.0);
+    });
+    out
+}
+
+/// The weight gradient of a linear layer, `xᵀ·g` summed over every row: `x [.., d_in]` and
+/// `grad [.., d_out]` contiguous `f32` Flex tensors with the same rows → `[d_in, d_out]`.
+///
+/// The sum runs over all rows (32,768 for Hiera-B+'s stage 1 in a 2-slice step) into a small
+/// matrix; gemm splits a product over its output only, which leaves the cores little to share
+/// here. The rows are cut into one range per core instead, each summed into its own partial
+/// matrix, and the partials added. `None` for anything else.
+pub fn flex_linear_weight_grad(x: &FlexTensor, grad: &FlexTensor) -> Option<FlexTensor> {
+    use rayon::prelude::*;
+    if !Kernel::Linear.enabled() {
+        return None;
+    }
+    let (xs, gs) = (x.as_slice::<f32>()?, grad.as_slice::<f32>()?);
+    let (xl, gl) = (x.layout().shape(), grad.layout().shape());
+    let (d_in, d_out) = (xl[xl.num_dims().checked_sub(1)?], gl[gl.num_dims().checked_sub(1)?]);
+    if d_in == 0 || d_out == 0 || xs.len() / d_in != gs.len() / d_out {
+        return None;
+    }
+    let rows = xs.len() / d_in;
+    let threads = rayon::current_num_threads().max(1);
+    let parts = if rows * d_in * d_out < LINEAR_SERIAL_MACS { 1 } else { threads.min(rows / LINEAR_ROWS_MAX).max(1) };
+    let per_part = rows.div_ceil(parts);
+    // lhs = xᵀ: element (i, r) at x[r·d_in + i]; rhs = g: (r, j) at g[r·d_out + j].
+    let partial = |r0: usize, dst: &mut [f32]| {
+        let r = per_part.min(rows - r0);
+        sgemm([d_in, d_out, r], dst, d_out, false, (&xs[r0 * d_in..], 1, d_in), (&gs[r0 * d_out..], d_out, 1), 1.0);
+    };
+    let mut sums: Vec<Vec<f32>> = (0..parts)
+        .into_par_iter()
+        .map(|p| {
+            let mut dst = vec![0f32; d_in * d_out];
+            if p * per_part < rows {
+                partial(p * per_part, &mut dst);
+            }
+            dst
+        })
+        .collect();
+    let mut total = sums.swap_remove(0);
+    for part in &sums {
+        total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
+    }
+    Some(contiguous_f32(total, [d_in, d_out].into()))
 }
 
 /// Each row of `scores` (`rows × n`) replaced by `exp(s − max s)`; `sums` gets each row's sum.
@@ -663,6 +820,39 @@ mod tests {
         let want =
             <Flex as ModuleOps<Flex>>::attention(q.clone(), k.clone(), v.clone(), None, None, Default::default());
         assert_close(flex_attention(&q, &k, &v).expect("f32"), want, 1e-5, "strided");
+    }
+
+    /// Linear layers against Flex's own, on each of the three ways the rows are split (one
+    /// thread, gemm's split over columns, blocks of rows with a ragged last block), with and
+    /// without a bias, with the weight as a transposed view (the input gradient's case), and
+    /// the weight gradient over rows split across partial sums.
+    #[test]
+    fn linear_matches_flex() {
+        use burn::backend::Flex;
+        use burn::backend::ops::ModuleOps;
+        let matrix = |v: Vec<f32>, shape: [usize; 2]| FlexTensor::from_data(burn::tensor::TensorData::new(v, shape));
+        for (rows, d_in, d_out) in [(7, 5, 3), (40, 300, 500), (2 * LINEAR_ROWS_MAX * 4 + 37, 48, 80)] {
+            let x = matrix(values(rows * d_in, 10), [rows, d_in]);
+            let w = matrix(values(d_in * d_out, 11), [d_in, d_out]);
+            let b = FlexTensor::from_data(burn::tensor::TensorData::new(values(d_out, 12), [d_out]));
+            let want = <Flex as ModuleOps<Flex>>::linear(x.clone(), w.clone(), Some(b.clone()));
+            assert_close(flex_linear(&x, &w, Some(&b)).expect("handled"), want, 1e-5, "with bias");
+            let want = <Flex as ModuleOps<Flex>>::linear(x.clone(), w.clone(), None);
+            assert_close(flex_linear(&x, &w, None).expect("handled"), want, 1e-5, "without bias");
+            // grad·Wᵀ through the transposed view of W.
+            let g = matrix(values(rows * d_out, 13), [rows, d_out]);
+            let want = <Flex as ModuleOps<Flex>>::linear_x_backward(w.clone(), g.clone());
+            assert_close(flex_linear(&g, &w.transpose(0, 1), None).expect("view"), want, 1e-5, "input gradient");
+            let want = <Flex as ModuleOps<Flex>>::linear_weight_backward(x.clone(), g.clone());
+            assert_close(flex_linear_weight_grad(&x, &g).expect("handled"), want, 1e-4, "weight gradient");
+        }
+        // Leading dimensions are rows; the output keeps them.
+        let x = FlexTensor::from_data(burn::tensor::TensorData::new(values(2 * 3 * 4 * 6, 14), [2, 3, 4, 6]));
+        let w = matrix(values(6 * 5, 15), [6, 5]);
+        let want = <Flex as ModuleOps<Flex>>::linear(x.clone(), w.clone(), None);
+        assert_close(flex_linear(&x, &w, None).expect("handled"), want, 1e-5, "rank 4");
+        assert!(flex_linear(&x.clone().transpose(0, 1), &w, None).is_none(), "a strided input is Flex's");
+        assert!(flex_linear(&x, &matrix(values(30, 16), [5, 6]), None).is_none(), "width mismatch");
     }
 
     /// Convolution against Flex's own: 3×3 with symmetric and asymmetric padding, 2×1 and 5×5

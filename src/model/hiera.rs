@@ -102,7 +102,7 @@ trait MatmulLast<const D: usize> {
 
 impl<const D: usize> MatmulLast<D> for Tensor<D> {
     fn matmul_last(self, w: &Tensor<2>) -> Tensor<D> {
-        burn::tensor::module::linear(self, w.clone(), None)
+        super::ops::linear(self, w.clone(), None)
     }
 }
 

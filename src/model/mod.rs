@@ -17,6 +17,7 @@ pub mod device;
 pub mod footprint;
 pub mod fusion;
 pub mod hiera;
+pub mod host_memory;
 pub mod loss;
 pub mod memory;
 pub mod metrics;

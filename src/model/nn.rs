@@ -7,8 +7,8 @@
 //! layout); the walk marks them so that checkpoints, which store `[out, in]`, are transposed
 //! on the way in and out.
 
+use super::ops::linear;
 use burn::tensor::activation::{relu, softmax};
-use burn::tensor::module::linear;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
@@ -223,11 +223,11 @@ impl Linear {
         }
     }
 
-    /// `x @ W + b` over the last dimension. A bias being trained is added through
-    /// [`per_feature`] (its gradient a matrix product); otherwise burn's fused form.
+    /// `x @ W + b` over the last dimension. A bias being trained on a cubecl device is added
+    /// through [`per_feature`] (its gradient a matrix product); otherwise the fused form.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match &self.bias {
-            Some(b) if b.is_tracked() => {
+            Some(b) if b.is_tracked() && !super::device::is_cpu(&b.device()) => {
                 let y = linear(x, self.weight.clone(), None);
                 let dims = y.dims();
                 y + per_feature(b, dims)
@@ -314,10 +314,12 @@ fn add_channel_bias(y: Tensor<4>, bias: &Tensor<1>) -> Tensor<4> {
 /// gradient is summed one axis at a time (batch, rows, columns: each as long as that side);
 /// burn would sum a plain `[1, C, 1, 1]` broadcast over batch·rows·columns at once, and over a
 /// 512² map that reduction is one kernel looping over 262,144 values per invocation, which
-/// lavapipe cuts short (see `ops`). Values are exactly those of the plain broadcast.
+/// lavapipe cuts short (see `ops`). Values are exactly those of the plain broadcast. The CPU
+/// backend sums the plain broadcast's gradient in one vectorised pass and needs no such
+/// detour, which would cost a `[1, C, H, W]` copy per parameter and step.
 pub fn per_channel(v: &Tensor<1>, h: usize, w: usize) -> Tensor<4> {
     let c = v.dims()[0];
-    let trained = v.is_tracked();
+    let trained = v.is_tracked() && !super::device::is_cpu(&v.device());
     let v = v.clone().reshape([1, c, 1, 1]);
     if trained { v.repeat_dim(3, w).repeat_dim(2, h) } else { v }
 }
@@ -326,9 +328,9 @@ pub fn per_channel(v: &Tensor<1>, h: usize, w: usize) -> Tensor<4> {
 /// being trained is spread as the outer product `1·vᵀ` over the rows, so that its gradient is
 /// the matrix product `1ᵀ·grad` (tiled like every matmul) rather than one reduction over all
 /// rows (B·g² tokens: the same lavapipe limit as [`per_channel`]). `1·vᵀ` holds `v` exactly in
-/// every row.
+/// every row. On the CPU backend, the plain broadcast (see [`per_channel`]).
 pub fn per_feature<const D: usize>(v: &Tensor<1>, dims: [usize; D]) -> Tensor<D> {
-    if !v.is_tracked() {
+    if !v.is_tracked() || super::device::is_cpu(&v.device()) {
         return v.clone().unsqueeze();
     }
     let (rows, c) = (dims[..D - 1].iter().product(), dims[D - 1]);

@@ -32,8 +32,12 @@
 //! that their gradients are summed one axis at a time or as a matrix product (`nn::per_channel`,
 //! `nn::per_feature`).
 //!
-//! The rest of the crate calls [`gelu`], [`conv2d`] and [`conv_transpose2x2`], never burn's
-//! `gelu`, `conv2d` or `conv_transpose2d` (clippy `disallowed-methods` rules in `.clippy.toml`).
+//! **Linear layers** ([`linear`]) run on the CPU as one kernel with the bias inside
+//! (`cpu_kernels::flex_linear`), their gradients too; other backends keep burn's.
+//!
+//! The rest of the crate calls [`gelu`], [`linear`], [`conv2d`] and [`conv_transpose2x2`],
+//! never burn's `gelu`, `linear`, `conv2d` or `conv_transpose2d` (clippy `disallowed-methods`
+//! rules in `.clippy.toml`).
 
 use core::f64::consts::{FRAC_1_SQRT_2, PI};
 use core::marker::PhantomData;
@@ -211,6 +215,141 @@ pub fn fast_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
         k.into_dispatch(),
         v.into_dispatch(),
     ))
+}
+
+/// A linear layer `x·W + b` over the last dimension, with a fast kernel where the backend has
+/// one (the CPU's: `cpu_kernels::flex_linear`) for the forward pass and the gradients. On
+/// cubecl, `nn::Linear` adds a bias being trained itself (see `nn::per_feature`).
+#[backend_extension(Cube, Flex, Autodiff)]
+pub trait FastLinear: Backend {
+    /// `x [.., d_in]·weight [d_in, d_out] + bias [d_out]`.
+    fn fast_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::linear(x, weight, Some(bias))
+    }
+
+    /// `x [.., d_in]·weight [d_in, d_out]`.
+    fn fast_linear_unbiased(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::linear(x, weight, None)
+    }
+
+    /// The input gradient `grad·weightᵀ`.
+    fn fast_linear_x_grad(weight: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::linear_x_backward(weight, grad)
+    }
+
+    /// The weight gradient `xᵀ·grad`, summed over every leading dimension.
+    fn fast_linear_weight_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::linear_weight_backward(x, grad)
+    }
+
+    /// The bias gradient, `grad` summed over every leading dimension.
+    fn fast_linear_bias_grad(grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::linear_bias_backward(grad)
+    }
+}
+
+/// cubecl: burn's own linear and its gradients (the same calls burn's autodiff makes).
+impl FastLinear for Cube {}
+
+/// Flex: `cpu_kernels::flex_linear` (bias written into each block of output rows before its
+/// product, blocks of rows in parallel) and `flex_linear_weight_grad` (rows split across the
+/// cores); Flex's own kernels for tensors those do not take.
+impl FastLinear for Flex {
+    fn fast_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        match super::cpu_kernels::flex_linear(&x, &weight, Some(&bias)) {
+            Some(y) => y,
+            None => <Flex as ModuleOps<Flex>>::linear(x, weight, Some(bias)),
+        }
+    }
+
+    fn fast_linear_unbiased(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        match super::cpu_kernels::flex_linear(&x, &weight, None) {
+            Some(y) => y,
+            None => <Flex as ModuleOps<Flex>>::linear(x, weight, None),
+        }
+    }
+
+    fn fast_linear_x_grad(weight: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        // `grad·Wᵀ` is a linear layer with the transposed view of W as its weight.
+        match super::cpu_kernels::flex_linear(&grad, &weight.transpose(0, 1), None) {
+            Some(g) => g,
+            None => <Flex as ModuleOps<Flex>>::linear_x_backward(weight, grad),
+        }
+    }
+
+    fn fast_linear_weight_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        match super::cpu_kernels::flex_linear_weight_grad(&x, &grad) {
+            Some(g) => g,
+            None => <Flex as ModuleOps<Flex>>::linear_weight_backward(x, grad),
+        }
+    }
+}
+
+/// The backward step of [`FastLinear`] on autodiff: the input's gradient from the weight, the
+/// weight's from the input, each kept only when the other side is being trained (as burn's
+/// own linear does), and the bias's from the output gradient alone. `N` is 2 without a bias
+/// among the parents, 3 with one.
+#[derive(Debug)]
+struct LinearStep<const N: usize>;
+
+impl<B: FastLinear, const N: usize> Backward<B, N> for LinearStep<N> {
+    type State = (Option<NodeId>, Option<NodeId>);
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state) = ops.state;
+        if let (Some(node), Some(state)) = (&ops.parents[0], weight_state) {
+            let weight: FloatTensor<B> = checkpointer.retrieve_node_output(state);
+            grads.register::<B>(node.id, B::fast_linear_x_grad(weight, grad.clone()));
+        }
+        if let (Some(node), Some(state)) = (&ops.parents[1], x_state) {
+            let x: FloatTensor<B> = checkpointer.retrieve_node_output(state);
+            grads.register::<B>(node.id, B::fast_linear_weight_grad(x, grad.clone()));
+        }
+        if let Some(Some(node)) = ops.parents.get(2) {
+            grads.register::<B>(node.id, B::fast_linear_bias_grad(grad));
+        }
+    }
+}
+
+/// Runs `forward` on the inner backend's tensors, recording [`LinearStep`] over `parents`
+/// (x, weight and, where there is one, the bias) when any of them is tracked.
+fn linear_on_autodiff<B: FastLinear, C: CheckpointStrategy, const N: usize>(
+    parents: [&FloatTensor<Autodiff<B, C>>; N],
+    forward: impl FnOnce([FloatTensor<B>; N]) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let (x, weight) = (parents[0], parents[1]);
+    let inner = parents.map(|t| t.primitive().clone());
+    match LinearStep::<N>.prepare::<C>(parents.map(|t| t.node())).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            // x is needed only for the weight's gradient, and the weight only for x's.
+            let x_state = weight.is_tracked().then(|| prep.checkpoint(x));
+            let weight_state = x.is_tracked().then(|| prep.checkpoint(weight));
+            prep.finish((x_state, weight_state), forward(inner))
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(inner)),
+    }
+}
+
+impl<B: FastLinear, C: CheckpointStrategy> FastLinear for Autodiff<B, C> {
+    fn fast_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear_on_autodiff::<B, C, 3>([&x, &weight, &bias], |[x, w, b]| B::fast_linear(x, w, b))
+    }
+
+    fn fast_linear_unbiased(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear_on_autodiff::<B, C, 2>([&x, &weight], |[x, w]| B::fast_linear_unbiased(x, w))
+    }
+    // The gradients keep their default bodies (burn's differentiable ones): nothing here takes
+    // second derivatives.
+}
+
+/// [`FastLinear`] on `Tensor`s: `x [.., d_in]·weight [d_in, d_out] (+ bias [d_out])`.
+pub fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+    let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
+    Tensor::from_dispatch(match bias {
+        Some(b) => <Dispatch as FastLinear>::fast_linear(x, weight, b.into_dispatch()),
+        None => <Dispatch as FastLinear>::fast_linear_unbiased(x, weight),
+    })
 }
 
 /// The most output positions (batch × rows × columns) one convolution weight-gradient kernel

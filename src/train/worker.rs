@@ -99,6 +99,8 @@ impl TrainerWorker {
                 // A panic inside burn (e.g. the GPU ran out of memory) ends the run, not the
                 // thread: the app hears about it and the versions so far stay as they are.
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job, &mut cached, &send)));
+                // The run's buffers, kept for reuse during it, go back to the kernel.
+                crate::model::host_memory::release_freed_memory();
                 if let Err(panic) = outcome {
                     cached = None;
                     send(TrainerEvent::Failed(format!("training crashed: {}", panic_message(&*panic))));
