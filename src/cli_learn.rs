@@ -448,7 +448,7 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
     // Memory: estimate, compare with what is available, choose how to compute gradients or
     // refuse before anything runs.
     let batch = crate::train::batches(&samples, a.batch_size).iter().map(Vec::len).max().unwrap_or(1);
-    let memory_model = TrainingMemoryModel::new(loaded.model.config());
+    let memory_model = TrainingMemoryModel::new(loaded.model.config(), &device);
     let available = match a.memory_limit {
         Some(limit) if limit > 0.0 => {
             let bytes = (limit * f64::from(1u32 << 30)) as u64;

@@ -337,12 +337,13 @@ fn cases(device: &Device) -> Vec<Case> {
                 ("k", rng.vec(b * nk * d, -1.0, 1.0)),
                 ("v", rng.vec(b * nk * dv, -1.0, 1.0)),
             ],
+            // The model's attention, its `b` batches as heads: on the CPU, the fused kernels
+            // of `cpu_kernels` (forward and backward); elsewhere, burn's composition.
             burn: Box::new(move |t| {
-                let q: Tensor<3> = t[0].clone().reshape([b, nq, d]);
-                let k: Tensor<3> = t[1].clone().reshape([b, nk, d]);
-                let v: Tensor<3> = t[2].clone().reshape([b, nk, dv]);
-                let scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (d as f64).sqrt());
-                flat(softmax(scores, 2).matmul(v))
+                let q: Tensor<4> = t[0].clone().reshape([1, b, nq, d]);
+                let k: Tensor<4> = t[1].clone().reshape([1, b, nk, d]);
+                let v: Tensor<4> = t[2].clone().reshape([1, b, nk, dv]);
+                flat(sam4em::model::nn::attention(q, k, v))
             }),
             reference: Box::new(move |x| {
                 let (q, k, v) = (&x[0], &x[1], &x[2]);

@@ -238,7 +238,7 @@ impl WorkerState {
         match command {
             InferCommand::Load(source) => match load(&source) {
                 Ok((model, base, warning)) => {
-                    let memory = Box::new(TrainingMemoryModel::new(model.config()));
+                    let memory = Box::new(TrainingMemoryModel::new(model.config(), &model.device()));
                     self.predictor = Some(Predictor::new(&model, CACHED_SLICES));
                     self.base = Some(model);
                     self.base_sha256 = Some(base.sha256.clone());

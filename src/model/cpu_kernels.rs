@@ -594,6 +594,108 @@ pub fn flex_attention(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<
     Some(contiguous_f32(out, [b, h, nq, dv].into()))
 }
 
+/// The gradients of [`flex_attention`] with respect to `q`, `k` and `v` for the output
+/// gradient `grad [B, H, Nq, dv]`, as contiguous `[B, H, N, ·]` tensors; `None` for tensors
+/// the forward kernel does not take.
+///
+/// burn differentiates attention through its composition: two batched matmuls, a scale and a
+/// softmax, each saving its output and each gradient a new tensor (ten passes over a score
+/// tensor of `B·H·Nq·Nk` values, 64 MB for Hiera-B+'s global attention in a 2-slice step),
+/// which ran 2.3–4× slower than PyTorch's (`sam4em bench ops`, 2026-12-05). Here each (batch,
+/// head) is one task that recomputes its probabilities from q and k and derives everything
+/// with five GEMMs on the strided views, its scores in a per-thread buffer:
+/// `P = softmax(s·q·kᵀ)`, `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`,
+/// `dQ = s·dS·K`, `dK = s·dSᵀ·Q` (`rowsum(P ⊙ dP)` is `rowsum(dO ⊙ O)`, so the output need
+/// not be kept).
+pub fn flex_attention_backward(
+    q: &FlexTensor,
+    k: &FlexTensor,
+    v: &FlexTensor,
+    grad: &FlexTensor,
+) -> Option<(FlexTensor, FlexTensor, FlexTensor)> {
+    use rayon::prelude::*;
+    let (ql, kl, vl, gl) = (q.layout(), k.layout(), v.layout(), grad.layout());
+    if !Kernel::Attention.enabled() {
+        return None;
+    }
+    let layouts = [ql, kl, vl, gl];
+    if [q.dtype(), k.dtype(), v.dtype(), grad.dtype()] != [DType::F32; 4]
+        || layouts.iter().any(|l| l.num_dims() != 4 || !l.has_positive_strides())
+    {
+        return None;
+    }
+    let dims = |l: &Layout| -> [usize; 4] { std::array::from_fn(|i| l.shape()[i]) };
+    let ([b, h, nq, d], [kb, kh, nk, kd], [vb, vh, vn, dv]) = (dims(ql), dims(kl), dims(vl));
+    if (kb, kh, kd) != (b, h, d) || (vb, vh, vn) != (b, h, nk) || dims(gl) != [b, h, nq, dv] || nk == 0 {
+        return None;
+    }
+    let strides = |l: &Layout| -> [usize; 4] { std::array::from_fn(|i| l.strides()[i].unsigned_abs()) };
+    let (qs, ks, vs, gs) = (strides(ql), strides(kl), strides(vl), strides(gl));
+    let (q_data, k_data, v_data, g_data) = (
+        &q.storage::<f32>()[ql.start_offset()..],
+        &k.storage::<f32>()[kl.start_offset()..],
+        &v.storage::<f32>()[vl.start_offset()..],
+        &grad.storage::<f32>()[gl.start_offset()..],
+    );
+    let scale = 1.0 / (d as f32).sqrt();
+    let (mut dq, mut dk, mut dvs) =
+        (vec![0f32; b * h * nq * d], vec![0f32; b * h * nk * d], vec![0f32; b * h * nk * dv]);
+    if nq > 0 && d > 0 && dv > 0 {
+        dq.par_chunks_mut(nq * d).zip(dk.par_chunks_mut(nk * d)).zip(dvs.par_chunks_mut(nk * dv)).enumerate().for_each(
+            |(task, ((dq, dk), dv_out))| {
+                let (bi, hi) = (task / h, task % h);
+                let (q0, k0) = (bi * qs[0] + hi * qs[1], bi * ks[0] + hi * ks[1]);
+                let (v0, g0) = (bi * vs[0] + hi * vs[1], bi * gs[0] + hi * gs[1]);
+                let (q, k, v, g) = (&q_data[q0..], &k_data[k0..], &v_data[v0..], &g_data[g0..]);
+                BACKWARD_SCRATCH.with_borrow_mut(|(p, dp, sums)| {
+                    p.resize(nq * nk, 0.0);
+                    dp.resize(nq * nk, 0.0);
+                    sums.resize(nq, 0.0);
+                    let (p, dp, sums) = (&mut p[..nq * nk], &mut dp[..nq * nk], &mut sums[..nq]);
+                    sgemm([nq, nk, d], p, nk, false, (q, qs[2], qs[3]), (k, ks[3], ks[2]), scale);
+                    exp_rows(p, nk, sums);
+                    for (row, &sum) in p.chunks_exact_mut(nk).zip(sums.iter()) {
+                        let inv = 1.0 / sum;
+                        row.iter_mut().for_each(|x| *x *= inv);
+                    }
+                    sgemm([nq, nk, dv], dp, nk, false, (g, gs[2], gs[3]), (v, vs[3], vs[2]), 1.0);
+                    sgemm([nk, dv, nq], dv_out, dv, false, (p, 1, nk), (g, gs[2], gs[3]), 1.0);
+                    softmax_grad_rows(p, dp, nk);
+                    sgemm([nq, d, nk], dq, d, false, (dp, nk, 1), (k, ks[2], ks[3]), scale);
+                    sgemm([nk, d, nq], dk, d, false, (dp, 1, nk), (q, qs[2], qs[3]), scale);
+                })
+            },
+        );
+    }
+    Some((
+        contiguous_f32(dq, [b, h, nq, d].into()),
+        contiguous_f32(dk, [b, h, nk, d].into()),
+        contiguous_f32(dvs, [b, h, nk, dv].into()),
+    ))
+}
+
+/// `dP ← P ⊙ (dP − rowsum(P ⊙ dP))` row by row: the softmax's input gradient.
+#[allow(clippy::extra_unused_type_parameters)]
+#[macerator::with_simd]
+fn softmax_grad_rows<S: macerator::Simd>(p: &[f32], dp: &mut [f32], n: usize) {
+    for (p, dp) in p.chunks_exact(n).zip(dp.chunks_exact_mut(n)) {
+        // In LANES interleaved sums, which the compiler vectorises (see `lane_fold`).
+        let mut lanes = [0f32; LANES];
+        for (pc, dc) in p.chunks_exact(LANES).zip(dp.chunks_exact(LANES)) {
+            lanes.iter_mut().zip(pc.iter().zip(dc)).for_each(|(l, (a, b))| *l += a * b);
+        }
+        let tail = n / LANES * LANES;
+        let dot = lanes.iter().sum::<f32>() + p[tail..].iter().zip(&dp[tail..]).map(|(a, b)| a * b).sum::<f32>();
+        dp.iter_mut().zip(p).for_each(|(g, &p)| *g = p * (*g - dot));
+    }
+}
+
+thread_local! {
+    /// Per-thread probabilities, their gradient and row sums of [`flex_attention_backward`].
+    static BACKWARD_SCRATCH: core::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
+        const { core::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
 /// Output positions (rows of the padded-width output) per parallel task of [`flex_conv2d`].
 const CONV_TILE: usize = 1024;
 
@@ -853,6 +955,55 @@ mod tests {
         assert_close(flex_linear(&x, &w, None).expect("handled"), want, 1e-5, "rank 4");
         assert!(flex_linear(&x.clone().transpose(0, 1), &w, None).is_none(), "a strided input is Flex's");
         assert!(flex_linear(&x, &matrix(values(30, 16), [5, 6]), None).is_none(), "width mismatch");
+    }
+
+    /// The attention gradients against float64 loops, with key lengths on both sides of the
+    /// vectorised lanes and q, k, v as strided views of one tensor.
+    #[test]
+    fn attention_backward_matches_float64() {
+        let read = |t: &FlexTensor| -> Vec<f64> {
+            t.to_contiguous().into_data().try_to_vec::<f32>().expect("f32").iter().map(|&x| x as f64).collect()
+        };
+        for (b, h, nq, nk, d, dv) in [(2, 2, 20, 37, 8, 5), (1, 3, 4, 3, 2, 2)] {
+            // k and v as views of one [B, H, Nk, d + dv] tensor, q as a transposed view.
+            let q = flex(values(b * h * d * nq, 21), [b, h, d, nq]).transpose(2, 3);
+            let kv = flex(values(b * h * nk * (d + dv), 22), [b, h, nk, d + dv]);
+            let (k, v) = (kv.narrow(3, 0, d), kv.narrow(3, d, dv));
+            let g = flex(values(b * h * nq * dv, 23), [b, h, nq, dv]);
+            let (dq, dk, dvg) = flex_attention_backward(&q, &k, &v, &g).expect("handled");
+            let (qv, kv, vv, gv) = (read(&q), read(&k), read(&v), read(&g));
+            let (mut wq, mut wk, mut wv) =
+                (vec![0.0; b * h * nq * d], vec![0.0; b * h * nk * d], vec![0.0; b * h * nk * dv]);
+            let scale = 1.0 / (d as f64).sqrt();
+            for bh in 0..b * h {
+                let (q, k) = (&qv[bh * nq * d..], &kv[bh * nk * d..]);
+                let (v, g) = (&vv[bh * nk * dv..], &gv[bh * nq * dv..]);
+                for i in 0..nq {
+                    let s: Vec<f64> =
+                        (0..nk).map(|j| scale * (0..d).map(|c| q[i * d + c] * k[j * d + c]).sum::<f64>()).collect();
+                    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                    let p: Vec<f64> = s.iter().map(|x| (x - m).exp() / z).collect();
+                    let dp: Vec<f64> = (0..nk).map(|j| (0..dv).map(|c| g[i * dv + c] * v[j * dv + c]).sum()).collect();
+                    let dot: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+                    for j in 0..nk {
+                        let ds = p[j] * (dp[j] - dot);
+                        for c in 0..dv {
+                            wv[(bh * nk + j) * dv + c] += p[j] * g[i * dv + c];
+                        }
+                        for c in 0..d {
+                            wq[(bh * nq + i) * d + c] += scale * ds * k[j * d + c];
+                            wk[(bh * nk + j) * d + c] += scale * ds * q[i * d + c];
+                        }
+                    }
+                }
+            }
+            for (name, got, want) in [("dq", read(&dq), wq), ("dk", read(&dk), wk), ("dv", read(&dvg), wv)] {
+                for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                    assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{name}[{i}]: {x} vs {y}");
+                }
+            }
+        }
     }
 
     /// Convolution against Flex's own: 3×3 with symmetric and asymmetric padding, 2×1 and 5×5

@@ -52,8 +52,8 @@ pub struct TrainingFootprint {
 
 impl TrainingFootprint {
     /// The estimate of a run over batches of `batch` slices of `classes` classes.
-    pub fn estimate(config: &Sam4emConfig, classes: usize, batch: usize) -> Self {
-        TrainingMemoryModel::new(config).footprint(classes, batch)
+    pub fn estimate(config: &Sam4emConfig, device: &Device, classes: usize, batch: usize) -> Self {
+        TrainingMemoryModel::new(config, device).footprint(classes, batch)
     }
 
     /// The bytes for one way of computing gradients.
@@ -94,11 +94,14 @@ pub struct TrainingMemoryModel {
 }
 
 impl TrainingMemoryModel {
-    /// Works out the sizes of `config`.
-    pub fn new(config: &Sam4emConfig) -> Self {
-        let trunk = trunk_elements(config);
+    /// Works out the sizes of `config` for training on `device`. The CPU backend's attention
+    /// recomputes its scores in the backward pass (`cpu_kernels::flex_attention_backward`);
+    /// burn's composition, which cubecl devices run, keeps them.
+    pub fn new(config: &Sam4emConfig, device: &Device) -> Self {
+        let scores = if super::device::is_cpu(device) { Scores::Recomputed } else { Scores::Kept };
+        let trunk = trunk_elements(config, scores);
         let (fusion_kept, fusion_peak) = fusion_elements(config);
-        let (decode_kept, decode_peak) = decode_elements(config);
+        let (decode_kept, decode_peak) = decode_elements(config, scores);
         let counts = parameter_counts(config);
         let g2 = (config.grid() * config.grid()) as f64;
         let s2 = (config.image_size * config.image_size) as f64;
@@ -140,6 +143,16 @@ impl TrainingMemoryModel {
             weights_bytes: ((self.weights + (k - 1.0) * self.weights_per_class) * F32_BYTES) as u64,
         }
     }
+}
+
+/// Whether a training step keeps attention scores for the backward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scores {
+    /// burn's composition (matmul, softmax, matmul): the scores, softmax in and out, are kept.
+    Kept,
+    /// The CPU's attention kernels keep q, k and v and recompute the scores, one head at a
+    /// time per thread.
+    Recomputed,
 }
 
 /// Per-slice elements of the trunk's blocks.
@@ -194,28 +207,32 @@ fn block_sizes(l: &BlockLayout, side: usize, q_stride: usize, rank: usize, mlp_r
 
 /// Copies of each size a block keeps for its backward pass (least-squares fit, see the module
 /// docs): its input (layer norms, the residual, the LoRA and window reshapes), the MLP's hidden
-/// layer, q/k/v, the attention scores (softmax in and out) and the LoRA's rank-r products.
-fn block_kept(s: &BlockSizes) -> f64 {
-    6.82 * s.input + 0.549 * s.hidden + 1.337 * s.qkv + 3.0 * s.scores + 2.125 * s.lora
+/// layer, q/k/v, the attention scores (softmax in and out) where they are kept, and the LoRA's
+/// rank-r products.
+fn block_kept(s: &BlockSizes, scores: Scores) -> f64 {
+    let kept_scores = if scores == Scores::Kept { 3.0 * s.scores } else { 0.0 };
+    6.82 * s.input + 0.549 * s.hidden + 1.337 * s.qkv + kept_scores + 2.125 * s.lora
 }
 
 /// What a block's backward pass allocates on top of what it kept: gradient temporaries of the
 /// block's width (8 copies of the output), more the smaller the attention windows (547 copies
 /// of the output per key token of a window: 42 in 4×4 windows, 8 in 8×8 ones), and 1.7
-/// copies of the attention scores. Within 40 % of the measured peak of each block; the
-/// largest piece of a recomputing step is the fusion head (B+, tiny, large at 512²) or one
-/// slice's decode, not a block.
-fn block_transient(s: &BlockSizes) -> f64 {
-    8.0 * s.output + 547.0 * s.output / s.key_tokens + 1.7 * s.scores
+/// copies of the attention scores where burn's composition differentiates them (the CPU's
+/// kernel holds one head's scores per thread). Within 40 % of the measured peak of each
+/// block; the largest piece of a recomputing step is the fusion head (B+, tiny, large at
+/// 512²) or one slice's decode, not a block.
+fn block_transient(s: &BlockSizes, scores: Scores) -> f64 {
+    let score_grads = if scores == Scores::Kept { 1.7 * s.scores } else { 0.0 };
+    8.0 * s.output + 547.0 * s.output / s.key_tokens + score_grads
 }
 
-fn trunk_elements(config: &Sam4emConfig) -> Trunk {
+fn trunk_elements(config: &Sam4emConfig, scores: Scores) -> Trunk {
     let h = &config.hiera;
     let mut side = config.grid();
     let mut trunk = Trunk { kept: 0.0, peak_max: 0.0 };
     for l in h.blocks() {
         let s = block_sizes(&l, side, h.q_stride[0], config.lora.rank, h.mlp_ratio);
-        let (kept, transient) = (block_kept(&s), block_transient(&s));
+        let (kept, transient) = (block_kept(&s, scores), block_transient(&s, scores));
         trunk.kept += kept;
         trunk.peak_max = trunk.peak_max.max(kept + transient);
         if l.q_pool {
@@ -238,14 +255,14 @@ fn fusion_elements(config: &Sam4emConfig) -> (f64, f64) {
 /// tokens, the upscalers to full resolution and the stage-2 skip fusion), full-resolution maps
 /// that do not depend on d (the mask prompt, logits, losses: 476 and, at the peak, 1,016
 /// maps of g²), the prompt encoder's mask downscaling (12 per mask channel), 3.6 copies of the
-/// slot memory, and the cross-attention scores (per head). Least-squares fit over twelve
-/// configurations, every one within 1.1 %.
-fn decode_elements(config: &Sam4emConfig) -> (f64, f64) {
+/// slot memory, and the cross-attention scores (per head) where they are kept. Least-squares
+/// fit over twelve configurations (scores kept), every one within 1.1 %.
+fn decode_elements(config: &Sam4emConfig, scores: Scores) -> (f64, f64) {
     let g2 = (config.grid() * config.grid()) as f64;
     let d = config.neck.d_model as f64;
     let mask_channels = config.prompt_encoder.mask_in_chans as f64;
     let memory = (config.memory.slots * config.memory.memory_dim) as f64;
-    let heads = config.decoder.num_heads as f64;
+    let heads = if scores == Scores::Kept { config.decoder.num_heads as f64 } else { 0.0 };
     let kept = g2 * (88.65 * d + 476.2 + 12.13 * mask_channels + 3.58 * memory + 107.9 * heads);
     let peak = g2 * (92.62 * d + 1016.4 + 12.04 * mask_channels + 3.58 * memory + 39.75 * heads);
     (kept, peak)
@@ -311,14 +328,14 @@ mod tests {
     #[test]
     fn recomputation_grows_slower_with_the_batch_than_keeping_everything() {
         let c = Sam4emConfig::sam4em(HieraSize::BasePlus);
-        let one = TrainingFootprint::estimate(&c, 1, 1);
-        let eight = TrainingFootprint::estimate(&c, 1, 8);
+        let one = TrainingFootprint::estimate(&c, &Device::flex(), 1, 1);
+        let eight = TrainingFootprint::estimate(&c, &Device::flex(), 1, 8);
         assert!(one.recompute_bytes < one.keep_bytes);
         let keep_growth = eight.keep_bytes - one.keep_bytes;
         let recompute_growth = eight.recompute_bytes - one.recompute_bytes;
         assert!(recompute_growth * 4 < keep_growth, "{eight:?} vs {one:?}");
         // More classes cost decodes, not encoder passes.
-        let three = TrainingFootprint::estimate(&c, 3, 8);
+        let three = TrainingFootprint::estimate(&c, &Device::flex(), 3, 8);
         assert!(three.keep_bytes > eight.keep_bytes && three.recompute_bytes >= eight.recompute_bytes);
     }
 

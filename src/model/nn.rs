@@ -319,7 +319,7 @@ fn add_channel_bias(y: Tensor<4>, bias: &Tensor<1>) -> Tensor<4> {
 /// detour, which would cost a `[1, C, H, W]` copy per parameter and step.
 pub fn per_channel(v: &Tensor<1>, h: usize, w: usize) -> Tensor<4> {
     let c = v.dims()[0];
-    let trained = v.is_tracked() && !super::device::is_cpu(&v.device());
+    let trained = v.is_tracked();
     let v = v.clone().reshape([1, c, 1, 1]);
     if trained { v.repeat_dim(3, w).repeat_dim(2, h) } else { v }
 }
@@ -330,7 +330,7 @@ pub fn per_channel(v: &Tensor<1>, h: usize, w: usize) -> Tensor<4> {
 /// rows (B·g² tokens: the same lavapipe limit as [`per_channel`]). `1·vᵀ` holds `v` exactly in
 /// every row. On the CPU backend, the plain broadcast (see [`per_channel`]).
 pub fn per_feature<const D: usize>(v: &Tensor<1>, dims: [usize; D]) -> Tensor<D> {
-    if !v.is_tracked() || super::device::is_cpu(&v.device()) {
+    if !v.is_tracked() {
         return v.clone().unsqueeze();
     }
     let (rows, c) = (dims[..D - 1].iter().product(), dims[D - 1]);
@@ -415,12 +415,11 @@ impl LayerNorm {
 /// # Shapes
 /// `q [B, H, Nq, d]`, `k [B, H, Nk, d]`, `v [B, H, Nk, d]` → `[B, H, Nq, d]`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    // Inference on the CPU backend: our kernel (`cpu_kernels::flex_attention`: GEMMs on the
-    // strided q/k/v views, a vectorised softmax, blocks of query rows in parallel) instead of
-    // three passes over a score tensor. Training keeps the composition below, whose backward
-    // pass the golden gradients were checked with; GPU backends too, until burn's fused kernel
-    // is checked on lavapipe (issue 18).
-    if !(q.is_tracked() || k.is_tracked() || v.is_tracked()) && super::device::is_cpu(&q.device()) {
+    // On the CPU backend: our kernels (`cpu_kernels::flex_attention` and its backward pass:
+    // GEMMs on the strided q/k/v views, a vectorised softmax) instead of passes over a score
+    // tensor. GPU backends keep the composition below, whose backward pass the golden
+    // gradients were checked with, until burn's fused kernel is checked on lavapipe (issue 18).
+    if super::device::is_cpu(&q.device()) {
         return super::ops::fast_attention(q, k, v);
     }
     let hd = q.dims()[3];

@@ -51,9 +51,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::ops::{ActivationOps, ConvOptions, ConvTransposeOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{
-    Autodiff, AutodiffBackend, Backend, Cube, Dispatch, Flex, Slice, TensorMetadata, backend_extension,
-};
+use burn::backend::{Autodiff, Backend, Cube, Dispatch, Flex, Slice, TensorMetadata, backend_extension};
 use burn::tensor::Tensor;
 
 /// Exact (erf) GELU, differentiated exactly on every backend.
@@ -171,21 +169,54 @@ pub fn gelu_backward<const D: usize>(x: Tensor<D>, grad: Tensor<D>) -> Tensor<D>
     Tensor::from_dispatch(<Dispatch as ExactGelu>::exact_gelu_backward(x.into_dispatch(), grad.into_dispatch()))
 }
 
-/// Multi-head attention `softmax(q kᵀ/√d) v` for inference: a fast kernel where the backend has
-/// one. Only untracked tensors reach a backend kernel; tracked ones are differentiated through
-/// burn's composition.
+/// Multi-head attention `softmax(q kᵀ/√d) v`, with a fast kernel for the forward pass and
+/// the three gradients where the backend has one (the CPU's; `nn::attention` calls it there
+/// only).
 #[backend_extension(Cube, Flex, Autodiff)]
 pub trait FastAttention: Backend {
     /// `q [B, H, Nq, d]`, `k [B, H, Nk, d]`, `v [B, H, Nk, dv]` → `[B, H, Nq, dv]`.
     fn fast_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::attention(q, k, v, None, None, Default::default())
     }
+
+    /// The gradients of q, k and v for the output gradient `grad [B, H, Nq, dv]`.
+    fn fast_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        attention_backward_composed::<Self>(q, k, v, grad)
+    }
+}
+
+/// The attention gradients from the backend's own operations: `P = softmax(s·q·kᵀ)`,
+/// `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dQ = s·dS·K`, `dK = s·dSᵀ·Q`.
+fn attention_backward_composed<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let scale = 1.0 / (q.shape()[3] as f64).sqrt();
+    let scores = B::float_mul_scalar(B::float_matmul(q.clone(), B::float_swap_dims(k.clone(), 2, 3)), scale.into());
+    let max = B::float_max_dim(scores.clone(), 3);
+    let exp = B::float_exp(B::float_sub(scores, max));
+    let p = B::float_div(exp.clone(), B::float_sum_dim(exp, 3));
+    let dv = B::float_matmul(B::float_swap_dims(p.clone(), 2, 3), grad.clone());
+    let dp = B::float_matmul(grad, B::float_swap_dims(v, 2, 3));
+    let dot = B::float_sum_dim(B::float_mul(p.clone(), dp.clone()), 3);
+    let ds = B::float_mul(p, B::float_sub(dp, dot));
+    let dq = B::float_mul_scalar(B::float_matmul(ds.clone(), k), scale.into());
+    let dk = B::float_mul_scalar(B::float_matmul(B::float_swap_dims(ds, 2, 3), q), scale.into());
+    (dq, dk, dv)
 }
 
 /// cubecl: burn's fused attention (not yet called: see `nn::attention`).
 impl FastAttention for Cube {}
 
-/// Flex: `cpu_kernels::flex_attention` (GEMMs on strided views, vectorised softmax).
+/// Flex: `cpu_kernels::flex_attention` and `flex_attention_backward` (GEMMs on strided views,
+/// vectorised softmax, probabilities recomputed per head in the backward pass).
 impl FastAttention for Flex {
     fn fast_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
         match super::cpu_kernels::flex_attention(&q, &k, &v) {
@@ -193,19 +224,54 @@ impl FastAttention for Flex {
             None => <Flex as ModuleOps<Flex>>::attention(q, k, v, None, None, Default::default()),
         }
     }
+
+    fn fast_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        match super::cpu_kernels::flex_attention_backward(&q, &k, &v, &grad) {
+            Some(grads) => grads,
+            None => attention_backward_composed::<Flex>(q, k, v, grad),
+        }
+    }
+}
+
+/// The backward step of [`FastAttention`] on autodiff: q, k and v are kept (or recomputed by
+/// the checkpointing strategy); the probabilities are recomputed from them.
+#[derive(Debug)]
+struct AttentionStep;
+
+impl<B: FastAttention> Backward<B, 3> for AttentionStep {
+    type State = [NodeId; 3];
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let [q, k, v] = ops.state.map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
+        let (dq, dk, dv) = B::fast_attention_backward(q, k, v, grad);
+        for (node, g) in ops.parents.iter().zip([dq, dk, dv]) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
 }
 
 impl<B: FastAttention, C: CheckpointStrategy> FastAttention for Autodiff<B, C> {
     fn fast_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
-        if q.is_tracked() || k.is_tracked() || v.is_tracked() {
-            return <Self as ModuleOps<Self>>::attention(q, k, v, None, None, Default::default());
+        match AttentionStep.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let state = [prep.checkpoint(&q), prep.checkpoint(&k), prep.checkpoint(&v)];
+                let out = B::fast_attention(q.primitive().clone(), k.primitive().clone(), v.primitive().clone());
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::fast_attention(q.into_primitive(), k.into_primitive(), v.into_primitive()))
+            }
         }
-        <Self as AutodiffBackend>::from_inner(B::fast_attention(
-            q.into_primitive(),
-            k.into_primitive(),
-            v.into_primitive(),
-        ))
     }
+    // `fast_attention_backward` keeps the default body: nothing here takes second derivatives.
 }
 
 /// [`FastAttention`] on `Tensor`s.

@@ -54,7 +54,7 @@ impl TrainBench {
         let device = device.clone().autodiff();
         let slices = slices.max(1);
         let available = memory::available_for(&device);
-        let memory_model = TrainingMemoryModel::new(config);
+        let memory_model = TrainingMemoryModel::new(config, &device);
         let plan = memory::plan(choice, slices, false, available, &|b| memory_model.footprint(1, b))?;
         let model = MultiModel::new(Sam4em::new(config, &Init::random(&device)), &["mitochondria".to_string()]);
         let s = config.image_size;
