@@ -62,8 +62,8 @@ pub enum BenchWhat {
     /// Proofreading: brush segment at 1024² and 4096², flood fill and its undo at 4096²,
     /// journal appends — through the app's editor and journal.
     Edit(BenchEditArgs),
-    /// Per-slice encoder, decoder and full-model times at 512² (random weights, merged LoRA,
-    /// batch 1), optionally next to the official sam2 PyTorch image encoder.
+    /// Per-slice encoder, decoder and full-model times and a training step at 512² (random
+    /// weights, batch 1), optionally interleaved with the original SAM4EM code in PyTorch.
     #[cfg(feature = "model")]
     Model(crate::cli_model::BenchModelArgs),
     /// Write a SAM 2 checkpoint of a given size with random weights (SAM 2's key names,
