@@ -314,9 +314,7 @@ fn add_channel_bias(y: Tensor<4>, bias: &Tensor<1>) -> Tensor<4> {
 /// gradient is summed one axis at a time (batch, rows, columns: each as long as that side);
 /// burn would sum a plain `[1, C, 1, 1]` broadcast over batch·rows·columns at once, and over a
 /// 512² map that reduction is one kernel looping over 262,144 values per invocation, which
-/// lavapipe cuts short (see `ops`). Values are exactly those of the plain broadcast. The CPU
-/// backend sums the plain broadcast's gradient in one vectorised pass and needs no such
-/// detour, which would cost a `[1, C, H, W]` copy per parameter and step.
+/// lavapipe cuts short (see `ops`). Values are exactly those of the plain broadcast.
 pub fn per_channel(v: &Tensor<1>, h: usize, w: usize) -> Tensor<4> {
     let c = v.dims()[0];
     let trained = v.is_tracked();
@@ -328,7 +326,7 @@ pub fn per_channel(v: &Tensor<1>, h: usize, w: usize) -> Tensor<4> {
 /// being trained is spread as the outer product `1·vᵀ` over the rows, so that its gradient is
 /// the matrix product `1ᵀ·grad` (tiled like every matmul) rather than one reduction over all
 /// rows (B·g² tokens: the same lavapipe limit as [`per_channel`]). `1·vᵀ` holds `v` exactly in
-/// every row. On the CPU backend, the plain broadcast (see [`per_channel`]).
+/// every row.
 pub fn per_feature<const D: usize>(v: &Tensor<1>, dims: [usize; D]) -> Tensor<D> {
     if !v.is_tracked() {
         return v.clone().unsqueeze();
