@@ -513,6 +513,28 @@ thread_local! {
 /// (with K and V) stay in a core's L2 cache.
 const SCORE_BLOCK: usize = 1 << 16;
 
+/// A rank-4 `f32` Flex tensor as its values from its first element and its strides; `None`
+/// for other dtypes, ranks or negative strides.
+fn view4(t: &FlexTensor) -> Option<(&[f32], [usize; 4])> {
+    let l = t.layout();
+    if t.dtype() != DType::F32 || l.num_dims() != 4 || !l.has_positive_strides() {
+        return None;
+    }
+    let strides = std::array::from_fn(|i| l.strides()[i].unsigned_abs());
+    Some((&t.storage::<f32>()[l.start_offset()..], strides))
+}
+
+/// `[B, H, Nq, d]`, `Nk` and `dv` of attention operands `q [B, H, Nq, d]`,
+/// `k [B, H, Nk, d]`, `v [B, H, Nk, dv]`; `None` when they do not fit together or `Nk` is 0.
+fn attention_shape(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<([usize; 4], usize, usize)> {
+    let dims = |t: &FlexTensor| -> Option<[usize; 4]> {
+        let shape = t.layout().shape();
+        (shape.num_dims() == 4).then(|| std::array::from_fn(|i| shape[i]))
+    };
+    let ([b, h, nq, d], [kb, kh, nk, kd], [vb, vh, vn, dv]) = (dims(q)?, dims(k)?, dims(v)?);
+    ((kb, kh, kd) == (b, h, d) && (vb, vh, vn) == (b, h, nk) && nk > 0).then_some(([b, h, nq, d], nk, dv))
+}
+
 /// `softmax(q kᵀ/√d) v` per batch and head for `f32` Flex tensors of any strides: Q·Kᵀ (scaled
 /// inside the GEMM), a vectorised softmax and P·V, in parallel over heads and blocks of query
 /// rows; the score matrix of one block at a time, never the whole. `None` for other dtypes,
@@ -526,32 +548,11 @@ const SCORE_BLOCK: usize = 1 << 16;
 /// `q [B, H, Nq, d]`, `k [B, H, Nk, d]`, `v [B, H, Nk, dv]` → `[B, H, Nq, dv]` (contiguous).
 pub fn flex_attention(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<FlexTensor> {
     use rayon::prelude::*;
-    let (ql, kl, vl) = (q.layout(), k.layout(), v.layout());
     if !Kernel::Attention.enabled() {
         return None;
     }
-    if [q.dtype(), k.dtype(), v.dtype()] != [DType::F32; 3]
-        || ql.num_dims() != 4
-        || kl.num_dims() != 4
-        || vl.num_dims() != 4
-    {
-        return None;
-    }
-    if !(ql.has_positive_strides() && kl.has_positive_strides() && vl.has_positive_strides()) {
-        return None;
-    }
-    let dims = |l: &Layout| -> [usize; 4] { std::array::from_fn(|i| l.shape()[i]) };
-    let ([b, h, nq, d], [kb, kh, nk, kd], [vb, vh, vn, dv]) = (dims(ql), dims(kl), dims(vl));
-    if (kb, kh, kd) != (b, h, d) || (vb, vh, vn) != (b, h, nk) || nk == 0 {
-        return None;
-    }
-    let strides = |l: &Layout| -> [usize; 4] { std::array::from_fn(|i| l.strides()[i].unsigned_abs()) };
-    let (qs, ks, vs) = (strides(ql), strides(kl), strides(vl));
-    let (q_data, k_data, v_data) = (
-        &q.storage::<f32>()[ql.start_offset()..],
-        &k.storage::<f32>()[kl.start_offset()..],
-        &v.storage::<f32>()[vl.start_offset()..],
-    );
+    let ([b, h, nq, d], nk, dv) = attention_shape(q, k, v)?;
+    let ((q_data, qs), (k_data, ks), (v_data, vs)) = (view4(q)?, view4(k)?, view4(v)?);
     let scale = 1.0 / (d as f32).sqrt();
     let block = (SCORE_BLOCK / nk.max(1)).clamp(1, nq.max(1));
     let blocks_per_head = nq.div_ceil(block);
@@ -614,29 +615,15 @@ pub fn flex_attention_backward(
     grad: &FlexTensor,
 ) -> Option<(FlexTensor, FlexTensor, FlexTensor)> {
     use rayon::prelude::*;
-    let (ql, kl, vl, gl) = (q.layout(), k.layout(), v.layout(), grad.layout());
     if !Kernel::Attention.enabled() {
         return None;
     }
-    let layouts = [ql, kl, vl, gl];
-    if [q.dtype(), k.dtype(), v.dtype(), grad.dtype()] != [DType::F32; 4]
-        || layouts.iter().any(|l| l.num_dims() != 4 || !l.has_positive_strides())
-    {
+    let ([b, h, nq, d], nk, dv) = attention_shape(q, k, v)?;
+    let ((q_data, qs), (k_data, ks), (v_data, vs)) = (view4(q)?, view4(k)?, view4(v)?);
+    let (g_data, gs) = view4(grad)?;
+    if grad.layout().shape().to_vec() != [b, h, nq, dv] {
         return None;
     }
-    let dims = |l: &Layout| -> [usize; 4] { std::array::from_fn(|i| l.shape()[i]) };
-    let ([b, h, nq, d], [kb, kh, nk, kd], [vb, vh, vn, dv]) = (dims(ql), dims(kl), dims(vl));
-    if (kb, kh, kd) != (b, h, d) || (vb, vh, vn) != (b, h, nk) || dims(gl) != [b, h, nq, dv] || nk == 0 {
-        return None;
-    }
-    let strides = |l: &Layout| -> [usize; 4] { std::array::from_fn(|i| l.strides()[i].unsigned_abs()) };
-    let (qs, ks, vs, gs) = (strides(ql), strides(kl), strides(vl), strides(gl));
-    let (q_data, k_data, v_data, g_data) = (
-        &q.storage::<f32>()[ql.start_offset()..],
-        &k.storage::<f32>()[kl.start_offset()..],
-        &v.storage::<f32>()[vl.start_offset()..],
-        &grad.storage::<f32>()[gl.start_offset()..],
-    );
     let scale = 1.0 / (d as f32).sqrt();
     let (mut dq, mut dk, mut dvs) =
         (vec![0f32; b * h * nq * d], vec![0f32; b * h * nk * d], vec![0f32; b * h * nk * dv]);
