@@ -189,7 +189,6 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
             if !dir.join("sam2").is_dir() {
                 bail!("not a checkout of the original SAM4EM code (no sam2/ folder in it): {}", dir.display());
             }
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/model_torch.py");
             let args = [
                 "--tool".into(),
                 tool.into_os_string(),
@@ -200,7 +199,7 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
                 "--config".into(),
                 serde_json::to_string(&config)?.into(),
             ];
-            Some(TorchChild::start(&a.python, script, &args)?)
+            Some(TorchChild::start(&a.python, MODEL_TORCH_PY, &args)?)
         }
         None => None,
     };
@@ -264,9 +263,14 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
     let mut all: Vec<FigureRow> = model_rows.collect();
     all.extend(rows);
     let header = reference.as_ref().map(|r| r.header.clone());
+    let adapter = (!crate::model::device::is_cpu(&device))
+        .then(crate::model::device::default_wgpu_adapter)
+        .flatten()
+        .map(|info| format!("{} ({:?}, {} {})", info.name, info.backend, info.driver, info.driver_info));
     let machine = serde_json::json!({
         "cpu": cpu_name(),
         "threads": std::thread::available_parallelism().map(usize::from).ok(),
+        "adapter": adapter,
     });
     if a.json {
         let v = serde_json::json!({
@@ -281,7 +285,7 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
         a.size.file_stem(),
         a.rank,
         ours.image_size(),
-        device_name(&device),
+        adapter.as_deref().unwrap_or(device_name(&device)),
         cpu_name().unwrap_or_else(|| "unknown CPU".into()),
     );
     match &header {
@@ -339,6 +343,14 @@ struct OpRow {
     ratio: Option<f64>,
 }
 
+/// The PyTorch side of `bench model`, compiled in and run with `python -c` so that a binary
+/// copied to another machine (a lent GPU machine, see `tests/bench/gpu.sh`) needs no checkout.
+const MODEL_TORCH_PY: TorchScript = ("tests/bench/model_torch.py", include_str!("../tests/bench/model_torch.py"));
+/// The PyTorch side of `bench ops`, compiled in for the same reason.
+const OPS_TORCH_PY: TorchScript = ("tests/bench/ops_torch.py", include_str!("../tests/bench/ops_torch.py"));
+/// A Python script's name in the project (for messages) and its source.
+type TorchScript = (&'static str, &'static str);
+
 /// A Python benchmark child (`tests/bench/*_torch.py`): one JSON header line, then one JSON
 /// reply line per request line, each reply one timed run.
 struct TorchChild {
@@ -346,11 +358,13 @@ struct TorchChild {
     stdin: std::process::ChildStdin,
     stdout: std::io::BufReader<std::process::ChildStdout>,
     header: serde_json::Value,
-    script: PathBuf,
+    /// The script's name, for messages.
+    script: &'static str,
 }
 
 impl TorchChild {
-    fn start(py: &Path, script: PathBuf, args: &[std::ffi::OsString]) -> Result<Self> {
+    /// Runs `script` (see [`MODEL_TORCH_PY`]) with `args` under `py`.
+    fn start(py: &Path, (script, source): TorchScript, args: &[std::ffi::OsString]) -> Result<Self> {
         let mut command = Process::new(py);
         // PyTorch's OpenMP threads otherwise keep spinning after each run, on the cores our
         // next run needs (measured: our linear layer 16 ms instead of 10 ms beside them, with
@@ -359,7 +373,8 @@ impl TorchChild {
             command.env("OMP_WAIT_POLICY", "PASSIVE");
         }
         let mut child = command
-            .arg(&script)
+            .arg("-c")
+            .arg(source)
             .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -376,10 +391,10 @@ impl TorchChild {
         use std::io::BufRead;
         let mut line = String::new();
         if self.stdout.read_line(&mut line)? == 0 {
-            bail!("the PyTorch side stopped (its error is above): {}", self.script.display());
+            bail!("the PyTorch side stopped (its error is above): {}", self.script);
         }
         serde_json::from_str(line.trim())
-            .with_context(|| format!("unexpected output from {}: {}", self.script.display(), line.trim()))
+            .with_context(|| format!("unexpected output from {}: {}", self.script, line.trim()))
     }
 
     /// Sends one request and returns its reply.
@@ -392,7 +407,7 @@ impl TorchChild {
 
     /// The time in a reply.
     fn ms(&self, reply: &serde_json::Value) -> Result<f64> {
-        reply["ms"].as_f64().with_context(|| format!("no time in {reply} from {}", self.script.display()))
+        reply["ms"].as_f64().with_context(|| format!("no time in {reply} from {}", self.script))
     }
 
     fn time_op(&mut self, case: &bench_ops::OpCase) -> Result<f64> {
@@ -413,8 +428,7 @@ impl Drop for TorchChild {
 /// Runs `sam4em bench ops`.
 pub fn bench_ops(a: &BenchOpsArgs) -> Result<()> {
     let device = a.device.device();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/ops_torch.py");
-    let mut torch = a.python.as_deref().map(|py| TorchChild::start(py, script, &[])).transpose()?;
+    let mut torch = a.python.as_deref().map(|py| TorchChild::start(py, OPS_TORCH_PY, &[])).transpose()?;
     let cases: Vec<_> =
         bench_ops::cases().into_iter().filter(|c| a.only.as_deref().is_none_or(|only| c.name.contains(only))).collect();
     let runs = a.runs.max(1);

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Prepares `.gpu/`, everything `tests/bench/gpu.sh` needs on a lent GPU machine that has no
+# network, no Rust toolchain, no `../shared` and no room for more than 64 MiB of files per call
+# (the repository's tracked files included). Run it here, in the repository root:
+#
+#   bash tests/bench/gpu-bundle.sh .ref        # .ref: a checkout of Uzshah/SAM4EM (ignored)
+#
+# It builds what the GPU machine runs (the release `sam4em` and the golden-test binary), strips
+# and compresses them, and copies beside them the reference fixtures, the reference tool, the
+# SAM4EM checkout, the Vulkan / GL loaders (Debian packages, unpacked there) and the pure-Python
+# wheels the reference imports that the machine's image lacks. Two parts, each one `run` call:
+#
+#   .gpu/golden  model_golden.xz + fixtures/           carry: .gpu/golden .gpu/common
+#   .gpu/bench   sam4em.xz + ref/ + shared/tools/       carry: .gpu/bench .gpu/common
+#   .gpu/common  deb/*.deb (libvulkan1, libglvnd …), whl/*.whl (hydra-core, omegaconf, iopath, antlr4)
+#
+# `.gpu/` must be listed in `.git/info/exclude`; the script adds it when it is not.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ref=${1:?usage: bash tests/bench/gpu-bundle.sh SAM4EM_CHECKOUT}
+[ -d "$ref/sam2" ] || { echo "not a checkout of the original SAM4EM code (no sam2/ in it): $ref" >&2; exit 2; }
+shared=${SAM4EM_SHARED:-../shared}
+fixtures=${SAM4EM_FIXTURES:-$shared/fixtures/sam4em-micro}
+[ -f "$fixtures/reference.safetensors" ] || { echo "no reference fixtures in $fixtures (set SAM4EM_FIXTURES)" >&2; exit 2; }
+grep -qx '/.gpu/' .git/info/exclude || echo /.gpu/ >>.git/info/exclude
+
+rm -rf .gpu && mkdir -p .gpu/golden/fixtures .gpu/bench/shared/tools .gpu/common/deb .gpu/common/whl
+
+echo "building (release binary, golden-test binary)" >&2
+cargo build --release --locked
+golden=$(cargo test --locked --test model_golden --no-run 2>&1 | grep -o 'target/[^ )]*/model_golden-[0-9a-f]*' | tail -1)
+[ -x "$golden" ] || { echo "cannot find the model_golden test binary" >&2; exit 1; }
+strip -o .gpu/bench/sam4em target/release/sam4em
+strip -o .gpu/golden/model_golden "$golden"
+xz -T0 -9 .gpu/bench/sam4em .gpu/golden/model_golden
+
+# The golden tests read these; sam2-micro.pt and the trainer checkpoint belong to CPU-only tests.
+for f in config.json expected.json inputs.safetensors reference.safetensors weights.safetensors; do
+  cp "$fixtures/$f" .gpu/golden/fixtures/
+done
+cp "$shared/tools/sam4em_torch_reference.py" .gpu/bench/shared/tools/
+mkdir .gpu/bench/ref && (cd "$ref" && tar -c --exclude=.git --exclude='*.ipynb' .) | tar -x -C .gpu/bench/ref
+
+o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/sam4em-apt-lists'
+mkdir -p /tmp/sam4em-apt-lists/partial
+apt-get $o update >/dev/null
+(cd .gpu/common/deb && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 2>/dev/null)
+python3 -m pip wheel -q --no-deps -w .gpu/common/whl hydra-core==1.3.2 omegaconf==2.3.0 iopath==0.1.10 antlr4-python3-runtime==4.9.3
+
+tree=$(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1)
+for part in golden bench; do
+  bytes=$(($(du -sb .gpu/$part .gpu/common | cut -f1 | paste -sd+) + tree))
+  echo "part $part: $((bytes / 1048576)) MiB with the tracked files (limit 64 MiB)" >&2
+  [ "$bytes" -lt $((64 << 20)) ] || { echo "part $part is over the 64 MiB a call may carry" >&2; exit 1; }
+done
