@@ -14,8 +14,8 @@
 //! normal `f32`, including the far negative tail, where `½(1 + erf(x/√2))` — the formula Flex
 //! and PyTorch use — loses its digits to cancellation.
 //!
-//! **Linear layers**, **attention** and **convolution**: see [`flex_linear`],
-//! [`flex_attention`] and [`flex_conv2d`].
+//! **Linear layers** and **attention**: see [`flex_linear`] and [`flex_attention`];
+//! convolutions are in `cpu_conv`.
 
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::tensor::{Bytes, DType};
@@ -29,8 +29,11 @@ pub enum Kernel {
     Gelu,
     /// [`flex_attention`].
     Attention,
-    /// [`flex_conv2d`].
+    /// `cpu_conv::flex_conv2d` and its gradients.
     Conv,
+    /// The Winograd F(2×2, 3×3) path of `cpu_conv::flex_conv2d` and its input gradient
+    /// (3×3 kernels then run as nine per-tap products).
+    Winograd,
     /// [`flex_linear`] and [`flex_linear_weight_grad`].
     Linear,
 }
@@ -42,6 +45,7 @@ impl Kernel {
             Kernel::Gelu => "gelu",
             Kernel::Attention => "attention",
             Kernel::Conv => "conv",
+            Kernel::Winograd => "winograd",
             Kernel::Linear => "linear",
         }
     }
@@ -205,7 +209,7 @@ fn gelu_backward_slice<S: macerator::Simd>(x: &[f32], grad: &[f32], dst: &mut [f
 }
 
 /// A contiguous `f32` Flex tensor of `shape` over `values`.
-fn contiguous_f32(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
+pub(super) fn contiguous_f32(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
     FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), DType::F32)
 }
 
@@ -683,121 +687,6 @@ thread_local! {
         const { core::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
-/// Output positions (rows of the padded-width output) per parallel task of [`flex_conv2d`].
-const CONV_TILE: usize = 1024;
-
-/// Output channels per parallel task of [`flex_conv2d`]'s copy back to NCHW: each position's
-/// block is one 64-byte cache line read.
-const CONV_CHANNEL_BLOCK: usize = 16;
-
-/// A stride-1, undilated, ungrouped 2-D convolution without bias for `f32` Flex tensors, as
-/// one matrix product per kernel tap on the zero-padded input, with no im2col buffer.
-///
-/// The input is copied once into channels-last rows of the padded width `Wp`. At that
-/// width, the input under kernel tap `(i, j)` for every output position is one contiguous
-/// block of rows, starting `i·Wp + j` rows in: the convolution is `Σ_tap X_tap·W_tap`, each
-/// `[positions × C]·[C × O]`, accumulated in place, in parallel over tiles of positions. Each
-/// output row has `Wp − Wo` extra positions, dropped when the result is copied back to a
-/// contiguous NCHW tensor.
-///
-/// Flex's own convolution copies the input into channels-last layout and then into im2col
-/// tiles of `C·k²` columns; at Hiera-B+'s fusion head (3×3, 256→256, 128²) it ran 1.5× slower
-/// than PyTorch's (`sam4em bench ops`, 2026-12-05). `None` for anything else (1×1 kernels,
-/// strides, dilation, groups, other dtypes), which Flex then runs.
-///
-/// # Shapes
-/// `x [B, C, H, W]`, `weight [O, C, kh, kw]`, padding `[(top, bottom), (left, right)]` →
-/// `[B, O, H + top + bottom − kh + 1, W + left + right − kw + 1]`.
-pub fn flex_conv2d(x: &FlexTensor, weight: &FlexTensor, padding: [(usize, usize); 2]) -> Option<FlexTensor> {
-    use rayon::prelude::*;
-    let (xl, wl) = (x.layout(), weight.layout());
-    if !Kernel::Conv.enabled() {
-        return None;
-    }
-    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 || xl.num_dims() != 4 || wl.num_dims() != 4 {
-        return None;
-    }
-    let [b, c, h, w]: [usize; 4] = std::array::from_fn(|i| xl.shape()[i]);
-    let [o, wc, kh, kw]: [usize; 4] = std::array::from_fn(|i| wl.shape()[i]);
-    let [(top, bottom), (left, right)] = padding;
-    let within = |pad: usize, k: usize| pad < k;
-    let kernel_ok = kh * kw >= 2 && within(top, kh) && within(bottom, kh) && within(left, kw) && within(right, kw);
-    if wc != c || !kernel_ok || !xl.has_positive_strides() || b * c * h * w * o == 0 {
-        return None;
-    }
-    let weights = weight.as_slice::<f32>()?;
-    let (hp, wp) = (h + top + bottom, w + left + right);
-    if hp < kh || wp < kw {
-        return None;
-    }
-    let (ho, wo) = (hp - kh + 1, wp - kw + 1);
-    // Channels-last padded images, with kw − 1 spare rows so the last tap's block stays inside.
-    let image_rows = hp * wp + kw - 1;
-    let mut padded = vec![0f32; b * image_rows * c];
-    let xs: [usize; 4] = std::array::from_fn(|i| xl.strides()[i].unsigned_abs());
-    let src = &x.storage::<f32>()[xl.start_offset()..];
-    padded.par_chunks_mut(image_rows * c).enumerate().for_each(|(bi, image)| {
-        for y in 0..h {
-            let row = &mut image[((y + top) * wp + left) * c..((y + top) * wp + left + w) * c];
-            for ci in 0..c {
-                let base = bi * xs[0] + ci * xs[1] + y * xs[2];
-                for (xi, v) in row.iter_mut().skip(ci).step_by(c).enumerate() {
-                    *v = src[base + xi * xs[3]];
-                }
-            }
-        }
-    });
-    // Wide output: per image, ho·wp positions × o channels.
-    let positions = ho * wp;
-    let mut out = vec![0f32; b * positions * o];
-    let tiles: Vec<(usize, usize)> =
-        (0..b).flat_map(|bi| (0..positions.div_ceil(CONV_TILE)).map(move |t| (bi, t * CONV_TILE))).collect();
-    let mut chunks: Vec<&mut [f32]> = Vec::with_capacity(tiles.len());
-    for image in out.chunks_mut(positions * o) {
-        chunks.extend(image.chunks_mut(CONV_TILE * o));
-    }
-    chunks.into_par_iter().zip(tiles).for_each(|(dst, (bi, first))| {
-        let rows = dst.len() / o;
-        let image = &padded[bi * image_rows * c..(bi + 1) * image_rows * c];
-        for i in 0..kh {
-            for j in 0..kw {
-                let start = (first + i * wp + j) * c;
-                // W_tap as [C × O]: weight[o, c, i, j] at o·C·kh·kw + c·kh·kw + i·kw + j.
-                sgemm(
-                    [rows, o, c],
-                    dst,
-                    o,
-                    i + j > 0,
-                    (&image[start..], c, 1),
-                    (&weights[i * kw + j..], kh * kw, c * kh * kw),
-                    1.0,
-                );
-            }
-        }
-    });
-    // Back to NCHW without the wide columns, blocks of channels in parallel: what follows a
-    // convolution (bias, norms, residual adds) then runs on contiguous tensors, which Flex
-    // does in vectorised passes; on a channels-last view it falls to a scalar strided loop
-    // (measured: such adds were 4 % of a whole B+ stream step).
-    let plane = ho * wo;
-    let mut nchw = vec![0f32; b * o * plane];
-    nchw.par_chunks_mut(o * plane).enumerate().for_each(|(bi, image)| {
-        let wide = &out[bi * positions * o..(bi + 1) * positions * o];
-        image.par_chunks_mut(CONV_CHANNEL_BLOCK * plane).enumerate().for_each(|(block, dst)| {
-            let (first, count) = (block * CONV_CHANNEL_BLOCK, dst.len() / plane);
-            for y in 0..ho {
-                for x in 0..wo {
-                    let src = &wide[(y * wp + x) * o + first..][..count];
-                    for (k, &v) in src.iter().enumerate() {
-                        dst[k * plane + y * wo + x] = v;
-                    }
-                }
-            }
-        });
-    });
-    Some(contiguous_f32(nchw, [b, o, ho, wo].into()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -991,38 +880,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// Convolution against Flex's own: 3×3 with symmetric and asymmetric padding, 2×1 and 5×5
-    /// kernels, batches, a channels-last (strided) input such as this kernel itself returns,
-    /// and the cases left to Flex.
-    #[test]
-    fn conv2d_matches_flex() {
-        use burn::backend::Flex;
-        use burn::backend::ops::{ConvOptions, ModuleOps};
-        let run = |x: &FlexTensor, w: &FlexTensor, pad: [(usize, usize); 2]| {
-            let options = ConvOptions { stride: [1, 1], padding: pad, dilation: [1, 1], groups: 1 };
-            let want = <Flex as ModuleOps<Flex>>::conv2d(x.clone(), w.clone(), None, options);
-            (flex_conv2d(x, w, pad).expect("handled"), want)
-        };
-        for ((b, c, h, w), (o, kh, kw), pad) in [
-            ((2, 5, 7, 9), (4, 3, 3), [(1, 1), (1, 1)]),
-            ((1, 3, 6, 5), (2, 3, 3), [(0, 2), (2, 0)]),
-            ((1, 2, 9, 4), (3, 2, 1), [(1, 0), (0, 0)]),
-            ((1, 4, 40, 37), (6, 5, 5), [(2, 2), (2, 2)]),
-        ] {
-            let x = flex(values(b * c * h * w, 5), [b, c, h, w]);
-            let weight = flex(values(o * c * kh * kw, 6), [o, c, kh, kw]);
-            let (got, want) = run(&x, &weight, pad);
-            assert_close(got.clone(), want, 1e-5, "conv");
-            // Its own output as the next input.
-            let weight2 = flex(values(o * o * 9, 7), [o, o, 3, 3]);
-            let (got2, want2) = run(&got, &weight2, [(1, 1), (1, 1)]);
-            assert_close(got2, want2, 1e-5, "conv of a strided input");
-        }
-        let x = flex(values(2 * 3 * 4 * 4, 8), [2, 3, 4, 4]);
-        assert!(flex_conv2d(&x, &flex(values(9, 9), [3, 3, 1, 1]), [(0, 0), (0, 0)]).is_none(), "1×1 is Flex's");
-        assert!(flex_conv2d(&x, &flex(values(36, 9), [1, 4, 3, 3]), [(1, 1), (1, 1)]).is_none(), "channel mismatch");
     }
 
     /// The parallel, dispatched kernels give the scalar function's values over several chunks,

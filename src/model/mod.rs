@@ -11,6 +11,7 @@ pub mod bench;
 pub mod bench_ops;
 pub mod checkpoints;
 pub mod config;
+pub mod cpu_conv;
 pub mod cpu_kernels;
 pub mod decoder;
 pub mod device;

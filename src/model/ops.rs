@@ -436,6 +436,16 @@ pub trait BoundedConv2d: Backend {
         Self::conv2d(x, weight, None, options)
     }
 
+    /// The input gradient: burn's.
+    fn conv2d_x_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, grad, options)
+    }
+
     /// The weight gradient, summed from pieces of at most [`CONV_WEIGHT_GRAD_TERMS_MAX`]
     /// output positions.
     fn conv2d_weight_grad(
@@ -450,18 +460,32 @@ pub trait BoundedConv2d: Backend {
 
 impl BoundedConv2d for Cube {}
 
-/// The CPU backend sums each weight's gradient with blocked matrix products, not one long
-/// loop: one call, as burn makes it.
+/// Whether `cpu_conv` handles a convolution with these options (stride 1, no dilation, one
+/// group; it checks the rest itself).
+fn plain_conv(options: &ConvOptions<2>) -> bool {
+    options.stride == [1, 1] && options.dilation == [1, 1] && options.groups == 1
+}
+
+/// The CPU backend: stride-1 convolutions and both their gradients as one matrix product per
+/// kernel tap (`cpu_conv`); others as Flex runs them. Each weight's gradient is one blocked
+/// matrix product, not one long loop, so it needs no pieces.
 impl BoundedConv2d for Flex {
-    /// Stride-1 convolutions as one matrix product per kernel tap (`cpu_kernels::flex_conv2d`);
-    /// others as Flex runs them.
     fn conv2d_unbiased(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
-        let plain = options.stride == [1, 1] && options.dilation == [1, 1] && options.groups == 1;
-        let fast = if plain { super::cpu_kernels::flex_conv2d(&x, &weight, options.padding) } else { None };
-        match fast {
-            Some(y) => y,
-            None => <Flex as ModuleOps<Flex>>::conv2d(x, weight, None, options),
-        }
+        let fast = if plain_conv(&options) { super::cpu_conv::flex_conv2d(&x, &weight, options.padding) } else { None };
+        fast.unwrap_or_else(|| <Flex as ModuleOps<Flex>>::conv2d(x, weight, None, options))
+    }
+
+    fn conv2d_x_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let [_, _, height, width] = x.shape().dims();
+        let fast = plain_conv(&options)
+            .then(|| super::cpu_conv::flex_conv2d_x_grad(&grad, &weight, options.padding, [height, width]))
+            .flatten();
+        fast.unwrap_or_else(|| <Flex as ModuleOps<Flex>>::conv2d_x_backward(x, weight, grad, options))
     }
 
     fn conv2d_weight_grad(
@@ -470,7 +494,11 @@ impl BoundedConv2d for Flex {
         grad: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        <Flex as ModuleOps<Flex>>::conv2d_weight_backward(x, weight, grad, options)
+        let [_, _, kh, kw] = weight.shape().dims();
+        let fast = plain_conv(&options)
+            .then(|| super::cpu_conv::flex_conv2d_weight_grad(&x, &grad, options.padding, [kh, kw]))
+            .flatten();
+        fast.unwrap_or_else(|| <Flex as ModuleOps<Flex>>::conv2d_weight_backward(x, weight, grad, options))
     }
 }
 
@@ -563,7 +591,7 @@ impl<B: BoundedConv2d> Backward<B, 2> for Conv2dStep {
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
         let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
         if let Some(node) = node_x {
-            let g = B::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
+            let g = B::conv2d_x_grad(x.clone(), weight.clone(), grad.clone(), options.clone());
             grads.register::<B>(node.id, g);
         }
         if let Some(node) = node_weight {
