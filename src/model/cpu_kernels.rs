@@ -36,6 +36,8 @@ pub enum Kernel {
     Winograd,
     /// [`flex_linear`] and [`flex_linear_weight_grad`].
     Linear,
+    /// [`flex_layer_norm_backward`].
+    LayerNorm,
 }
 
 impl Kernel {
@@ -47,6 +49,7 @@ impl Kernel {
             Kernel::Conv => "conv",
             Kernel::Winograd => "winograd",
             Kernel::Linear => "linear",
+            Kernel::LayerNorm => "layernorm",
         }
     }
 
@@ -507,6 +510,137 @@ fn lane_fold(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     total
 }
 
+/// Rows per parallel task of [`flex_layer_norm_backward`] at least (each task keeps its own
+/// partial sums of the scale and shift gradients).
+const LAYER_NORM_ROWS_MIN: usize = 64;
+
+/// The gradients of LayerNorm over the last dimension, `y = (x − μ)/√(σ² + ε)·γ + β` with the
+/// biased variance, for `f32` Flex tensors: `(dx, dγ, dβ)`. One pass per row recomputes μ and
+/// σ² (two-pass, as the forward), `x̂` and `g·γ`, then
+/// `dx = (g·γ − mean(g·γ) − x̂·mean(g·γ·x̂))/√(σ² + ε)`; `dγ = Σ g·x̂` and `dβ = Σ g` over the
+/// rows, summed per task and then across tasks. burn differentiates the forward's six
+/// operations one by one (about 3× PyTorch's time at Hiera-B+'s stage 1, `sam4em bench ops`,
+/// 2026-12-05). Non-contiguous inputs are copied first; `None` for other dtypes or shapes.
+///
+/// # Shapes
+/// `x [.., d]`, `gamma [d]`, `grad` as `x` → `x`'s shape, `[d]`, `[d]`.
+pub fn flex_layer_norm_backward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    grad: &FlexTensor,
+    eps: f64,
+) -> Option<(FlexTensor, FlexTensor, FlexTensor)> {
+    use rayon::prelude::*;
+    if !Kernel::LayerNorm.enabled() || [x, gamma, grad].iter().any(|t| t.dtype() != DType::F32) {
+        return None;
+    }
+    let shape = x.layout().shape().clone();
+    let d = *shape.last()?;
+    if grad.layout().shape() != &shape || gamma.layout().shape().num_elements() != d || d == 0 {
+        return None;
+    }
+    let contiguous = |t: &FlexTensor| {
+        if t.is_contiguous() && t.layout().start_offset() == 0 { t.clone() } else { t.to_contiguous() }
+    };
+    let (x, grad, gamma) = (contiguous(x), contiguous(grad), contiguous(gamma));
+    let (xs, gs, gammas) = (
+        &x.storage::<f32>()[..shape.num_elements()],
+        &grad.storage::<f32>()[..shape.num_elements()],
+        &gamma.storage::<f32>()[..d],
+    );
+    let rows = xs.len() / d;
+    let per_task = rows.div_ceil(rayon::current_num_threads().max(1)).max(LAYER_NORM_ROWS_MIN);
+    let mut dx = vec![0f32; xs.len()];
+    let partials: Vec<Vec<f32>> = dx
+        .par_chunks_mut(per_task * d)
+        .zip(xs.par_chunks(per_task * d).zip(gs.par_chunks(per_task * d)))
+        .map(|(dx, (x, g))| {
+            // dγ then dβ.
+            let mut sums = vec![0f32; 2 * d];
+            let (dgamma, dbeta) = sums.split_at_mut(d);
+            layer_norm_backward_rows(x, g, gammas, dx, dgamma, dbeta, eps as f32);
+            sums
+        })
+        .collect();
+    let mut sums = vec![0f32; 2 * d];
+    for p in &partials {
+        sums.iter_mut().zip(p).for_each(|(s, v)| *s += v);
+    }
+    let dbeta = sums.split_off(d);
+    let param = |v: Vec<f32>| contiguous_f32(v, [d].into());
+    Some((contiguous_f32(dx, shape), param(sums), param(dbeta)))
+}
+
+/// [`flex_layer_norm_backward`] over whole rows of `x` and `g` (each `d = gamma.len()` wide),
+/// adding into `dgamma` and `dbeta`; compiled for each SIMD instruction set and dispatched at
+/// run time.
+#[allow(clippy::extra_unused_type_parameters, clippy::too_many_arguments)]
+#[macerator::with_simd]
+fn layer_norm_backward_rows<S: macerator::Simd>(
+    x: &[f32],
+    g: &[f32],
+    gamma: &[f32],
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    eps: f32,
+) {
+    let d = gamma.len();
+    let inv_d = 1.0 / d as f32;
+    for ((x, g), dx) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
+        let mean = lane_fold(x, 0.0, |a, v| a + v) * inv_d;
+        // dx first holds x − μ.
+        for (c, &v) in dx.iter_mut().zip(x) {
+            *c = v - mean;
+        }
+        let var = lane_dot(dx, dx) * inv_d;
+        let rstd = 1.0 / (var + eps).sqrt();
+        // mean(g·γ) and mean(g·γ·x̂), with x̂ = (x − μ)·rstd; dγ and dβ on the way.
+        let (mut sum_gy, mut sum_gy_xhat) = ([0f32; LANES], [0f32; LANES]);
+        let mut k = 0;
+        while k + LANES <= d {
+            for i in 0..LANES {
+                let j = k + i;
+                let xhat = dx[j] * rstd;
+                let gy = g[j] * gamma[j];
+                sum_gy[i] += gy;
+                sum_gy_xhat[i] += gy * xhat;
+                dgamma[j] += g[j] * xhat;
+                dbeta[j] += g[j];
+            }
+            k += LANES;
+        }
+        let (mut a, mut b) = (0f32, 0f32);
+        for j in k..d {
+            let xhat = dx[j] * rstd;
+            let gy = g[j] * gamma[j];
+            a += gy;
+            b += gy * xhat;
+            dgamma[j] += g[j] * xhat;
+            dbeta[j] += g[j];
+        }
+        let a = (a + sum_gy.iter().sum::<f32>()) * inv_d;
+        let b = (b + sum_gy_xhat.iter().sum::<f32>()) * inv_d;
+        for ((c, &gj), &gm) in dx.iter_mut().zip(g).zip(gamma) {
+            let xhat = *c * rstd;
+            *c = (gj * gm - a - xhat * b) * rstd;
+        }
+    }
+}
+
+/// `Σ a·b`, in [`LANES`] independent sums so that the compiler vectorises it.
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    tail + acc.iter().sum::<f32>()
+}
+
 thread_local! {
     /// Per-thread scores and row sums of [`flex_attention`], kept between calls: a fresh
     /// allocation of this size per task is an `mmap` and a page fault per 4 KiB.
@@ -831,6 +965,50 @@ mod tests {
         assert_close(flex_linear(&x, &w, None).expect("handled"), want, 1e-5, "rank 4");
         assert!(flex_linear(&x.clone().transpose(0, 1), &w, None).is_none(), "a strided input is Flex's");
         assert!(flex_linear(&x, &matrix(values(30, 16), [5, 6]), None).is_none(), "width mismatch");
+    }
+
+    /// LayerNorm's gradients against float64 arithmetic: widths below, at and above the SIMD
+    /// lanes, rows split over several tasks, a strided (transposed) output gradient, an input
+    /// with a large mean.
+    #[test]
+    fn layer_norm_backward_matches_float64() {
+        for (rows, d, offset) in [(3, 5, 0.0), (200, 16, 0.0), (130, 37, 100.0), (70, 96, -3.0)] {
+            let x: Vec<f32> = values(rows * d, 21).iter().map(|v| v + offset).collect();
+            let gamma: Vec<f32> = values(d, 22).iter().map(|v| 1.0 + 0.5 * v).collect();
+            let g = values(rows * d, 23);
+            let eps = 1e-6;
+            let (xt, gt) = (flex(x.clone(), [1, 1, rows, d]), flex(gamma.clone(), [1, 1, 1, d]).reshape([d].into()));
+            // The output gradient as a transposed view of a [d, rows] tensor.
+            let gd: Vec<f32> = (0..d * rows).map(|k| g[(k % rows) * d + k / rows]).collect();
+            let gview = flex(gd, [1, 1, d, rows]).transpose(2, 3);
+            let (dx, dgamma, dbeta) = flex_layer_norm_backward(&xt, &gt, &gview, eps).expect("handled");
+            let [dx, dgamma, dbeta] = [dx, dgamma, dbeta].map(|t| t.into_data().try_to_vec::<f32>().expect("f32"));
+            let (mut want_dgamma, mut want_dbeta) = (vec![0f64; d], vec![0f64; d]);
+            for r in 0..rows {
+                let row = &x[r * d..(r + 1) * d];
+                let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64;
+                let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / d as f64;
+                let rstd = 1.0 / (var + eps).sqrt();
+                let xhat: Vec<f64> = row.iter().map(|&v| (f64::from(v) - mean) * rstd).collect();
+                let gr = &g[r * d..(r + 1) * d];
+                let gy: Vec<f64> = gr.iter().zip(&gamma).map(|(&a, &b)| f64::from(a) * f64::from(b)).collect();
+                let a = gy.iter().sum::<f64>() / d as f64;
+                let b = gy.iter().zip(&xhat).map(|(p, q)| p * q).sum::<f64>() / d as f64;
+                for j in 0..d {
+                    let want = rstd * (gy[j] - a - xhat[j] * b);
+                    let got = f64::from(dx[r * d + j]);
+                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "dx[{r}, {j}]: {got} vs {want}");
+                    want_dgamma[j] += f64::from(gr[j]) * xhat[j];
+                    want_dbeta[j] += f64::from(gr[j]);
+                }
+            }
+            for j in 0..d {
+                for (name, got, want) in [("dγ", dgamma[j], want_dgamma[j]), ("dβ", dbeta[j], want_dbeta[j])] {
+                    let got = f64::from(got);
+                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{name}[{j}]: {got} vs {want}");
+                }
+            }
+        }
     }
 
     /// The attention gradients against float64 loops, with key lengths on both sides of the

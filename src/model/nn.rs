@@ -386,12 +386,12 @@ impl LayerNorm {
 
     /// Normalises the last dimension (biased variance, as PyTorch).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        // Inference on the CPU backend: its fused kernel (one vectorised pass per row, rows in
-        // parallel, the same centred variance) instead of a chain of six passes. Training keeps
-        // the composition, whose backward pass the golden gradients were checked with.
-        if !(x.is_tracked() || self.weight.is_tracked() || self.bias.is_tracked()) && super::device::is_cpu(&x.device())
-        {
-            return burn::tensor::module::layer_norm(x, self.weight.clone(), Some(self.bias.clone()), self.eps);
+        // On the CPU backend: Flex's fused kernel (one vectorised pass per row, rows in
+        // parallel, the same centred variance) instead of a chain of six passes, and our
+        // one-pass backward (`ops::FastLayerNorm`). GPU backends keep the composition, whose
+        // per-feature gradients are summed as matrix products (see `per_feature`).
+        if super::device::is_cpu(&x.device()) {
+            return super::ops::layer_norm(x, self.weight.clone(), self.bias.clone(), self.eps);
         }
         let (var, mean) = x.clone().var_mean_bias(D - 1);
         let x = (x - mean) / (var + self.eps).sqrt();

@@ -418,6 +418,137 @@ pub fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tens
     })
 }
 
+/// LayerNorm over the last dimension, `(x − μ)/√(σ² + ε)·γ + β` with the biased variance (as
+/// PyTorch), with a fast kernel for the forward pass and the gradients where the backend has
+/// one: the CPU's (`nn::LayerNorm` calls this there only; on cubecl it keeps its composition,
+/// whose per-feature gradients are summed as matrix products because of lavapipe's loop limit).
+#[backend_extension(Cube, Flex, Autodiff)]
+pub trait FastLayerNorm: Backend {
+    /// `x [.., d]`, `gamma [d]`, `beta [d]` → `x`'s shape.
+    fn fast_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        Self::layer_norm(x, gamma, Some(beta), eps)
+    }
+
+    /// The gradients of `x`, `gamma` and `beta` for the output gradient `grad` (`x`'s shape).
+    fn fast_layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        layer_norm_backward_composed::<Self>(x, gamma, grad, eps)
+    }
+}
+
+/// The LayerNorm gradients from the backend's own operations: `x̂ = (x − μ)·r` with
+/// `r = 1/√(σ² + ε)`, `dx = r·(g·γ − mean(g·γ) − x̂·mean(g·γ·x̂))`, `dγ = Σ g·x̂`, `dβ = Σ g`
+/// (sums over every leading dimension).
+fn layer_norm_backward_composed<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    eps: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let shape = x.shape();
+    let last = shape.num_dims() - 1;
+    let d = shape[last];
+    let rows = shape.num_elements() / d.max(1);
+    let mean = B::float_mean_dim(x.clone(), last);
+    let centered = B::float_sub(x, mean);
+    let var = B::float_mean_dim(B::float_mul(centered.clone(), centered.clone()), last);
+    let rstd = B::float_recip(B::float_sqrt(B::float_add_scalar(var, eps.into())));
+    let xhat = B::float_mul(centered, rstd.clone());
+    let mut gamma_shape = vec![1; last];
+    gamma_shape.push(d);
+    let gy = B::float_mul(grad.clone(), B::float_reshape(gamma, gamma_shape.into()));
+    let a = B::float_mean_dim(gy.clone(), last);
+    let b = B::float_mean_dim(B::float_mul(gy.clone(), xhat.clone()), last);
+    let dx = B::float_mul(B::float_sub(B::float_sub(gy, a), B::float_mul(xhat.clone(), b)), rstd);
+    let over_rows =
+        |t: FloatTensor<B>| B::float_reshape(B::float_sum_dim(B::float_reshape(t, [rows, d].into()), 0), [d].into());
+    let dgamma = over_rows(B::float_mul(grad.clone(), xhat));
+    (dx, dgamma, over_rows(grad))
+}
+
+/// cubecl: burn's layer norm and the composed gradients.
+impl FastLayerNorm for Cube {}
+
+/// Flex: its fused forward kernel (one vectorised pass per row, rows in parallel) and
+/// `cpu_kernels::flex_layer_norm_backward`.
+impl FastLayerNorm for Flex {
+    fn fast_layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        match super::cpu_kernels::flex_layer_norm_backward(&x, &gamma, &grad, eps) {
+            Some(grads) => grads,
+            None => layer_norm_backward_composed::<Flex>(x, gamma, grad, eps),
+        }
+    }
+}
+
+/// The backward step of [`FastLayerNorm`] on autodiff: every gradient from the kept input
+/// and scale (μ and σ² are recomputed, one pass per row).
+#[derive(Debug)]
+struct LayerNormStep;
+
+impl<B: FastLayerNorm> Backward<B, 3> for LayerNormStep {
+    type State = (NodeId, NodeId, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, gamma_state, eps) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
+        let gamma: FloatTensor<B> = checkpointer.retrieve_node_output(gamma_state);
+        let (dx, dgamma, dbeta) = B::fast_layer_norm_backward(x, gamma, grad, eps);
+        for (parent, g) in ops.parents.into_iter().zip([dx, dgamma, dbeta]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+impl<B: FastLayerNorm, C: CheckpointStrategy> FastLayerNorm for Autodiff<B, C> {
+    fn fast_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let inner = [&x, &gamma, &beta].map(|t| t.primitive().clone());
+        let forward = |[x, g, b]: [FloatTensor<B>; 3]| B::fast_layer_norm(x, g, b, eps);
+        match LayerNormStep.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let gamma_state = prep.checkpoint(&gamma);
+                prep.finish((x_state, gamma_state, eps), forward(inner))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(inner)),
+        }
+    }
+    // The backward keeps its default body (the composed gradients): nothing here takes second
+    // derivatives.
+}
+
+/// [`FastLayerNorm`] on `Tensor`s: `x [.., d]` normalised over `d`, scaled by `gamma [d]`,
+/// shifted by `beta [d]`.
+pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1>, eps: f64) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FastLayerNorm>::fast_layer_norm(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        eps,
+    ))
+}
+
 /// The most output positions (batch × rows × columns) one convolution weight-gradient kernel
 /// sums over on the cubecl backend. Measured on lavapipe (Mesa 22.3.6, 2026-12-03, one image
 /// per call): burn's direct weight-gradient kernel, which loops over every position of the
