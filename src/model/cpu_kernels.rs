@@ -1,5 +1,6 @@
 //! Kernels for burn's CPU backend (Flex) where Flex's own are slow: exact-erf GELU forward and
-//! backward, attention, and stride-1 convolutions. Each was measured against PyTorch with
+//! backward, linear layers, attention and LayerNorm's backward (convolutions are in
+//! `cpu_conv`). Each was measured against PyTorch with
 //! `sam4em bench ops` (README, "Speed on the CPU") and is checked against Flex's own kernel or
 //! float64 in the tests below; the golden tests run the model through them.
 //!
@@ -14,8 +15,8 @@
 //! normal `f32`, including the far negative tail, where `½(1 + erf(x/√2))` — the formula Flex
 //! and PyTorch use — loses its digits to cancellation.
 //!
-//! **Linear layers** and **attention**: see [`flex_linear`] and [`flex_attention`];
-//! convolutions are in `cpu_conv`.
+//! **Linear layers**, **attention** and **LayerNorm**: see [`flex_linear`],
+//! [`flex_attention`] and [`flex_layer_norm_backward`].
 
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::tensor::{Bytes, DType};
