@@ -14,7 +14,9 @@
 //!   ([`flex_conv2d_weight_grad`]).
 //!
 //! Each output row has `Wp − Wo` extra positions, computed and dropped (2 of 130 at the fusion
-//! head's 3×3 convolutions). Flex's own kernels copy the input into im2col tiles of `C·k²`
+//! head's 3×3 convolutions). 3×3 kernels with 32 channels or more on both sides (the fusion
+//! head's) go through Winograd's F(2×2, 3×3) instead, forward and input gradient ([`winograd`]):
+//! 2.25× fewer multiply-adds. Flex's own kernels copy the input into im2col tiles of `C·k²`
 //! columns: at Hiera-B+'s fusion head (3×3, 256→256, 128²) its forward ran 1.5× and its
 //! backward 2.5× slower than PyTorch's (`sam4em bench ops`, 2026-12-05).
 //!
