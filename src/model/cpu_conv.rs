@@ -25,10 +25,9 @@
 //! the caller then runs Flex's kernel. Strides, dilation and groups are the caller's to check.
 
 use burn::backend::flex::FlexTensor;
-use burn::tensor::DType;
 use rayon::prelude::*;
 
-use super::cpu_kernels::{Kernel, contiguous_f32, sgemm};
+use super::cpu_kernels::{Kernel, contiguous_f32, sgemm, view4};
 
 /// Output positions (rows of the padded-width output) per parallel task of [`flex_conv2d`].
 const CONV_TILE: usize = 1024;
@@ -95,18 +94,6 @@ impl Geometry {
     fn positions(&self) -> usize {
         self.ho * self.wp
     }
-}
-
-/// `t` as an `f32` 4-D view: its values from the first element, shape and strides; `None`
-/// for other dtypes, ranks or negative strides.
-fn view4(t: &FlexTensor) -> Option<(&[f32], [usize; 4], [usize; 4])> {
-    let l = t.layout();
-    if t.dtype() != DType::F32 || l.num_dims() != 4 || !l.has_positive_strides() {
-        return None;
-    }
-    let shape = std::array::from_fn(|i| l.shape()[i]);
-    let strides = std::array::from_fn(|i| l.strides()[i].unsigned_abs());
-    Some((&t.storage::<f32>()[l.start_offset()..], shape, strides))
 }
 
 /// Copies `[B, C, H, W]` (`values` with `strides`) into `rows_per_image` channels-last rows
@@ -208,8 +195,8 @@ fn winograd_pays(g: &Geometry) -> bool {
 fn winograd_weights(c: usize, o: usize, g: impl Fn(usize, usize, usize, usize) -> f32 + Sync) -> Vec<f32> {
     let mut u = vec![0f32; 16 * c * o];
     let plane = c * o;
-    // Per input channel: its rows of every U[k] (k-major planes, so each task owns rows ci of
-    // all 16 planes; written through one scratch row and scattered after).
+    // The 16 values of each (input, output) channel pair in parallel, then scattered into the
+    // 16 planes.
     let rows: Vec<[f32; 16]> = (0..c * o)
         .into_par_iter()
         .map(|idx| {
@@ -400,6 +387,25 @@ fn winograd((values, shape, strides): (&[f32], [usize; 4], [usize; 4]), g: &Geom
     wide_to_nchw(&out, &Geometry { wp: g.wo, ..*g })
 }
 
+/// The convolution of `input` under `g` whose tap `(i, j)` is the `[C × O]` matrix
+/// `tap(i, j)`: through [`winograd`] where it pays, else as one product per tap on the padded
+/// channels-last copy. [`flex_conv2d`] and [`flex_conv2d_x_grad`] differ only in `tap`.
+fn convolve<'a>(
+    input: (&[f32], [usize; 4], [usize; 4]),
+    g: &Geometry,
+    tap: impl Fn(usize, usize) -> TapMatrix<'a> + Sync,
+) -> FlexTensor {
+    if winograd_pays(g) {
+        let u = winograd_weights(g.c, g.o, |ci, oi, i, j| {
+            let (w, rs, cs) = tap(i, j);
+            w[ci * rs + oi * cs]
+        });
+        return winograd(input, g, &u);
+    }
+    let padded = channels_last(input, (g.top, g.left, g.wp), g.image_rows());
+    wide_to_nchw(&wide_output(&padded, g, tap), g)
+}
+
 /// A stride-1, undilated, ungrouped 2-D convolution without bias for `f32` Flex tensors (see
 /// the module docs).
 ///
@@ -415,15 +421,8 @@ pub fn flex_conv2d(x: &FlexTensor, weight: &FlexTensor, padding: [(usize, usize)
         return None;
     }
     let g = Geometry::new(xv.1, [o, kh, kw], padding)?;
-    if winograd_pays(&g) {
-        // U from weight[o, c, i, j].
-        let u = winograd_weights(g.c, o, |ci, oi, i, j| weights[((oi * g.c + ci) * 3 + i) * 3 + j]);
-        return Some(winograd(xv, &g, &u));
-    }
-    let padded = channels_last(xv, (g.top, g.left, g.wp), g.image_rows());
     // W_tap as [C × O]: weight[o, c, i, j] at o·C·kh·kw + c·kh·kw + i·kw + j.
-    let wide = wide_output(&padded, &g, |i, j| (&weights[i * kw + j..], kh * kw, g.c * kh * kw));
-    Some(wide_to_nchw(&wide, &g))
+    Some(convolve(xv, &g, |i, j| (&weights[i * kw + j..], kh * kw, g.c * kh * kw)))
 }
 
 /// The input gradient of [`flex_conv2d`]: the output gradient convolved with the kernel
@@ -452,16 +451,8 @@ pub fn flex_conv2d_x_grad(
     if [g.ho, g.wo] != [height, width] {
         return None;
     }
-    if winograd_pays(&g) {
-        // The convolution's input channels are the forward's outputs and vice versa.
-        let u = winograd_weights(o, c, |oi, ci, i, j| weights[((oi * c + ci) * 3 + 2 - i) * 3 + 2 - j]);
-        return Some(winograd(gv, &g, &u));
-    }
-    let padded = channels_last(gv, (g.top, g.left, g.wp), g.image_rows());
     // Tap (i, j) as [O × C]: weight[o, c, kh − 1 − i, kw − 1 − j].
-    let tap = |i: usize, j: usize| (&weights[(kh - 1 - i) * kw + (kw - 1 - j)..], c * kh * kw, kh * kw);
-    let wide = wide_output(&padded, &g, tap);
-    Some(wide_to_nchw(&wide, &g))
+    Some(convolve(gv, &g, |i, j| (&weights[(kh - 1 - i) * kw + (kw - 1 - j)..], c * kh * kw, kh * kw)))
 }
 
 /// The weight gradient of [`flex_conv2d`]: per tap `Gᵀ·X_tap` over every output position of
@@ -532,17 +523,7 @@ mod tests {
     use burn::backend::ops::{ConvOptions, ModuleOps};
 
     use super::*;
-
-    /// Deterministic values in ±1.
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as u32 ^ seed).wrapping_mul(2_654_435_761) >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0)
-            .collect()
-    }
-
-    fn flex(v: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-        FlexTensor::from_data(burn::tensor::TensorData::new(v, shape))
-    }
+    use crate::model::cpu_kernels::tests::{flex, values};
 
     /// `|a − b| ≤ tol·max(1, max |b|)` everywhere, same shapes: a sum's rounding scales with
     /// its terms, not with its value, which cancellation can make small.

@@ -652,15 +652,16 @@ thread_local! {
 /// (with K and V) stay in a core's L2 cache.
 const SCORE_BLOCK: usize = 1 << 16;
 
-/// A rank-4 `f32` Flex tensor as its values from its first element and its strides; `None`
-/// for other dtypes, ranks or negative strides.
-fn view4(t: &FlexTensor) -> Option<(&[f32], [usize; 4])> {
+/// A rank-4 `f32` Flex tensor as its values from its first element, its shape and its
+/// strides; `None` for other dtypes, ranks or negative strides.
+pub(super) fn view4(t: &FlexTensor) -> Option<(&[f32], [usize; 4], [usize; 4])> {
     let l = t.layout();
     if t.dtype() != DType::F32 || l.num_dims() != 4 || !l.has_positive_strides() {
         return None;
     }
+    let shape = std::array::from_fn(|i| l.shape()[i]);
     let strides = std::array::from_fn(|i| l.strides()[i].unsigned_abs());
-    Some((&t.storage::<f32>()[l.start_offset()..], strides))
+    Some((&t.storage::<f32>()[l.start_offset()..], shape, strides))
 }
 
 /// `[B, H, Nq, d]`, `Nk` and `dv` of attention operands `q [B, H, Nq, d]`,
@@ -691,7 +692,7 @@ pub fn flex_attention(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<
         return None;
     }
     let ([b, h, nq, d], nk, dv) = attention_shape(q, k, v)?;
-    let ((q_data, qs), (k_data, ks), (v_data, vs)) = (view4(q)?, view4(k)?, view4(v)?);
+    let ((q_data, _, qs), (k_data, _, ks), (v_data, _, vs)) = (view4(q)?, view4(k)?, view4(v)?);
     let scale = 1.0 / (d as f32).sqrt();
     let block = (SCORE_BLOCK / nk.max(1)).clamp(1, nq.max(1));
     let blocks_per_head = nq.div_ceil(block);
@@ -758,8 +759,8 @@ pub fn flex_attention_backward(
         return None;
     }
     let ([b, h, nq, d], nk, dv) = attention_shape(q, k, v)?;
-    let ((q_data, qs), (k_data, ks), (v_data, vs)) = (view4(q)?, view4(k)?, view4(v)?);
-    let (g_data, gs) = view4(grad)?;
+    let ((q_data, _, qs), (k_data, _, ks), (v_data, _, vs)) = (view4(q)?, view4(k)?, view4(v)?);
+    let (g_data, _, gs) = view4(grad)?;
     if grad.layout().shape().to_vec() != [b, h, nq, dv] {
         return None;
     }
@@ -823,7 +824,7 @@ thread_local! {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Φ(x) in float64 from libm's `erfc`, accurate in both tails.
@@ -889,14 +890,15 @@ mod tests {
         assert_eq!(gelu(-20.0), 0.0);
     }
 
-    /// Deterministic values in ±1.
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    /// Deterministic values in ±1 (the convolution tests use them too).
+    pub(in crate::model) fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| ((i as u32 ^ seed).wrapping_mul(2_654_435_761) >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0)
             .collect()
     }
 
-    fn flex(v: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    /// A contiguous Flex tensor of `shape` over `v`.
+    pub(in crate::model) fn flex(v: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
         FlexTensor::from_data(burn::tensor::TensorData::new(v, shape))
     }
 
