@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::{Device, DeviceKind};
+use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 
 use crate::model::checkpoints::{Verdict, identify};
@@ -21,14 +21,17 @@ pub enum DeviceChoice {
 }
 
 impl DeviceChoice {
-    /// The burn device. `Wgpu` on a machine whose only wgpu adapter is a software renderer
-    /// (lavapipe) gives the CPU backend, with a note on stderr: lavapipe cuts long shader loops
-    /// short, so the model's sums would be wrong there, and it is slower than the CPU backend.
+    /// The burn device. `Wgpu` is burn's default wgpu device (`model::device::model_gpu`).
+    /// On a machine whose only wgpu adapter is a software renderer
+    /// (lavapipe), or where no GPU device can be made, it gives the CPU backend with a note on
+    /// stderr: lavapipe cuts long shader loops short, so the model's sums would be wrong there,
+    /// and it is slower than the CPU backend.
     pub fn device(self) -> Device {
+        use crate::model::device::{default_wgpu_adapter, is_software, model_gpu};
         match self {
             DeviceChoice::Cpu => Device::flex(),
-            DeviceChoice::Wgpu => match crate::model::device::default_wgpu_adapter() {
-                Some(info) if crate::model::device::is_software(&info) => {
+            DeviceChoice::Wgpu => match default_wgpu_adapter() {
+                Some(info) if is_software(&info) => {
                     eprintln!(
                         "note: the wgpu adapter here is {} ({}), a software renderer that cuts long shader loops \
                          short; running on the CPU backend instead (exact, and faster)",
@@ -36,10 +39,27 @@ impl DeviceChoice {
                     );
                     Device::flex()
                 }
-                _ => Device::wgpu(DeviceKind::DefaultDevice),
+                _ => match model_gpu() {
+                    Ok(gpu) => gpu.device.clone(),
+                    Err(e) => {
+                        eprintln!("note: no GPU device for the model ({e}); running on the CPU backend instead");
+                        Device::flex()
+                    }
+                },
             },
         }
     }
+}
+
+/// The kernel-fusion optimizations turned off on a wgpu `device` (feature `fusion`), `None`
+/// without fusion or on the CPU.
+fn fusion_off(device: &Device) -> Option<Vec<String>> {
+    #[cfg(feature = "fusion")]
+    if !crate::model::device::is_cpu(device) {
+        return crate::model::device::configure_fusion().ok();
+    }
+    let _ = device;
+    None
 }
 
 /// "cpu" or "wgpu": what a run actually ran on (`--device wgpu` may have fallen back).
@@ -264,13 +284,20 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
     all.extend(rows);
     let header = reference.as_ref().map(|r| r.header.clone());
     let adapter = (!crate::model::device::is_cpu(&device))
-        .then(crate::model::device::default_wgpu_adapter)
+        .then(crate::model::device::model_gpu_made)
         .flatten()
-        .map(|info| format!("{} ({:?}, {} {})", info.name, info.backend, info.driver, info.driver_info));
+        .and_then(Result::ok)
+        .map(|gpu| {
+            let info = gpu.adapter.get_info();
+            format!("{}, {} {}", gpu.summary(), info.driver, info.driver_info)
+        });
     let machine = serde_json::json!({
         "cpu": cpu_name(),
         "threads": std::thread::available_parallelism().map(usize::from).ok(),
         "adapter": adapter,
+        // burn's kernel fusion on wgpu: `null` without the `fusion` feature, else the
+        // optimizations turned off (`SAM4EM_FUSION_OFF`).
+        "fusion_off": fusion_off(&device),
     });
     if a.json {
         let v = serde_json::json!({

@@ -233,11 +233,9 @@ fn xvfb_run() -> Option<std::path::PathBuf> {
     found
 }
 
-#[test]
-fn bare_sam4em_opens_a_window_on_the_sample_with_overlays() {
-    // The real thing: winit window on an X server, eframe's wgpu surface on the app's device,
-    // the sample and its labels loaded, a screenshot of what a user would see.
-    let Some(xvfb) = xvfb_run() else { return };
+/// Runs the bare app under Xvfb until it has saved a screenshot of the sample, with `env` set;
+/// returns its output, the screenshot and the folder it kept its settings and sessions in.
+fn window_screenshot(xvfb: &Path, env: &[(&str, &str)]) -> (std::process::Output, image::RgbaImage, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let shot = dir.path().join("window.png");
     let o = Command::new(xvfb)
@@ -247,6 +245,8 @@ fn bare_sam4em_opens_a_window_on_the_sample_with_overlays() {
         .arg(&shot)
         .env("SAM4EM_CONFIG_DIR", dir.path())
         .env("SAM4EM_DATA_DIR", dir.path())
+        .env("RUST_LOG", "warn,sam4em::app::gpu=info")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let err = stderr(&o);
@@ -254,9 +254,25 @@ fn bare_sam4em_opens_a_window_on_the_sample_with_overlays() {
     assert!(err.contains("screenshot saved"), "{err}");
     let img = image::open(&shot).unwrap().to_rgba8();
     assert_eq!(img.dimensions(), (1400, 900), "the window's default size");
-    // Mitochondria (vermillion, 213 94 0 at 45 % over grey) cover a good part of the sample's
-    // first slice; grey EM alone has no such pixels.
-    let tinted = img.pixels().filter(|p| p[0] > 140 && i32::from(p[0]) - i32::from(p[2]) > 80 && p[1] < p[0]).count();
+    (o, img, dir)
+}
+
+/// Pixels of the mitochondria overlay (vermillion, 213 94 0 at 45 % over grey): they cover a
+/// good part of the sample's first slice; grey EM alone has no such pixels.
+fn mitochondria_tinted(img: &image::RgbaImage) -> usize {
+    img.pixels().filter(|p| p[0] > 140 && i32::from(p[0]) - i32::from(p[2]) > 80 && p[1] < p[0]).count()
+}
+
+#[test]
+fn bare_sam4em_opens_a_window_on_the_sample_with_overlays() {
+    // The real thing: winit window on an X server, eframe's wgpu surface on the device burn's
+    // runtime made for the model, the sample and its labels loaded, a screenshot of what a user
+    // would see.
+    let Some(xvfb) = xvfb_run() else { return };
+    let (o, img, dir) = window_screenshot(&xvfb, &[]);
+    let err = stderr(&o);
+    assert!(err.contains("the window draws on the model's device"), "{err}");
+    let tinted = mitochondria_tinted(&img);
     assert!(tinted > 5_000, "{tinted} mitochondria-tinted pixels");
     // The recent-files list remembers the sample.
     assert!(dir.path().join("recent.json").is_file());
@@ -265,6 +281,19 @@ fn bare_sam4em_opens_a_window_on_the_sample_with_overlays() {
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     let opened = sam4em::io::session::Project::open(&sessions[0]).unwrap();
     assert!(opened.masks.classes().count() >= 2, "the sample's labels are in the session");
+}
+
+#[test]
+fn the_window_makes_its_own_device_when_the_model_gpu_cannot_be_set_up() {
+    // burn's runtime told to use a GPU this machine does not have (as on a machine without
+    // Vulkan, or whose driver refuses the device cubecl asks for): the window still opens, on a
+    // device of its own, and shows the same picture.
+    let Some(xvfb) = xvfb_run() else { return };
+    let (o, img, _dir) = window_screenshot(&xvfb, &[("CUBECL_WGPU_DEFAULT_DEVICE", "DiscreteGpu(9)")]);
+    let err = stderr(&o);
+    assert!(err.contains("the window makes its own device: the GPU could not be set up for the model"), "{err}");
+    let tinted = mitochondria_tinted(&img);
+    assert!(tinted > 5_000, "{tinted} mitochondria-tinted pixels");
 }
 
 #[test]

@@ -274,3 +274,120 @@ fn stopping_and_empty_queues_are_handled() {
     let err = train(&mut model, &unvouched, &[], &c, &Control::default(), &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("correct or accept"), "{err}");
 }
+
+/// The encoder batched over the next slices of the streaming plan (as on a GPU) predicts what
+/// one slice per encoder pass does: the same probabilities up to float rounding of the batched
+/// matrix products, and the slices really are embedded ahead (three fetched before the first
+/// prediction is reported).
+#[test]
+fn a_batched_encoder_predicts_what_one_slice_per_pass_does() {
+    let Some((shared, dir)) = fixtures() else { return };
+    let device = Device::flex();
+    let model = micro(&dir, &device);
+    let data = lucchi(&shared, 10..15);
+    let request = StackRequest {
+        width: data.width,
+        height: data.height,
+        range: 10..15,
+        visible: 10,
+        seeds: vec![Seed { z: 10, masks: vec![Some(data.labels[0].clone())] }],
+        max_warmup_slices: 8,
+    };
+    let run = |batch: usize| {
+        let mut p = Predictor::with_encoder_batch(&model, 2, batch);
+        let events = std::cell::RefCell::new(Vec::new());
+        let mut out = vec![Vec::new(); 5];
+        p.predict(
+            &request,
+            &mut |z| {
+                events.borrow_mut().push(format!("fetch {z}"));
+                Ok(data.images[z - 10].to_vec())
+            },
+            &mut |s, _| {
+                events.borrow_mut().push(format!("slice {}", s.z));
+                out[s.z - 10] = s.probabilities[0].clone();
+                Flow::Continue
+            },
+        )
+        .unwrap();
+        (out, events.into_inner())
+    };
+    let (one, one_events) = run(1);
+    let (three, three_events) = run(3);
+    assert_eq!(&one_events[..2], ["fetch 10", "slice 10"], "{one_events:?}");
+    assert_eq!(&three_events[..4], ["fetch 10", "fetch 11", "fetch 12", "slice 10"], "{three_events:?}");
+    assert_eq!(
+        three_events.iter().filter(|e| e.starts_with("fetch")).count(),
+        5,
+        "each slice fetched once: {three_events:?}"
+    );
+    let (mut differing, mut total) = (0usize, 0usize);
+    for (a, b) in one.iter().zip(&three) {
+        assert_eq!(a.len(), b.len());
+        for (&x, &y) in a.iter().zip(b) {
+            assert!(x.abs_diff(y) <= 1, "probabilities {x} and {y} (0–255) differ by more than rounding");
+            differing += usize::from(x != y);
+            total += 1;
+        }
+    }
+    assert!(differing * 1000 <= total, "{differing} of {total} pixels differ");
+}
+
+/// On wgpu (lavapipe here) the predictor runs sigmoid, the resize to the slice's size and the
+/// scaling to 0–255 on the device and reads back only the finished maps: the same bytes to ±1
+/// (float rounding of the resize as matrix products) as the host path it replaces, on logits
+/// spanning the whole sigmoid, and end to end through a streamed prediction.
+#[test]
+fn device_side_post_processing_matches_the_host() {
+    use burn::tensor::{Tensor, TensorData};
+    use sam4em::infer::{probabilities_on_device, probabilities_on_host};
+    let Some(device) = common::wgpu_device() else { return };
+    // Three classes of 64² logits from −8 to 8 in a pattern that is not separable, resized to a
+    // 300 × 200 slice.
+    let logits: Vec<f32> = (0..3 * 64 * 64)
+        .map(|i| ((i * 7919 % 1601) as f32 / 100.0 - 8.0) * if i % 3 == 0 { 1.0 } else { 0.5 })
+        .collect();
+    let on = |d: &Device| Tensor::<4>::from_data(TensorData::new(logits.clone(), [3, 1, 64, 64]), d);
+    let device_side = probabilities_on_device(on(&device), 300, 200);
+    let host_side = probabilities_on_host(on(&Device::flex()), 300, 200);
+    assert_eq!(device_side.len(), 3);
+    let (mut differing, mut total) = (0usize, 0usize);
+    for (a, b) in device_side.iter().zip(&host_side) {
+        assert_eq!((a.len(), b.len()), (300 * 200, 300 * 200));
+        for (&x, &y) in a.iter().zip(b) {
+            assert!(x.abs_diff(y) <= 1, "device {x}, host {y} (0–255)");
+            differing += usize::from(x != y);
+            total += 1;
+        }
+    }
+    assert!(differing * 100 <= total, "{differing} of {total} values differ");
+    assert!(host_side.iter().flatten().any(|&v| v < 5) && host_side.iter().flatten().any(|&v| v > 250));
+
+    // End to end: a stream on wgpu reports the same maps both ways.
+    let Some((shared, dir)) = fixtures() else { return };
+    let model = micro(&dir, &device);
+    let data = lucchi(&shared, 20..22);
+    let request = StackRequest {
+        width: data.width,
+        height: data.height,
+        range: 20..22,
+        visible: 20,
+        seeds: vec![Seed { z: 20, masks: vec![Some(data.labels[0].clone())] }],
+        max_warmup_slices: 8,
+    };
+    let run = |on_device: bool| {
+        let mut p = Predictor::new(&model, 4).post_process_on_device(on_device);
+        let mut out = vec![Vec::new(); 2];
+        p.predict(&request, &mut |z| Ok(data.images[z - 20].to_vec()), &mut |s, _| {
+            out[s.z - 20] = s.probabilities[0].clone();
+            Flow::Continue
+        })
+        .unwrap();
+        out
+    };
+    let (streamed_device, streamed_host) = (run(true), run(false));
+    for (a, b) in streamed_device.iter().zip(&streamed_host) {
+        assert_eq!(a.len(), data.width * data.height);
+        assert!(a.iter().zip(b).all(|(x, y)| x.abs_diff(*y) <= 1));
+    }
+}

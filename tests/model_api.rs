@@ -225,12 +225,12 @@ fn bad_checkpoints_fail_with_the_file_and_the_problem() {
 }
 
 /// Before a GPU training run is planned, the GPU's memory is read from its driver (Vulkan's
-/// memory budget through wgpu's instance), for burn's default device and for a device shared
-/// the way the app shares its window's, and the budget follows what the process allocates.
+/// memory budget through wgpu's instance) of the device the model runs on (the one the app
+/// shares with its window), and the budget follows what the process allocates.
 #[test]
 fn gpu_memory_comes_from_the_driver() {
     use burn::tensor::wgpu::wgpu;
-    use sam4em::model::device::{adapter_memory, gpu_memory, share_wgpu};
+    use sam4em::model::device::{adapter_memory, gpu_memory};
     use sam4em::train::memory::available_for;
 
     assert_eq!(gpu_memory(&Device::flex()), None, "the CPU backend has no GPU memory");
@@ -246,15 +246,12 @@ fn gpu_memory_comes_from_the_driver() {
         assert!(available.what.contains(&memory.adapter), "{available:?} does not name {}", memory.adapter);
     }
 
-    // A device made from an adapter the caller holds (the app's window) is asked through that
-    // adapter.
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).expect("an adapter");
-    let (gpu, queue) = pollster::block_on(adapter.request_device(&Default::default())).expect("a device");
-    let shared = share_wgpu(&instance, &adapter, &gpu, &queue).expect("burn takes the device");
+    // The device the app shares with its window is asked through its own adapter.
+    let model = sam4em::model::device::model_gpu().expect("the model's GPU device");
+    let (shared, gpu) = (model.device.clone(), model.gpu.clone());
     let via_shared = gpu_memory(&shared).expect("the shared device's adapter reports memory");
-    assert_eq!(via_shared.adapter, adapter.get_info().name);
-    assert_eq!(via_shared.heap_bytes, adapter_memory(&adapter).unwrap().heap_bytes);
+    assert_eq!(via_shared.adapter, model.adapter.get_info().name);
+    assert_eq!(via_shared.heap_bytes, adapter_memory(&model.adapter).unwrap().heap_bytes);
 
     // Where the driver keeps a budget, what this process holds comes off it.
     if let Some(before) = via_shared.free_bytes {

@@ -8,6 +8,7 @@
 
 pub mod bench;
 mod document;
+pub mod gpu;
 mod jobs;
 pub mod loader;
 mod model;
@@ -21,7 +22,7 @@ use crossbeam_channel::bounded;
 use eframe::egui::{self, Vec2};
 use eframe::egui_wgpu::RenderState;
 
-use crate::render::{self, DeviceCaps, ModelDevicePlan};
+use crate::render::{self, DeviceCaps};
 use crate::state::tools::{self as edit_tools, EditPlane, EditTarget, PointerEvent, Tool, ToolState};
 use crate::state::{ClassId, ClassTable, MaskVolume, Provenance, ReviewState, SliceIndex};
 use crate::ui::panels::{self, HoverInfo, UiAction};
@@ -89,8 +90,10 @@ pub struct LaunchOptions {
 
 /// Runs the app window until it is closed.
 pub fn run(options: LaunchOptions) -> Result<()> {
-    let wgpu_options =
-        eframe::egui_wgpu::WgpuConfiguration { wgpu_setup: render::device::eframe_wgpu_setup(), ..Default::default() };
+    let wgpu_options = eframe::egui_wgpu::WgpuConfiguration {
+        wgpu_setup: gpu::display_setup(cpu_model_asked(&options)),
+        ..Default::default()
+    };
     let native = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("SAM4EM Studio")
@@ -148,18 +151,11 @@ impl StudioApp {
             device_note = format!("display: {}", caps.summary());
             #[cfg(feature = "model")]
             {
-                let cpu = options.cpu_model || std::env::var("SAM4EM_MODEL_DEVICE").is_ok_and(|v| v == "cpu");
-                let (device, note) = if cpu {
-                    (burn::tensor::Device::flex(), "CPU (asked for)".to_owned())
-                } else {
-                    model_device_for(rs, &caps)
-                };
+                let (device, note) = gpu::model_device_for(rs, &caps, cpu_model_asked(&options));
                 model_device = Some(device);
                 device_note = format!("{device_note}; model: {note}");
                 model_note = note;
             }
-            #[cfg(not(feature = "model"))]
-            let _ = ModelDevicePlan::decide(&caps);
         }
         tracing::info!("{device_note}");
         let (tx, rx) = bounded(16);
@@ -826,19 +822,9 @@ fn action_name(action: EditAction) -> &'static str {
     }
 }
 
-/// Shares the display device with burn when [`ModelDevicePlan`] allows, else falls back to
-/// the CPU backend; returns the device and a note for the user.
-#[cfg(feature = "model")]
-fn model_device_for(rs: &RenderState, caps: &DeviceCaps) -> (burn::tensor::Device, String) {
-    match ModelDevicePlan::decide(caps) {
-        ModelDevicePlan::Shared => {
-            match crate::model::device::share_wgpu(&rs.instance, &rs.adapter, &rs.device, &rs.queue) {
-                Ok(d) => (d, "shares the display GPU".to_owned()),
-                Err(e) => (burn::tensor::Device::flex(), format!("CPU (the display GPU refused burn: {e})")),
-            }
-        }
-        ModelDevicePlan::Fallback { reason } => (burn::tensor::Device::flex(), format!("CPU ({reason})")),
-    }
+/// Whether the model was asked to run on the CPU (`--cpu-model` or `SAM4EM_MODEL_DEVICE=cpu`).
+fn cpu_model_asked(options: &LaunchOptions) -> bool {
+    options.cpu_model || std::env::var("SAM4EM_MODEL_DEVICE").is_ok_and(|v| v == "cpu")
 }
 
 impl eframe::App for StudioApp {

@@ -11,7 +11,10 @@ pub mod predictor;
 pub mod worker;
 
 pub use plan::{Pass, plan_passes};
-pub use predictor::{Flow, InferError, Predictor, Progress, Seed, SlicePrediction, StackRequest};
+pub use predictor::{
+    Flow, InferError, Predictor, Progress, Seed, SlicePrediction, StackRequest, probabilities_on_device,
+    probabilities_on_host,
+};
 
 use crate::state::{Slice, SliceData};
 

@@ -1,16 +1,20 @@
-//! The predictor: runs the planned passes with one encoder pass per slice for every class,
-//! keeps recent slice embeddings for click refinement and repeated passes, and returns
-//! full-resolution probabilities.
+//! The predictor: runs the planned passes with one encoder pass per slice for every class (on
+//! a GPU one pass per batch of the plan's next slices), keeps recent slice embeddings for click
+//! refinement and repeated passes, and returns full-resolution probabilities.
 
+use std::future::Future;
 use std::num::NonZeroUsize;
 use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{ExecutionError, Tensor, TensorData};
 use lru::LruCache;
 
 use super::plan::{Pass, plan_passes};
 use crate::model::multi::{MultiModel, sigmoid};
+use crate::model::nn::BilinearResize;
 use crate::model::preprocess::{preprocess_u8, resize_nearest_u8};
 use crate::model::prompt::{BoxPrompt, PointPrompt};
 use crate::model::{SliceOutput, StreamMode};
@@ -110,20 +114,55 @@ pub enum InferError {
 /// Source of 8-bit slice images (`width × height`, see [`super::slice_to_u8`]).
 pub type ImageFetch<'a> = dyn FnMut(usize) -> Result<Vec<u8>, String> + 'a;
 
+/// Slices one encoder pass embeds on a GPU: the next slices of the streaming plan go through
+/// the encoder together, which keeps a GPU busier than one 512² image does. 4 B+ images at 512²
+/// add well under 1 GiB of activations at inference.
+pub const GPU_ENCODER_BATCH: usize = 4;
+
 /// Runs a [`MultiModel`] (with merged LoRA) over stacks.
 pub struct Predictor {
     model: MultiModel,
     embeddings: LruCache<usize, Tensor<4>>,
+    /// Slices embedded per encoder pass (see [`Predictor::with_encoder_batch`]).
+    encoder_batch: usize,
+    /// Whether sigmoid, the resize to the slice's size and the scaling to 0–255 run on the
+    /// model's device (GPU) or on the host (CPU backend, where both are the same cores).
+    post_on_device: bool,
+    /// The device-side resize for the last slice size, `(width, height)`.
+    resize: Option<((usize, usize), BilinearResize)>,
 }
 
 impl Predictor {
     /// Wraps `model` (merged here for speed; the caller keeps the unmerged one), keeping the
-    /// embeddings of the last `cached_slices` slices.
+    /// embeddings of the last `cached_slices` slices. The encoder batch is
+    /// [`GPU_ENCODER_BATCH`] on a GPU and 1 on the CPU, where a batch is no faster per slice
+    /// (the cores are busy with one image) and only costs memory.
     pub fn new(model: &MultiModel, cached_slices: usize) -> Self {
+        let batch = if crate::model::device::is_cpu(&model.device()) { 1 } else { GPU_ENCODER_BATCH };
+        Self::with_encoder_batch(model, cached_slices, batch)
+    }
+
+    /// As [`Predictor::new`], embedding up to `encoder_batch` slices per encoder pass: when a
+    /// slice's embedding is needed, it and the next slices of the pass that are not cached yet
+    /// are embedded together (the cache grows to hold them).
+    pub fn with_encoder_batch(model: &MultiModel, cached_slices: usize, encoder_batch: usize) -> Self {
+        let encoder_batch = encoder_batch.max(1);
         Predictor {
             model: model.merged(),
-            embeddings: LruCache::new(NonZeroUsize::new(cached_slices.max(1)).expect("at least one")),
+            embeddings: LruCache::new(NonZeroUsize::new(cached_slices.max(encoder_batch)).expect("at least one")),
+            encoder_batch,
+            post_on_device: !crate::model::device::is_cpu(&model.device()),
+            resize: None,
         }
+    }
+
+    /// Runs sigmoid, the resize to the slice's size and the scaling to 0–255 on the model's
+    /// device (the default on a GPU: only the full-size probabilities come back, and the host
+    /// has nothing left to compute) or on the host (the default on the CPU backend). The
+    /// results agree to rounding (a test holds them to ±1 of 255).
+    pub fn post_process_on_device(mut self, on_device: bool) -> Self {
+        self.post_on_device = on_device;
+        self
     }
 
     /// The model in use.
@@ -144,23 +183,54 @@ impl Predictor {
         height: usize,
         fetch: &mut ImageFetch<'_>,
     ) -> Result<Tensor<4>, InferError> {
+        self.embedding_ahead(&[z], width, height, fetch)
+    }
+
+    /// The embedding of `upcoming[0]`, from the cache or from one encoder pass that also embeds
+    /// the next slices of `upcoming` not cached yet, up to the encoder batch.
+    fn embedding_ahead(
+        &mut self,
+        upcoming: &[usize],
+        width: usize,
+        height: usize,
+        fetch: &mut ImageFetch<'_>,
+    ) -> Result<Tensor<4>, InferError> {
+        let z = upcoming[0];
         if let Some(t) = self.embeddings.get(&z) {
             return Ok(t.clone());
         }
-        let image = fetch(z).map_err(|reason| InferError::Image { z, reason })?;
-        if image.len() != width * height {
-            return Err(InferError::Image {
-                z, reason: format!("{} samples, expected {width}×{height}", image.len())
-            });
+        let mut batch: Vec<usize> = Vec::with_capacity(self.encoder_batch);
+        for &next in upcoming {
+            if batch.len() == self.encoder_batch {
+                break;
+            }
+            if !batch.contains(&next) && !self.embeddings.contains(&next) {
+                batch.push(next);
+            }
         }
         let s = self.model.config().image_size;
-        let x = Tensor::from_data(
-            TensorData::new(preprocess_u8(&image, width, height, s), [1, 3, s, s]),
-            &self.model.device(),
-        );
+        let mut pixels = Vec::with_capacity(batch.len() * 3 * s * s);
+        for &b in &batch {
+            let image = fetch(b).map_err(|reason| InferError::Image { z: b, reason })?;
+            if image.len() != width * height {
+                return Err(InferError::Image {
+                    z: b,
+                    reason: format!("{} samples, expected {width}×{height}", image.len()),
+                });
+            }
+            pixels.extend(preprocess_u8(&image, width, height, s));
+        }
+        let x = Tensor::from_data(TensorData::new(pixels, [batch.len(), 3, s, s]), &self.model.device());
         let fused = self.model.embed(x);
-        self.embeddings.put(z, fused.clone());
-        Ok(fused)
+        let mut first = None;
+        for (i, &b) in batch.iter().enumerate() {
+            let one = fused.clone().narrow(0, i, 1);
+            if b == z {
+                first = Some(one.clone());
+            }
+            self.embeddings.put(b, one);
+        }
+        Ok(first.expect("the slice asked for is the batch's first"))
     }
 
     fn mask_tensor(&self, mask: &BitPlane) -> Tensor<4> {
@@ -176,20 +246,27 @@ impl Predictor {
         Tensor::from_data(TensorData::new(resized, [1, 1, s, s]), &self.model.device())
     }
 
-    fn probabilities(&self, outs: &[SliceOutput], width: usize, height: usize) -> Vec<Vec<u8>> {
+    /// Starts turning a slice's outputs into `width × height` probabilities scaled to 0–255, one
+    /// map per class; [`Pending::finish`] waits for them. On the device path the read-back is
+    /// started here and the caller queues the next slice's work before waiting, so that the
+    /// copy and the host's share overlap that work.
+    fn start_probabilities(&mut self, outs: &[SliceOutput], width: usize, height: usize) -> Pending {
         let s = self.model.config().image_size;
         let logits: Vec<Tensor<4>> = outs.iter().map(|o| self.model.reported_logits(o).0).collect();
-        // One read-back for every class.
-        let host = Tensor::cat(logits, 0).into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
-        host.chunks(s * s)
-            .map(|l| {
-                let p: Vec<f32> = l.iter().map(|&v| sigmoid(v)).collect();
-                super::resize_bilinear_f32(&p, s, s, width, height)
-                    .into_iter()
-                    .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-                    .collect()
-            })
-            .collect()
+        let logits = Tensor::cat(logits, 0);
+        if self.post_on_device {
+            let device = self.model.device();
+            let resize = match &self.resize {
+                Some((size, r)) if *size == (width, height) => r.clone(),
+                _ => {
+                    let r = BilinearResize::new(s, s, height, width, &device);
+                    self.resize = Some(((width, height), r.clone()));
+                    r
+                }
+            };
+            return Pending::read(scaled_on_device(logits, &resize), width * height);
+        }
+        Pending::Ready(probabilities_on_host(logits, width, height))
     }
 
     /// Predicts `request.range`, calling `on_slice` after each reported slice (in decoding
@@ -253,15 +330,32 @@ impl Predictor {
             None => vec![None; classes],
         };
         let mut states = self.model.start_streams(seeds);
+        // A slice whose probabilities are still being read back: reported once the next slice's
+        // work is queued behind the read.
+        let mut reading: Option<(usize, Pending)> = None;
         for (i, &z) in pass.order.iter().enumerate() {
-            let fused = self.embedding(z, request.width, request.height, fetch)?;
+            let fused = self.embedding_ahead(&pass.order[i..], request.width, request.height, fetch)?;
             let outs = self.model.stream_step(fused, &mut states, StreamMode::Clean);
+            if let Some((previous, pending)) = reading.take()
+                && on_slice(SlicePrediction { z: previous, probabilities: pending.finish() }) == Flow::Stop
+            {
+                return Ok(false);
+            }
             if i >= pass.warmup {
-                let probabilities = self.probabilities(&outs, request.width, request.height);
-                if on_slice(SlicePrediction { z, probabilities }) == Flow::Stop {
-                    return Ok(false);
+                match self.start_probabilities(&outs, request.width, request.height) {
+                    pending @ Pending::Reading { .. } => reading = Some((z, pending)),
+                    ready => {
+                        if on_slice(SlicePrediction { z, probabilities: ready.finish() }) == Flow::Stop {
+                            return Ok(false);
+                        }
+                    }
                 }
             }
+        }
+        if let Some((previous, pending)) = reading
+            && on_slice(SlicePrediction { z: previous, probabilities: pending.finish() }) == Flow::Stop
+        {
+            return Ok(false);
         }
         Ok(true)
     }
@@ -313,6 +407,73 @@ impl Predictor {
             tokens1: d1.tokens,
             keys1: d1.keys,
         };
-        Ok(self.probabilities(&[out], width, height).remove(0))
+        Ok(self.start_probabilities(&[out], width, height).finish().remove(0))
+    }
+}
+
+/// Sigmoid, resize (with `resize`, to the slice's size), clamp and scaling to 0–255, rounded,
+/// on the logits' device: `[C, 1, S, S]` logits → `[C, 1, height, width]` values 0–255 as
+/// floats, ready to read back.
+fn scaled_on_device(logits: Tensor<4>, resize: &BilinearResize) -> Tensor<4> {
+    resize.forward(burn::tensor::activation::sigmoid(logits)).clamp(0.0, 1.0).mul_scalar(255.0).round()
+}
+
+/// `[C, 1, S, S]` logits → one `width × height` map of probabilities scaled to 0–255 per class,
+/// computed on the logits' device and read back (the GPU path of [`Predictor`]).
+pub fn probabilities_on_device(logits: Tensor<4>, width: usize, height: usize) -> Vec<Vec<u8>> {
+    let [_, _, h, w] = logits.dims();
+    let resize = BilinearResize::new(h, w, height, width, &logits.device());
+    Pending::read(scaled_on_device(logits, &resize), width * height).finish()
+}
+
+/// As [`probabilities_on_device`], with the logits read back first and the rest computed on the
+/// host (the CPU backend's path of [`Predictor`]).
+pub fn probabilities_on_host(logits: Tensor<4>, width: usize, height: usize) -> Vec<Vec<u8>> {
+    let [_, _, h, w] = logits.dims();
+    let host = logits.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+    host.chunks((h * w).max(1))
+        .map(|l| {
+            let p: Vec<f32> = l.iter().map(|&v| sigmoid(v)).collect();
+            super::resize_bilinear_f32(&p, w, h, width, height)
+                .into_iter()
+                .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+                .collect()
+        })
+        .collect()
+}
+
+/// Probabilities on their way to the host (see [`Predictor::start_probabilities`]).
+enum Pending {
+    /// Computed on the host already.
+    Ready(Vec<Vec<u8>>),
+    /// Being read back from the device: the maps, `pixels` values per class, 0–255 as floats.
+    Reading { read: Pin<Box<dyn Future<Output = Result<TensorData, ExecutionError>> + Send>>, pixels: usize },
+}
+
+impl Pending {
+    /// Starts reading `scaled` back. The read-back future is polled once here, which asks the
+    /// device for the copy now (burn's futures do nothing until polled) instead of when the
+    /// caller waits for it.
+    fn read(scaled: Tensor<4>, pixels: usize) -> Self {
+        let mut read = Box::pin(scaled.into_data_async());
+        match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(data) => Pending::Reading { read: Box::pin(std::future::ready(data)), pixels },
+            Poll::Pending => Pending::Reading { read, pixels },
+        }
+    }
+
+    /// Waits for the maps (one per class). A failed read-back gives empty maps, as a failed
+    /// synchronous read did.
+    fn finish(self) -> Vec<Vec<u8>> {
+        match self {
+            Pending::Ready(maps) => maps,
+            Pending::Reading { read, pixels } => {
+                let host = pollster::block_on(read)
+                    .ok()
+                    .and_then(|d| d.convert::<f32>().try_into_vec::<f32>().ok())
+                    .unwrap_or_default();
+                host.chunks(pixels.max(1)).map(|c| c.iter().map(|&v| v as u8).collect()).collect()
+            }
+        }
     }
 }

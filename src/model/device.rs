@@ -1,44 +1,124 @@
-//! Handing an existing wgpu device (the one the UI renders with) to burn, so the model's
-//! tensors live on the same GPU and queue as the display; and asking that GPU's driver how much
-//! memory it has free, which wgpu does not report (`train::memory` plans a run with it).
+//! The GPU the model computes on, created the way burn's runtime (cubecl) wants it, and handed
+//! to the display so that the UI draws with the same device and queue; and asking that GPU's
+//! driver how much memory it has free, which wgpu does not report (`train::memory` plans a run
+//! with it).
+//!
+//! Why burn's runtime creates the device rather than the window: the device is then what
+//! cubecl asks for on that adapter. With the `spirv` feature that includes, on Vulkan, the
+//! extensions its SPIR-V kernels need (the Vulkan memory model, buffer device addresses, …) and
+//! wgpu's shader passthrough, which a device made with plain `wgpu::Adapter::request_device`
+//! does not enable; cubecl picks its compiler from the *adapter*, so given such a plain device
+//! it would choose SPIR-V and then fail to create its shaders. Where cubecl's setup fails, the
+//! display makes its own device as before and the model runs on the CPU (the caller decides,
+//! with [`model_gpu`]'s error as the reason).
 //!
 //! Depends on burn only (its re-export of wgpu is the same crate eframe links: one `wgpu` in
 //! `Cargo.lock`, checked by a test) and, for the memory query, on `ash`, the Vulkan binding
 //! wgpu itself uses.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
+use burn::cubecl::wgpu::{WgpuBackend, WgpuDevice, WgpuDeviceKind};
 use burn::tensor::Device;
-use burn::tensor::wgpu::{WgpuInitError, WgpuSetup, wgpu};
+use burn::tensor::wgpu::wgpu;
 
-/// The adapters of the devices [`share_wgpu`] made, so that [`gpu_memory`] asks the GPU the
-/// model really runs on.
-static SHARED_ADAPTERS: Mutex<Vec<(Device, wgpu::Adapter)>> = Mutex::new(Vec::new());
+/// burn's default wgpu device and the wgpu handles it runs on.
+#[derive(Debug)]
+pub struct ModelGpu {
+    /// burn's device: the same as `Device::wgpu(DeviceKind::DefaultDevice)`.
+    pub device: Device,
+    /// The wgpu instance the device was made on (the display makes its surface on it).
+    pub instance: wgpu::Instance,
+    /// The adapter (the high-performance one, as burn's runtime requests it).
+    pub adapter: wgpu::Adapter,
+    /// The wgpu device: burn's kernels and the display's draws go to it.
+    pub gpu: wgpu::Device,
+    /// Its queue, shared the same way.
+    pub queue: wgpu::Queue,
+    /// The shader compiler cubecl chose for it: `wgpu<spirv>` (Vulkan with the extensions
+    /// cubecl's SPIR-V needs), `wgpu<msl>` or `wgpu<wgsl>`.
+    pub compiler: &'static str,
+}
 
-/// Registers `device`/`queue` with burn's wgpu runtime and returns the burn device that runs
-/// on them. Register a setup once and clone the returned device.
-pub fn share_wgpu(
-    instance: &wgpu::Instance,
-    adapter: &wgpu::Adapter,
-    device: &wgpu::Device,
-    queue: &wgpu::Queue,
-) -> Result<Device, WgpuInitError> {
-    let backend = adapter.get_info().backend;
-    let shared = Device::wgpu_options()
-        .setup(WgpuSetup {
-            instance: instance.clone(),
-            adapter: adapter.clone(),
-            device: device.clone(),
-            queue: queue.clone(),
-            backend,
+impl ModelGpu {
+    /// One line for logs, the status bar and benchmark reports: adapter, API, compiler.
+    pub fn summary(&self) -> String {
+        let info = self.adapter.get_info();
+        format!("{} ({:?}, {})", info.name, info.backend, self.compiler)
+    }
+}
+
+/// burn's default wgpu device, created once per process through burn's runtime, with the
+/// handles to share with the display. The error says why there is none (no adapter, the
+/// driver refused the device, or burn's default wgpu runtime was already started lazily by a
+/// tensor op before this was called, in which case its handles are out of reach).
+pub fn model_gpu() -> Result<&'static ModelGpu, &'static str> {
+    MODEL_GPU
+        .get_or_init(|| {
+            #[cfg(feature = "fusion")]
+            configure_fusion()?;
+            let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| e.to_string())?;
+            // The runtime `init_with_setup` registered: `Device::wgpu(DefaultDevice)` maps to this
+            // selector (burn-tensor's `wgpu_device`), and its client knows the compiler it chose.
+            let selector = WgpuDevice::new(WgpuDeviceKind::DefaultDevice).on(WgpuBackend::Auto);
+            let compiler = burn::cubecl::Device::Wgpu(selector).client().name();
+            Ok(ModelGpu {
+                device,
+                instance: setup.instance,
+                adapter: setup.adapter,
+                gpu: setup.device,
+                queue: setup.queue,
+                compiler,
+            })
         })
-        .init()?;
-    SHARED_ADAPTERS.lock().unwrap_or_else(|e| e.into_inner()).push((shared.clone(), adapter.clone()));
-    Ok(shared)
+        .as_ref()
+        .map_err(String::as_str)
+}
+
+/// [`model_gpu`]'s answer if it was asked already in this process; `None` before (asks
+/// nothing, creates nothing).
+pub fn model_gpu_made() -> Option<Result<&'static ModelGpu, &'static str>> {
+    MODEL_GPU.get().map(|r| r.as_ref().map_err(String::as_str))
+}
+
+/// [`model_gpu`]'s device, made on first use.
+static MODEL_GPU: OnceLock<Result<ModelGpu, String>> = OnceLock::new();
+
+/// With the `fusion` feature: removes the kernel-fusion optimizations named in
+/// `SAM4EM_FUSION_OFF` (comma-separated, from [`burn_cubecl::fusion::BUILTIN_NAMES`]:
+/// `ElementWise`, `Matmul`, `Reduce`, `ReduceBroadcasted`, `NHWCRelayout`; unset or empty: all
+/// on) from burn's registry, to find which one goes wrong where fusion does (the golden
+/// training step on lavapipe: README "On the GPU"). Must run before the first tensor operation
+/// on a wgpu device (the registry is fixed once fusion starts); [`model_gpu`] calls it first.
+/// Returns the names removed.
+#[cfg(feature = "fusion")]
+pub fn configure_fusion() -> Result<Vec<String>, String> {
+    static DONE: OnceLock<Result<Vec<String>, String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let names: Vec<String> = match std::env::var("SAM4EM_FUSION_OFF") {
+            Ok(list) => list.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect(),
+            Err(_) => Vec::new(),
+        };
+        for name in &names {
+            if !burn_cubecl::fusion::BUILTIN_NAMES.contains(&name.as_str()) {
+                return Err(format!(
+                    "SAM4EM_FUSION_OFF names `{name}`, which is none of burn's fusion optimizations {:?}",
+                    burn_cubecl::fusion::BUILTIN_NAMES
+                ));
+            }
+            burn_cubecl::fusion::remove(name).map_err(|e| format!("cannot turn off fusion `{name}`: {e}"))?;
+        }
+        if !names.is_empty() {
+            tracing::info!("kernel fusion: {} off", names.join(", "));
+        }
+        Ok(names)
+    })
+    .clone()
 }
 
 /// What wgpu reports of the adapter `Device::wgpu(DeviceKind::DefaultDevice)` lands on (the
 /// high-performance choice, as burn's runtime requests it), or `None` when there is none.
+/// Asks without creating a device.
 pub fn default_wgpu_adapter() -> Option<wgpu::AdapterInfo> {
     default_adapter().map(|a| a.get_info())
 }
@@ -75,23 +155,17 @@ pub struct GpuMemory {
     pub free_bytes: Option<u64>,
 }
 
-/// The memory of the GPU burn runs `device` on: the adapter [`share_wgpu`] registered for it,
-/// else the default adapter (where burn's default wgpu device lands). `None` on the CPU
+/// The memory of the GPU burn runs `device` on: [`model_gpu`]'s adapter when `device` is that
+/// one, else the default adapter (where burn's default wgpu device lands). `None` on the CPU
 /// backend, and where the driver cannot be asked: only Vulkan reports memory (Linux and
 /// Windows); Metal, DX12 and GL do not through wgpu.
 pub fn gpu_memory(device: &Device) -> Option<GpuMemory> {
     if is_cpu(device) {
         return None;
     }
-    let registered = SHARED_ADAPTERS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .find(|(d, _)| d == device)
-        .map(|(_, a)| a.clone());
-    match registered {
-        Some(adapter) => adapter_memory(&adapter),
-        None => default_adapter().and_then(adapter_memory),
+    match model_gpu() {
+        Ok(gpu) if gpu.device == *device => adapter_memory(&gpu.adapter),
+        _ => default_adapter().and_then(adapter_memory),
     }
 }
 

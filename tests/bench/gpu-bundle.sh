@@ -10,8 +10,8 @@
 # SAM4EM checkout, the Vulkan / GL loaders (Debian packages, unpacked there) and the pure-Python
 # wheels the reference imports that the machine's image lacks. Two parts, each one `run` call:
 #
-#   .gpu/golden  model_golden.xz + fixtures/           carry: .gpu/golden .gpu/common
-#   .gpu/bench   sam4em.xz + ref/ + shared/tools/       carry: .gpu/bench .gpu/common
+#   .gpu/golden  model_golden{,-fusion,-spirv}.xz + fixtures/   carry: .gpu/golden .gpu/common
+#   .gpu/bench   sam4em{,-fusion,-spirv}.xz + ref/ + shared/tools/  carry: .gpu/bench .gpu/common
 #   .gpu/common  deb/*.deb (libvulkan1, libglvnd …), whl/*.whl (hydra-core, omegaconf, iopath, antlr4)
 #
 # `.gpu/` must be listed in `.git/info/exclude`; the script adds it when it is not.
@@ -26,13 +26,24 @@ grep -qx '/.gpu/' .git/info/exclude || echo /.gpu/ >>.git/info/exclude
 
 rm -rf .gpu && mkdir -p .gpu/golden/fixtures .gpu/bench/shared/tools .gpu/common/deb .gpu/common/whl
 
-echo "building (release binary, golden-test binary)" >&2
+echo "building (release binary and golden-test binary; both again with --features fusion and with --features spirv)" >&2
 cargo build --release --locked
 golden=$(cargo test --locked --test model_golden --no-run 2>&1 | grep -o 'target/[^ )]*/model_golden-[0-9a-f]*' | tail -1)
 [ -x "$golden" ] || { echo "cannot find the model_golden test binary" >&2; exit 1; }
 strip -o .gpu/bench/sam4em target/release/sam4em
 strip -o .gpu/golden/model_golden "$golden"
-xz -T0 -9 .gpu/bench/sam4em .gpu/golden/model_golden
+# Features `fusion` (burn's kernel fusion) and `spirv` (cubecl's SPIR-V compiler on Vulkan) are
+# opt-in because lavapipe gets them wrong (README "On the GPU"): the GPU machine runs each beside
+# the default build. Own target folders: the burn stack builds differently with each.
+for variant in fusion spirv; do
+  cargo build --release --locked --features "$variant" --target-dir "target/$variant"
+  g=$(cargo test --locked --features "$variant" --target-dir "target/$variant" --test model_golden --no-run 2>&1 |
+    grep -o "target/$variant/[^ )]*/model_golden-[0-9a-f]*" | tail -1)
+  [ -x "$g" ] || { echo "cannot find the $variant model_golden test binary" >&2; exit 1; }
+  strip -o ".gpu/bench/sam4em-$variant" "target/$variant/release/sam4em"
+  strip -o ".gpu/golden/model_golden-$variant" "$g"
+done
+xz -T0 -9 .gpu/bench/sam4em* .gpu/golden/model_golden*
 
 # The golden tests read these; sam2-micro.pt and the trainer checkpoint belong to CPU-only tests.
 for f in config.json expected.json inputs.safetensors reference.safetensors weights.safetensors; do

@@ -8,7 +8,8 @@
 #
 # from the repository root, after `bash tests/bench/gpu-bundle.sh .ref` has filled `.gpu/` here.
 # Results go to $OUT (the device tool's folder; ./gpu-out elsewhere): summary.txt (probe and
-# each step's exit status), golden.log, ops.json, model.json, train.json, gpu-memory.csv (the
+# each step's exit status), golden.log, golden-fusion.log, golden-spirv.log, ops.json, model.json, model-spirv.json,
+# train.json, gpu-memory.csv (the
 # processes' GPU memory, sampled every 250 ms during the training figure), stderr.log.
 # Each step has its own time limit, so that one slow step leaves the others their time; the
 # whole script stays under 10 minutes. A step that fails is reported and the next runs.
@@ -67,6 +68,14 @@ if [ "$part" = golden ] || [ "$part" = all ]; then
   CI=true SAM4EM_WGPU_TESTS=1 SAM4EM_FIXTURES="$bundle/golden/fixtures" \
     step "golden tests on wgpu" 150 "$bin/model_golden" "${SAM4EM_GOLDEN_FILTER:-wgpu}" --test-threads 1 >"$out/golden.log" 2>&1
   grep -E '^test |test result' "$out/golden.log" | tee -a "$summary"
+  # The same with burn's kernel fusion (feature `fusion`) and with the kernels compiled to
+  # SPIR-V (feature `spirv`), each off in the default build above.
+  for variant in fusion spirv; do
+    unpack "$bundle/golden/model_golden-$variant.xz" "$bin/model_golden-$variant" || continue
+    CI=true SAM4EM_WGPU_TESTS=1 SAM4EM_FIXTURES="$bundle/golden/fixtures" \
+      step "golden tests on wgpu, $variant" 150 "$bin/model_golden-$variant" "${SAM4EM_GOLDEN_FILTER:-wgpu}" --test-threads 1 >"$out/golden-$variant.log" 2>&1
+    grep -E '^test |test result' "$out/golden-$variant.log" | tee -a "$summary"
+  done
 fi
 
 if [ "$part" = bench ] || [ "$part" = all ]; then
@@ -82,6 +91,12 @@ if [ "$part" = bench ] || [ "$part" = all ]; then
   step "bench ops (wgpu)" 60 "$bin/sam4em" bench ops --device wgpu --runs "$runs" --json >"$out/ops.json"
   step "bench model, inference (wgpu; PyTorch on $torch_device)" 180 \
     "$bin/sam4em" bench model --device wgpu --size "$size" --runs "$runs" --train-slices 0 "${reference[@]}" --json >"$out/model.json"
+  # The inference figures again with each opt-in feature (ours only: PyTorch ran above).
+  for variant in fusion spirv; do
+    unpack "$bundle/bench/sam4em-$variant.xz" "$bin/sam4em-$variant" || continue
+    step "bench model, inference (wgpu, $variant)" 75 \
+      "$bin/sam4em-$variant" bench model --device wgpu --size "$size" --runs "$runs" --train-slices 0 --json >"$out/model-$variant.json"
+  done
   sampler=
   if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader -lms 250 \
@@ -94,7 +109,7 @@ if [ "$part" = bench ] || [ "$part" = all ]; then
   python3 - "$out" <<'EOF' | tee -a "$summary"
 import json, sys, os
 out = sys.argv[1]
-for name in ("model.json", "train.json"):
+for name in ("model.json", "model-fusion.json", "model-spirv.json", "train.json"):
     try:
         r = json.load(open(os.path.join(out, name)))
     except Exception as e:

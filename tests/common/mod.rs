@@ -54,16 +54,22 @@ pub fn fixtures() -> Option<PathBuf> {
 /// `CI=true` that is a failure instead, since CI installs lavapipe.
 #[cfg(feature = "model")]
 pub fn wgpu_device() -> Option<burn::tensor::Device> {
-    use burn::tensor::{Device, DeviceKind, Tensor};
-    let device = Device::wgpu(DeviceKind::DefaultDevice);
-    let probe = device.clone();
-    let works = std::panic::catch_unwind(move || Tensor::<1>::ones([4], &probe) * 2.0)
-        .ok()
-        .and_then(|t| std::panic::catch_unwind(move || sam4em::model::nn::to_vec(&t)).ok());
-    if works.as_deref() == Some(&[2.0; 4][..]) {
-        return Some(device);
-    }
-    let reason = "no wgpu adapter works here (install Mesa's Vulkan drivers for lavapipe)";
+    use burn::tensor::Tensor;
+    let reason = match sam4em::model::device::model_gpu() {
+        Ok(gpu) => {
+            let device = gpu.device.clone();
+            eprintln!("wgpu: {}", gpu.summary());
+            let probe = device.clone();
+            let works = std::panic::catch_unwind(move || Tensor::<1>::ones([4], &probe) * 2.0)
+                .ok()
+                .and_then(|t| std::panic::catch_unwind(move || sam4em::model::nn::to_vec(&t)).ok());
+            if works.as_deref() == Some(&[2.0; 4][..]) {
+                return Some(device);
+            }
+            format!("burn's wgpu device on {} does not compute", gpu.summary())
+        }
+        Err(e) => format!("no wgpu device for the model ({e}); install Mesa's Vulkan drivers for lavapipe"),
+    };
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{reason}");
     }

@@ -38,10 +38,24 @@ fn close(got: [u8; 4], want: [f64; 3], what: &str) {
     }
 }
 
+/// The app's one device: made by burn's runtime (SPIR-V on Vulkan, with the extensions its
+/// kernels need) and handed to the display, which draws on the same device and queue while burn
+/// computes on it.
 #[test]
 fn shared_device_runs_burn_and_draws() {
     use burn::tensor::{Tensor, TensorData};
-    let gpu = gpu();
+    let model = match sam4em::model::device::model_gpu() {
+        Ok(gpu) => gpu,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("no model GPU in CI: {e}"),
+        Err(e) => return eprintln!("skipping: no model GPU ({e})"),
+    };
+    eprintln!("model GPU: {}", model.summary());
+    let gpu = HeadlessGpu {
+        instance: model.instance.clone(),
+        adapter: model.adapter.clone(),
+        device: model.gpu.clone(),
+        queue: model.queue.clone(),
+    };
     let caps = gpu.caps();
     // The app shares a GPU with burn, never a software adapter (lavapipe here in CI: its loops
     // are cut short); the sharing itself is the same on both and is what this test checks.
@@ -54,8 +68,12 @@ fn shared_device_runs_burn_and_draws() {
     } else {
         assert_eq!(plan, ModelDevicePlan::Shared, "{caps:?}");
     }
-    let device = sam4em::model::device::share_wgpu(&gpu.instance, &gpu.adapter, &gpu.device, &gpu.queue)
-        .expect("burn takes the device");
+    if caps.backend == burn::tensor::wgpu::wgpu::Backend::Vulkan {
+        // SPIR-V only where the build asks for it (feature `spirv`), WGSL otherwise.
+        let expected = if cfg!(feature = "spirv") { "wgpu<spirv>" } else { "wgpu<wgsl>" };
+        assert_eq!(model.compiler, expected, "{}", model.summary());
+    }
+    let device = model.device.clone();
     let a = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]), &device);
     let b = a.clone().matmul(a);
     assert_eq!(sam4em::model::nn::to_vec(&b), vec![7.0, 10.0, 15.0, 22.0]);
@@ -67,6 +85,9 @@ fn shared_device_runs_burn_and_draws() {
     target.draw(&gpu.device, &gpu.queue, &mut r, &[(VIEW, params_1to1())], [0.0; 4]);
     let rgba = target.read_rgba(&gpu.device, &gpu.queue);
     assert_eq!(&rgba[..], &[0, 0, 0, 255, 255, 255, 255, 255]);
+    // And burn still computes after the draw, on the same queue.
+    let c = Tensor::<1>::from_data(TensorData::new(vec![3.0f32], [1]), &device) * 2.0;
+    assert_eq!(sam4em::model::nn::to_vec(&c), vec![6.0]);
 }
 
 #[test]
