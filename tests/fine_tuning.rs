@@ -312,6 +312,23 @@ fn a_batched_encoder_predicts_what_one_slice_per_pass_does() {
         .unwrap();
         (out, events.into_inner())
     };
+    // A slice read ahead that cannot be read fails when its turn comes: the slices before it
+    // are still reported, and the error names it.
+    let mut p = Predictor::with_encoder_batch(&model, 2, 3);
+    let mut reported = Vec::new();
+    let err = p
+        .predict(
+            &request,
+            &mut |z| if z == 12 { Err("unreadable".into()) } else { Ok(data.images[z - 10].to_vec()) },
+            &mut |s, _| {
+                reported.push(s.z);
+                Flow::Continue
+            },
+        )
+        .unwrap_err();
+    assert_eq!(reported, [10, 11]);
+    assert!(err.to_string().contains("slice 12") && err.to_string().contains("unreadable"), "{err}");
+
     let (one, one_events) = run(1);
     let (three, three_events) = run(3);
     assert_eq!(&one_events[..2], ["fetch 10", "slice 10"], "{one_events:?}");

@@ -210,15 +210,26 @@ impl Predictor {
         }
         let s = self.model.config().image_size;
         let mut pixels = Vec::with_capacity(batch.len() * 3 * s * s);
-        for &b in &batch {
-            let image = fetch(b).map_err(|reason| InferError::Image { z: b, reason })?;
-            if image.len() != width * height {
-                return Err(InferError::Image {
-                    z: b,
-                    reason: format!("{} samples, expected {width}×{height}", image.len()),
-                });
+        for (i, &b) in batch.clone().iter().enumerate() {
+            let image = fetch(b).map_err(|reason| InferError::Image { z: b, reason }).and_then(|image| {
+                if image.len() == width * height {
+                    Ok(image)
+                } else {
+                    Err(InferError::Image {
+                        z: b,
+                        reason: format!("{} samples, expected {width}×{height}", image.len()),
+                    })
+                }
+            });
+            match image {
+                Ok(image) => pixels.extend(preprocess_u8(&image, width, height, s)),
+                // A slice read ahead that cannot be read fails when its turn comes, not now.
+                Err(_) if i > 0 => {
+                    batch.truncate(i);
+                    break;
+                }
+                Err(e) => return Err(e),
             }
-            pixels.extend(preprocess_u8(&image, width, height, s));
         }
         let x = Tensor::from_data(TensorData::new(pixels, [batch.len(), 3, s, s]), &self.model.device());
         let fused = self.model.embed(x);
