@@ -1,8 +1,9 @@
 //! Which wgpu device the window draws with and where the model computes: one device for both
 //! wherever the GPU can run the model.
 //!
-//! The device is made by burn's runtime ([`model_gpu`]: on Vulkan with the extensions cubecl's
-//! SPIR-V kernels need) and handed to eframe as an existing setup. Where that fails (no Vulkan
+//! The device is made by burn's runtime ([`model_gpu`]: as cubecl asks for it, with the `spirv`
+//! feature on Vulkan with the extensions its SPIR-V kernels need) and handed to eframe as an
+//! existing setup. Where that fails (no Vulkan
 //! or other compute-capable API, the driver refuses the device), where the user asked for the
 //! model on the CPU, or where `WGPU_BACKEND` picks the display's API, eframe makes its own
 //! device as it always did ([`render::device::eframe_wgpu_setup`]) and the model runs on the
@@ -19,20 +20,24 @@ use crate::render::{self, DeviceCaps, ModelDevicePlan};
 /// the CPU by request), `wgpu_backend` the `WGPU_BACKEND` variable if set.
 pub fn own_device_reason(model: Option<Result<&ModelGpu, &str>>, wgpu_backend: Option<&str>) -> Option<String> {
     match (model, wgpu_backend) {
-        (None, _) => Some("the model runs on the CPU (asked for)".to_owned()),
-        (Some(_), Some(api)) => {
-            Some(format!("WGPU_BACKEND={api} chooses the display's device, which the model does not share"))
-        }
+        (_, Some(api)) => Some(wgpu_backend_reason(api)),
+        (None, None) => Some("the model runs on the CPU (asked for)".to_owned()),
         (Some(Err(e)), None) => Some(format!("the GPU could not be set up for the model: {e}")),
         (Some(Ok(_)), None) => None,
     }
 }
 
+/// Why a `WGPU_BACKEND` setting leaves the model off the window's device.
+fn wgpu_backend_reason(api: &str) -> String {
+    format!("WGPU_BACKEND={api} chooses the display's device, which the model does not share")
+}
+
 /// The setup eframe gets: the model's device where [`own_device_reason`] allows, else eframe
 /// makes its own (logged with the reason).
 pub fn display_setup(cpu_model: bool) -> egui_wgpu::WgpuSetup {
-    let model = (!cpu_model).then(model_gpu);
     let wgpu_backend = std::env::var("WGPU_BACKEND").ok();
+    // Not even made when the window will not draw on it.
+    let model = (!cpu_model && wgpu_backend.is_none()).then(model_gpu);
     match (own_device_reason(model, wgpu_backend.as_deref()), model) {
         (None, Some(Ok(gpu))) => {
             tracing::info!("the window draws on the model's device: {}", gpu.summary());
@@ -66,7 +71,10 @@ pub fn model_device_for(rs: &RenderState, caps: &DeviceCaps, cpu_model: bool) ->
             (gpu.device.clone(), format!("shares the display GPU ({})", gpu.compiler))
         }
         Some(Err(e)) => cpu(format!("the GPU could not be set up for the model: {e}")),
-        _ => cpu("the window's device was not made for the model".to_owned()),
+        _ => match std::env::var("WGPU_BACKEND") {
+            Ok(api) => cpu(wgpu_backend_reason(&api)),
+            Err(_) => cpu("the window's device was not made for the model".to_owned()),
+        },
     }
 }
 
@@ -81,5 +89,7 @@ mod tests {
         assert!(failed.contains("no Vulkan adapter"), "{failed}");
         let forced = own_device_reason(Some(Err("x")), Some("gl")).unwrap();
         assert!(forced.contains("WGPU_BACKEND=gl"), "{forced}");
+        let not_asked = own_device_reason(None, Some("vulkan")).unwrap();
+        assert!(not_asked.contains("WGPU_BACKEND=vulkan"), "{not_asked}");
     }
 }
