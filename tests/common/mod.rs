@@ -68,7 +68,7 @@ pub fn wgpu_device() -> Option<burn::tensor::Device> {
             }
             format!("burn's wgpu device on {} does not compute", gpu.summary())
         }
-        Err(e) => format!("no wgpu device for the model ({e}); install Mesa's Vulkan drivers for lavapipe"),
+        Err(e) => format!("no wgpu device for the model: {e} (without a GPU, Mesa's Vulkan drivers give lavapipe)"),
     };
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{reason}");
