@@ -79,19 +79,40 @@ fn samples(data: &Lucchi, first_z: usize) -> Vec<TrainSample> {
         .collect()
 }
 
+/// The request for every slice of `data` (`first_z` onwards), streaming from `first_z`'s label.
+fn seeded_request(data: &Lucchi, first_z: usize) -> StackRequest {
+    StackRequest {
+        width: data.width,
+        height: data.height,
+        range: first_z..first_z + data.images.len(),
+        visible: first_z,
+        seeds: vec![Seed { z: first_z, masks: vec![Some(data.labels[0].clone())] }],
+        max_warmup_slices: 8,
+    }
+}
+
+/// Asserts that two sets of 0–255 maps have the same sizes and differ by at most 1 anywhere,
+/// and by anything at all in at most `max_differing_per_mille` ‰ of the values.
+fn assert_within_one(a: &[Vec<u8>], b: &[Vec<u8>], max_differing_per_mille: usize) {
+    assert_eq!(a.len(), b.len());
+    let (mut differing, mut total) = (0usize, 0usize);
+    for (a, b) in a.iter().zip(b) {
+        assert_eq!(a.len(), b.len());
+        for (&x, &y) in a.iter().zip(b) {
+            assert!(x.abs_diff(y) <= 1, "{x} and {y} (0–255) differ by more than rounding");
+            differing += usize::from(x != y);
+            total += 1;
+        }
+    }
+    assert!(differing * 1000 <= total * max_differing_per_mille, "{differing} of {total} values differ");
+}
+
 /// Predicts slices `first_z..first_z + n` streaming from `first_z`'s label; per-slice
 /// probabilities (0–255) of the one class.
 fn predict(model: &MultiModel, data: &Lucchi, first_z: usize) -> Vec<Vec<u8>> {
     let mut p = Predictor::new(model, 4);
     let n = data.images.len();
-    let request = StackRequest {
-        width: data.width,
-        height: data.height,
-        range: first_z..first_z + n,
-        visible: first_z,
-        seeds: vec![Seed { z: first_z, masks: vec![Some(data.labels[0].clone())] }],
-        max_warmup_slices: 8,
-    };
+    let request = seeded_request(data, first_z);
     let mut out = vec![Vec::new(); n];
     let done = p
         .predict(&request, &mut |z| Ok(data.images[z - first_z].to_vec()), &mut |s, progress| {
@@ -285,14 +306,7 @@ fn a_batched_encoder_predicts_what_one_slice_per_pass_does() {
     let device = Device::flex();
     let model = micro(&dir, &device);
     let data = lucchi(&shared, 10..15);
-    let request = StackRequest {
-        width: data.width,
-        height: data.height,
-        range: 10..15,
-        visible: 10,
-        seeds: vec![Seed { z: 10, masks: vec![Some(data.labels[0].clone())] }],
-        max_warmup_slices: 8,
-    };
+    let request = seeded_request(&data, 10);
     let run = |batch: usize| {
         let mut p = Predictor::with_encoder_batch(&model, 2, batch);
         let events = std::cell::RefCell::new(Vec::new());
@@ -338,16 +352,7 @@ fn a_batched_encoder_predicts_what_one_slice_per_pass_does() {
         5,
         "each slice fetched once: {three_events:?}"
     );
-    let (mut differing, mut total) = (0usize, 0usize);
-    for (a, b) in one.iter().zip(&three) {
-        assert_eq!(a.len(), b.len());
-        for (&x, &y) in a.iter().zip(b) {
-            assert!(x.abs_diff(y) <= 1, "probabilities {x} and {y} (0–255) differ by more than rounding");
-            differing += usize::from(x != y);
-            total += 1;
-        }
-    }
-    assert!(differing * 1000 <= total, "{differing} of {total} pixels differ");
+    assert_within_one(&one, &three, 1);
 }
 
 /// On wgpu (lavapipe here) the predictor runs sigmoid, the resize to the slice's size and the
@@ -368,30 +373,15 @@ fn device_side_post_processing_matches_the_host() {
     let device_side = probabilities_on_device(on(&device), 300, 200);
     let host_side = probabilities_on_host(on(&Device::flex()), 300, 200);
     assert_eq!(device_side.len(), 3);
-    let (mut differing, mut total) = (0usize, 0usize);
-    for (a, b) in device_side.iter().zip(&host_side) {
-        assert_eq!((a.len(), b.len()), (300 * 200, 300 * 200));
-        for (&x, &y) in a.iter().zip(b) {
-            assert!(x.abs_diff(y) <= 1, "device {x}, host {y} (0–255)");
-            differing += usize::from(x != y);
-            total += 1;
-        }
-    }
-    assert!(differing * 100 <= total, "{differing} of {total} values differ");
+    assert!(device_side.iter().all(|m| m.len() == 300 * 200));
+    assert_within_one(&device_side, &host_side, 10);
     assert!(host_side.iter().flatten().any(|&v| v < 5) && host_side.iter().flatten().any(|&v| v > 250));
 
     // End to end: a stream on wgpu reports the same maps both ways.
     let Some((shared, dir)) = fixtures() else { return };
     let model = micro(&dir, &device);
     let data = lucchi(&shared, 20..22);
-    let request = StackRequest {
-        width: data.width,
-        height: data.height,
-        range: 20..22,
-        visible: 20,
-        seeds: vec![Seed { z: 20, masks: vec![Some(data.labels[0].clone())] }],
-        max_warmup_slices: 8,
-    };
+    let request = seeded_request(&data, 20);
     let run = |on_device: bool| {
         let mut p = Predictor::new(&model, 4).post_process_on_device(on_device);
         let mut out = vec![Vec::new(); 2];
