@@ -236,6 +236,10 @@ fn xvfb_run() -> Option<std::path::PathBuf> {
 /// Runs the bare app under Xvfb until it has saved a screenshot of the sample, with `env` set;
 /// returns its output, the screenshot and the folder it kept its settings and sessions in.
 fn window_screenshot(xvfb: &Path, env: &[(&str, &str)]) -> (std::process::Output, image::RgbaImage, tempfile::TempDir) {
+    // One X server at a time: `xvfb-run -a` picks the first display without a lock file, and two
+    // started together can pick the same one, so one app finds no server (seen in CI, 2026-12-06).
+    static ONE_X_SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _x = ONE_X_SERVER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let shot = dir.path().join("window.png");
     let o = Command::new(xvfb)
