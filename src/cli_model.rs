@@ -8,6 +8,7 @@ use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 
 use crate::model::checkpoints::{Verdict, identify};
+use crate::model::device::{Precision, device_at};
 use crate::model::{HieraSize, Init, Sam2Mapping, Sam4em, Sam4emConfig, StateDict, bench, bench_ops};
 
 /// Compute device choice.
@@ -107,6 +108,10 @@ pub struct BenchModelArgs {
     /// Activations in our training step: `auto` keeps them when the step fits in memory.
     #[arg(long, value_enum, default_value = "auto")]
     pub activations: crate::cli_learn::ActivationsArg,
+    /// Numbers the inference figures compute with: `f32`, or `f16` on a GPU with 16-bit float
+    /// shaders (f32 where f16 is not safe). The training step always computes in f32.
+    #[arg(long, default_value = "f32", value_name = "f32|f16")]
+    pub precision: Precision,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -260,7 +265,8 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
         rows.push(FigureRow::new(format!("train_{n}"), describe, ours_ms, reference.is_some().then_some(reference_ms)));
     }
 
-    let mut ours = bench::ModelBench::new(&config, &device)?;
+    let inference_device = device_at(&device, a.precision)?;
+    let mut ours = bench::ModelBench::new(&config, &inference_device)?;
     if let Some(r) = reference.as_mut() {
         for name in bench::Figure::ALL.into_iter().filter_map(reference_figure) {
             r.ask(&serde_json::json!({ "figure": name }))?;
@@ -302,16 +308,17 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
     if a.json {
         let v = serde_json::json!({
             "size": a.size, "rank": a.rank, "image_size": ours.image_size(), "device": device_name(&device),
-            "runs": runs, "machine": machine, "reference": header, "figures": all, "training": training,
+            "precision": a.precision, "runs": runs, "machine": machine, "reference": header, "figures": all, "training": training,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     print!(
-        "SAM4EM {} (LoRA r {}, merged for inference), {}², batch 1, {} ({}), median of {runs} runs",
+        "SAM4EM {} (LoRA r {}, merged for inference), {}², batch 1, {} inference, {} ({}), median of {runs} runs",
         a.size.file_stem(),
         a.rank,
         ours.image_size(),
+        a.precision,
         adapter.as_deref().unwrap_or(device_name(&device)),
         cpu_name().unwrap_or_else(|| "unknown CPU".into()),
     );

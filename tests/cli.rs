@@ -445,6 +445,16 @@ fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
     let info = sam4em(&["info", &s(&pred.join("mitochondria.tif"))]);
     assert!(stdout(&info).contains("4 x 768 x 1024"), "{}", stdout(&info));
     assert!(pred.join("mitochondria_probability.tif").is_file());
+    // Half precision is for GPUs; on the CPU it is refused before anything is read or written.
+    let refused = tmp.path().join("pred-f16");
+    let refused_s = s(&refused);
+    let mut args = vec!["predict", &img_s as &str];
+    args.extend(common_model);
+    args.extend(["--adapter", &out_s, "--out", &refused_s, "--precision", "f16"]);
+    let o = sam4em(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--precision f16: half precision (f16) runs on a GPU only"), "{}", stderr(&o));
+    assert!(!refused.exists(), "a refused run writes nothing");
 
     // eval: both metrics, text and JSON.
     let mask = s(&pred.join("mitochondria.tif"));

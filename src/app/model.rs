@@ -22,6 +22,7 @@ use crate::io::session::ModelRef;
 use crate::model::Sam4emConfig;
 use crate::model::adapter::BaseCheckpoint;
 use crate::model::checkpoints::{OFFICIAL, Sha256Known};
+use crate::model::device::{Precision, device_at, half_precision_available};
 use crate::model::footprint::TrainingMemoryModel;
 use crate::model::multi::{AdapterSet, AdapterSetMeta, ModelSource};
 use crate::model::prompt::{BoxPrompt, PointPrompt};
@@ -43,6 +44,10 @@ pub struct ModelSettings {
     /// The first-run dialog was answered ("Not now" or a choice).
     #[serde(default)]
     pub first_run_done: bool,
+    /// The numbers predictions are computed with (f16 only on a GPU that has them; training
+    /// always computes in f32).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl ModelSettings {
@@ -161,6 +166,8 @@ pub(super) struct ModelCtl {
     data_dir: Option<PathBuf>,
     device: Option<Device>,
     device_note: String,
+    /// The precision predictions run at, and why it is not the one asked for when it is not.
+    precision_note: String,
     status: Status,
     inference: Option<InferenceWorker>,
     trainer: Option<TrainerWorker>,
@@ -209,6 +216,7 @@ impl ModelCtl {
             data_dir,
             device,
             device_note,
+            precision_note: String::new(),
             inference: None,
             trainer: None,
             classes: Vec::new(),
@@ -301,6 +309,18 @@ impl ModelCtl {
             Err(e) => {
                 self.status = Status::Failed(e);
                 return;
+            }
+        };
+        // Predictions at the chosen precision; training (`source`) stays on the f32 device.
+        let asked = self.settings.precision;
+        let device = match device_at(&device, asked) {
+            Ok(d) => {
+                self.precision_note = asked.to_string();
+                d
+            }
+            Err(e) => {
+                self.precision_note = format!("f32 ({e})");
+                device
             }
         };
         self.classes = classes.iter().map(|c| (c.export_name.clone(), c.id)).collect();
@@ -505,6 +525,20 @@ impl ModelCtl {
             ModelAction::CancelDownload => {
                 if let Some(d) = &self.download {
                     d.cancel.store(true, Ordering::Relaxed);
+                }
+            }
+            ModelAction::SetHalfPrecision(half) => {
+                let precision = if half { Precision::F16 } else { Precision::F32 };
+                if precision != self.settings.precision {
+                    self.settings.precision = precision;
+                    if let Err(e) = self.settings.save(self.config_dir.as_deref()) {
+                        errors.push(e);
+                    }
+                    // The model is built again on the other device; the version in use is
+                    // applied again once it is loaded.
+                    if self.settings.checkpoint.is_some() {
+                        self.start(classes, ctx);
+                    }
                 }
             }
             ModelAction::DismissFirstRun => {
@@ -983,7 +1017,7 @@ impl ModelCtl {
         let status = match &self.status {
             Status::NoCheckpoint => "no checkpoint".to_string(),
             Status::Loading => "loading the checkpoint…".to_string(),
-            Status::Ready => format!("ready · {}", self.device_note),
+            Status::Ready => format!("ready · {} · {}", self.device_note, self.precision_note),
             Status::Failed(m) => format!("failed: {m}"),
         };
         let downloading = self.download.as_ref().map(|d| {
@@ -1067,6 +1101,11 @@ impl ModelCtl {
             last_run: self.last_run.clone(),
             versions,
             active_version: self.active_version,
+            half_precision: self.settings.precision == Precision::F16,
+            half_precision_unavailable: match &self.device {
+                Some(d) => half_precision_available(d).err().map(|e| e.to_string()),
+                None => Some("no compute device".to_owned()),
+            },
         }
     }
 

@@ -84,6 +84,149 @@ pub fn model_gpu_made() -> Option<Result<&'static ModelGpu, &'static str>> {
 /// [`model_gpu`]'s device, made on first use.
 static MODEL_GPU: OnceLock<Result<ModelGpu, String>> = OnceLock::new();
 
+/// The numbers the model computes inference with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats throughout, as the reference computes (and as training always does).
+    #[default]
+    F32,
+    /// 16-bit floats for weights and activations, on a GPU with 16-bit float shaders (wgpu's
+    /// `SHADER_F16`): half the memory traffic, and the tensor cores' input type. Where f16's
+    /// 11-bit mantissa or its range (±65,504) is not safe, the model computes in f32 and
+    /// rounds the result back (`nn::in_f32`: LayerNorm statistics, the softmax of attention
+    /// and of the slice memory; BatchNorm's folded scale and shift). Masks are compared with
+    /// f32 on Lucchi++ in `tests/fine_tuning.rs`.
+    F16,
+}
+
+impl Precision {
+    /// `f32` or `f16`, as the command line and the settings file spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(Precision::F16),
+            _ => Err(format!("`{s}` is not a precision (f32 or f16)")),
+        }
+    }
+}
+
+/// Why the model cannot compute at the precision asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrecisionError {
+    /// Half precision on the CPU backend: it would convert every value and gain nothing.
+    #[error("half precision (f16) runs on a GPU only; the model runs on the CPU here")]
+    Cpu,
+    /// The device is not [`model_gpu`]'s, the only GPU device this process computes on.
+    #[error("half precision (f16) runs on the model's GPU only, and this device is not it")]
+    NotTheModelGpu,
+    /// The GPU's shaders have no 16-bit floats.
+    #[error("{0} has no 16-bit float shaders (wgpu SHADER_F16); use f32")]
+    NoF16(String),
+    /// burn refused to register or configure the second runtime.
+    #[error("cannot set up half precision on {gpu}: {reason}")]
+    Setup {
+        /// The adapter.
+        gpu: String,
+        /// burn's error.
+        reason: String,
+    },
+}
+
+/// The device on which a model that would run on `device` in f32 computes at `precision`:
+/// `device` itself for f32; for f16, a second burn device on [`model_gpu`]'s wgpu device and
+/// queue whose float tensors are f16 by default, so that weights copied to it
+/// (`MultiModel::to_device`), inputs and every tensor the model creates on the way are f16
+/// without the model code naming a type. burn keeps one default float type per device, and
+/// the f32 device also trains, so half precision gets its own runtime (its own memory pool)
+/// on the same GPU rather than a setting that would change the other. (burn's documentation
+/// advises registering a setup once because each registration is a separate runtime with its
+/// own pools and caches; a separate runtime is what is wanted here, and wgpu devices and
+/// queues are made to be shared. The cost: memory freed by one runtime is not reused by the
+/// other until it is released to the driver.)
+pub fn device_at(device: &Device, precision: Precision) -> Result<Device, PrecisionError> {
+    match precision {
+        Precision::F32 => Ok(device.clone()),
+        Precision::F16 if half_device_made().is_some_and(|d| d == device) => Ok(device.clone()),
+        Precision::F16 => {
+            half_precision_available(device)?;
+            let gpu = model_gpu().map_err(|_| PrecisionError::NotTheModelGpu)?;
+            half_device(gpu).cloned()
+        }
+    }
+}
+
+/// Whether [`device_at`] would give `device` an f16 twin, asked without making one (for a
+/// settings panel drawn every frame).
+pub fn half_precision_available(device: &Device) -> Result<(), PrecisionError> {
+    if is_cpu(device) {
+        return Err(PrecisionError::Cpu);
+    }
+    if half_device_made().is_some_and(|d| d == device) {
+        return Ok(());
+    }
+    match model_gpu_made() {
+        Some(Ok(gpu)) if gpu.device == *device => {
+            if gpu.device.supports_dtype(burn::tensor::DType::F16) {
+                Ok(())
+            } else {
+                Err(PrecisionError::NoF16(gpu.summary()))
+            }
+        }
+        _ => Err(PrecisionError::NotTheModelGpu),
+    }
+}
+
+/// The precision `device` computes at: f16 for the device [`device_at`] made, f32 otherwise.
+pub fn precision_of(device: &Device) -> Precision {
+    if half_device_made().is_some_and(|d| d == device) { Precision::F16 } else { Precision::F32 }
+}
+
+/// The f16 device, made once per process on `gpu`'s handles.
+fn half_device(gpu: &ModelGpu) -> Result<&'static Device, PrecisionError> {
+    HALF_DEVICE
+        .get_or_init(|| {
+            let setup = burn::tensor::wgpu::WgpuSetup {
+                instance: gpu.instance.clone(),
+                adapter: gpu.adapter.clone(),
+                device: gpu.gpu.clone(),
+                queue: gpu.queue.clone(),
+                backend: gpu.adapter.get_info().backend,
+            };
+            let failed = |e: String| PrecisionError::Setup { gpu: gpu.summary(), reason: e };
+            let mut device = Device::wgpu_options().setup(setup).init().map_err(|e| failed(e.to_string()))?;
+            device.configure(burn::tensor::FloatDType::F16).map_err(|e| failed(format!("{e:?}")))?;
+            Ok(device)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The f16 device if it was made.
+fn half_device_made() -> Option<&'static Device> {
+    HALF_DEVICE.get().and_then(|r| r.as_ref().ok())
+}
+
+/// [`half_device`]'s device, made on first use.
+static HALF_DEVICE: OnceLock<Result<Device, PrecisionError>> = OnceLock::new();
+
 /// With the `fusion` feature: removes the kernel-fusion optimizations named in
 /// `SAM4EM_FUSION_OFF` (comma-separated, from [`burn_cubecl::fusion::BUILTIN_NAMES`]:
 /// `ElementWise`, `Matmul`, `Reduce`, `ReduceBroadcasted`, `NHWCRelayout`; unset or empty: all

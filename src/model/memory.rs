@@ -111,7 +111,7 @@ impl MemoryModule {
             let k = self.key_proj.forward(mem.clone()) + pe; // [m, cm, g, g]
             let v = self.value_proj.forward(mem.clone());
             let scores = (k * q).sum_dim(1) * (1.0 / (cm as f64).sqrt()); // [m, 1, g, g]
-            let attn = softmax(scores, 0);
+            let attn = super::nn::in_f32(scores, |s| softmax(s, 0));
             (attn * v).sum_dim(0) // [1, cm, g, g]
         };
         let out = features + relu(self.output_proj.forward(readout));

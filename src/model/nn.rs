@@ -10,7 +10,7 @@
 use super::ops::linear;
 use burn::tensor::activation::{relu, softmax};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor, TensorData};
 
 use super::ops::{conv_transpose2x2, conv2d, gelu};
 
@@ -393,8 +393,11 @@ impl LayerNorm {
         if super::device::is_cpu(&x.device()) {
             return super::ops::layer_norm(x, self.weight.clone(), self.bias.clone(), self.eps);
         }
-        let (var, mean) = x.clone().var_mean_bias(D - 1);
-        let x = (x - mean) / (var + self.eps).sqrt();
+        let eps = self.eps;
+        let x = in_f32(x, |x| {
+            let (var, mean) = x.clone().var_mean_bias(D - 1);
+            (x - mean) / (var + eps).sqrt()
+        });
         let dims = x.dims();
         x * per_feature(&self.weight, dims) + per_feature(&self.bias, dims)
     }
@@ -422,7 +425,7 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     }
     let hd = q.dims()[3];
     let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-    softmax(scores, 3).matmul(v)
+    in_f32(scores, |s| softmax(s, 3)).matmul(v)
 }
 
 /// SAM's `LayerNorm2d`: normalises the channel dimension of an NCHW tensor.
@@ -445,8 +448,11 @@ impl LayerNorm2d {
     /// # Shapes
     /// `[B, C, H, W]` → same.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let (var, mean) = x.clone().var_mean_bias(1);
-        let x = (x - mean) / (var + self.eps).sqrt();
+        let eps = self.eps;
+        let x = in_f32(x, |x| {
+            let (var, mean) = x.clone().var_mean_bias(1);
+            (x - mean) / (var + eps).sqrt()
+        });
         let [_, _, h, w] = x.dims();
         x * per_channel(&self.weight, h, w) + per_channel(&self.bias, h, w)
     }
@@ -503,9 +509,13 @@ impl BatchNorm2d {
     /// `(scale, shift)`: `x·scale + shift`, so that the convolution before it absorbs it (see
     /// `fusion::ConvBn`).
     pub fn eval_scale_shift(&self) -> (Tensor<1>, Tensor<1>) {
-        let scale = self.weight.clone() / (self.running_var.clone() + BN_EPS).sqrt();
-        let shift = self.bias.clone() - self.running_mean.clone() * scale.clone();
-        (scale, shift)
+        let dtype = self.weight.dtype();
+        // In f32 (then rounded to the weights' type): ε = 1e-5 is below f16's resolution next
+        // to a variance of 0.03 or more.
+        let f32 = |t: &Tensor<1>| t.clone().cast(FloatDType::F32);
+        let scale = f32(&self.weight) / (f32(&self.running_var) + BN_EPS).sqrt();
+        let shift = f32(&self.bias) - f32(&self.running_mean) * scale.clone();
+        (scale.cast(FloatDType::from(dtype)), shift.cast(FloatDType::from(dtype)))
     }
 
     /// Training: normalises with the batch statistics (biased variance) and returns the
@@ -604,6 +614,18 @@ impl Mlp {
         for (i, l) in self.layers.iter_mut().enumerate() {
             l.visit(&key(prefix, &format!("layers.{i}")), v);
         }
+    }
+}
+
+/// `f(x)` computed in f32 when `x` is a half-precision tensor (`device::Precision::F16`), the
+/// result rounded back to `x`'s type; `f(x)` itself otherwise. For the steps f16 cannot hold:
+/// normalisation statistics (a mean of squares over hundreds of channels) and softmax (its
+/// exponentials), whose values leave f16's range (±65,504) or lose its 11-bit mantissa.
+/// PyTorch's autocast keeps the same operations in f32.
+pub fn in_f32<const D: usize, const E: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<D>) -> Tensor<E>) -> Tensor<E> {
+    match x.dtype() {
+        dtype @ (DType::F16 | DType::BF16) => f(x.cast(FloatDType::F32)).cast(FloatDType::from(dtype)),
+        _ => f(x),
     }
 }
 

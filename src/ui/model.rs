@@ -65,6 +65,10 @@ pub struct ModelView {
     pub versions: Vec<VersionRow>,
     /// The version in use.
     pub active_version: u64,
+    /// Predictions are asked to run in half precision (f16).
+    pub half_precision: bool,
+    /// Why this device cannot predict in f16 (`None`: it can).
+    pub half_precision_unavailable: Option<String>,
 }
 
 /// Editable settings of the panel.
@@ -113,6 +117,8 @@ pub enum ModelAction {
     ToggleHeldOut,
     /// Close the first-run dialog without a checkpoint.
     DismissFirstRun,
+    /// Predict in half precision (f16), or not, from now on (the model is loaded again).
+    SetHalfPrecision(bool),
 }
 
 /// The model panel.
@@ -177,6 +183,19 @@ pub fn model_panel_ui(
         }
     });
     ui.add(egui::Slider::new(&mut settings.radius_slices, 1..=100).text("slices each side"));
+    let mut half = view.half_precision;
+    let hover = match &view.half_precision_unavailable {
+        None => "Predict with 16-bit floats on the GPU: less memory and memory traffic. Masks agreed with f32 \
+                   at Dice ≥ 0.99 on Lucchi++ with a small test model; not yet checked with official weights. \
+                   Training always uses 32-bit floats."
+            .to_owned(),
+        Some(why) => format!("Not available: {why}"),
+    };
+    // Left enabled when on, so that it can be turned off where f16 is not available.
+    let enabled = view.half_precision_unavailable.is_none() || half;
+    if ui.add_enabled(enabled, egui::Checkbox::new(&mut half, "Half precision (f16)")).on_hover_text(hover).changed() {
+        actions.push(ModelAction::SetHalfPrecision(half));
+    }
     if let Some((fraction, text)) = &view.predicting {
         ui.add(egui::ProgressBar::new(*fraction).text(text.as_str()));
         if ui.button("Cancel prediction").clicked() {

@@ -8,7 +8,8 @@
 #
 # from the repository root, after `bash tests/bench/gpu-bundle.sh .ref` has filled `.gpu/` here.
 # Results go to $OUT (the device tool's folder; ./gpu-out elsewhere): summary.txt (probe and
-# each step's exit status), golden.log, golden-fusion.log, golden-spirv.log, ops.json, model.json, model-spirv.json,
+# each step's exit status), golden.log, golden-fusion.log, golden-spirv.log, ops.json, model.json, model-f16.json,
+# model-fusion.json, model-spirv.json,
 # train.json, gpu-memory.csv (the
 # processes' GPU memory, sampled every 250 ms during the training figure), stderr.log.
 # Each step has its own time limit, so that one slow step leaves the others their time; the
@@ -91,7 +92,10 @@ if [ "$part" = bench ] || [ "$part" = all ]; then
   step "bench ops (wgpu)" 60 "$bin/sam4em" bench ops --device wgpu --runs "$runs" --json >"$out/ops.json"
   step "bench model, inference (wgpu; PyTorch on $torch_device)" 180 \
     "$bin/sam4em" bench model --device wgpu --size "$size" --runs "$runs" --train-slices 0 "${reference[@]}" --json >"$out/model.json"
-  # The inference figures again with each opt-in feature (ours only: PyTorch ran above).
+  # The inference figures again in half precision, and with each opt-in feature (ours only:
+  # PyTorch ran above, in f32).
+  step "bench model, inference (wgpu, f16)" 75 \
+    "$bin/sam4em" bench model --device wgpu --size "$size" --runs "$runs" --train-slices 0 --precision f16 --json >"$out/model-f16.json"
   for variant in fusion spirv; do
     unpack "$bundle/bench/sam4em-$variant.xz" "$bin/sam4em-$variant" || continue
     step "bench model, inference (wgpu, $variant)" 75 \
@@ -109,12 +113,12 @@ if [ "$part" = bench ] || [ "$part" = all ]; then
   python3 - "$out" <<'EOF' | tee -a "$summary"
 import json, sys, os
 out = sys.argv[1]
-for name in ("model.json", "model-fusion.json", "model-spirv.json", "train.json"):
+for name in ("model.json", "model-f16.json", "model-fusion.json", "model-spirv.json", "train.json"):
     try:
         r = json.load(open(os.path.join(out, name)))
     except Exception as e:
         print(f"{name}: no result ({e})"); continue
-    print(f"{name}: {r['device']} {r['machine'].get('adapter')}, PyTorch {r.get('reference')}")
+    print(f"{name}: {r['device']} {r.get('precision')} {r['machine'].get('adapter')}, PyTorch {r.get('reference')}")
     for f in r["figures"]:
         ref = f.get("reference_ms"); ratio = f.get("ratio")
         print(f"  {f['describe']:<50} {f['ours_ms']:9.1f} ms  " +

@@ -82,8 +82,16 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     let cfg = tmp.path().join("micro128.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
 
-    let options =
-        LaunchOptions { open: Some(OpenRequest::sample()), no_recent: true, cpu_model: true, ..Default::default() };
+    let settings = tmp.path().join("settings");
+    std::fs::create_dir(&settings).unwrap();
+    std::fs::write(settings.join("model.json"), r#"{"first_run_done": true}"#).unwrap();
+    let options = LaunchOptions {
+        open: Some(OpenRequest::sample()),
+        no_recent: true,
+        cpu_model: true,
+        config_dir: Some(settings.clone()),
+        ..Default::default()
+    };
     let mut h = harness_with(options, SIZE);
     settle(&mut h);
     let ctx = h.ctx.clone();
@@ -204,4 +212,20 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     h.state_mut().model_action(ModelAction::UseVersion(1), &ctx);
     wait_for(&mut h, "using v1 again", |a| !a.model_busy() && a.model_view().active_version == 1);
     assert_eq!(h.state().model_prediction(MITOCHONDRIA, z).unwrap(), after, "versions are reproducible");
+
+    // Half precision is offered where the model runs on a GPU; here (the CPU) the box says why
+    // not. Asked for anyway (a setting from another machine), the model loads again in f32,
+    // says so, and keeps the version in use.
+    let view = h.state().model_view();
+    assert!(!view.half_precision);
+    let why = view.half_precision_unavailable.unwrap();
+    assert!(why.contains("runs on a GPU only"), "{why}");
+    h.get_by_label("Half precision (f16)");
+    h.state_mut().model_action(ModelAction::SetHalfPrecision(true), &ctx);
+    wait_for(&mut h, "loading again", |a| a.model_view().ready && a.model_view().active_version == 1);
+    let view = h.state().model_view();
+    assert!(view.half_precision);
+    assert!(view.status.contains("f32 (half precision (f16) runs on a GPU only"), "{}", view.status);
+    let saved = std::fs::read_to_string(settings.join("model.json")).unwrap();
+    assert!(saved.contains(r#""precision": "f16""#), "the choice is remembered: {saved}");
 }
