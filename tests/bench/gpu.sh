@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks, run on a lent GPU machine (or here, on lavapipe, to try the script itself):
 #
-#   bash tests/bench/gpu.sh golden   # probe + golden tests on wgpu      (carry .gpu/golden .gpu/common)
+#   bash tests/bench/gpu.sh golden   # probe + golden tests on wgpu      (carry .gpu/golden .gpu/common;
+#                                    #   then .gpu/golden-fusion, then .gpu/golden-spirv, each
+#                                    #   with .gpu/golden/fixtures .gpu/common: gpu-bundle.sh)
 #   bash tests/bench/gpu.sh bench    # probe + bench ops / bench model on wgpu, PyTorch on cuda
 #                                    #                                    (carry .gpu/bench .gpu/common)
 #   bash tests/bench/gpu.sh all      # both, where one call can carry both parts
@@ -63,20 +65,23 @@ say "probe $(date -u +%FT%TZ), part $part"
 unpack() { xz -dc "$1" >"$2" && chmod +x "$2"; }
 
 if [ "$part" = golden ] || [ "$part" = all ]; then
-  unpack "$bundle/golden/model_golden.xz" "$bin/model_golden" || exit 1
-  # Every golden comparison on wgpu (SAM4EM_WGPU_TESTS=1; the CPU ones run in CI);
+  # Every golden comparison on wgpu (SAM4EM_WGPU_TESTS=1; the CPU ones run in CI), for the
+  # default build, then with burn's kernel fusion (feature `fusion`) and with the kernels
+  # compiled to SPIR-V (feature `spirv`), each off in the default build: whichever of the
+  # three binaries this call carried (.gpu/golden, .gpu/golden-fusion, .gpu/golden-spirv).
   # CI=true turns a missing adapter into a failure instead of a skip.
-  CI=true SAM4EM_WGPU_TESTS=1 SAM4EM_FIXTURES="$bundle/golden/fixtures" \
-    step "golden tests on wgpu" 150 "$bin/model_golden" "${SAM4EM_GOLDEN_FILTER:-wgpu}" --test-threads 1 >"$out/golden.log" 2>&1
-  grep -E '^test |test result' "$out/golden.log" | tee -a "$summary"
-  # The same with burn's kernel fusion (feature `fusion`) and with the kernels compiled to
-  # SPIR-V (feature `spirv`), each off in the default build above.
-  for variant in fusion spirv; do
-    unpack "$bundle/golden/model_golden-$variant.xz" "$bin/model_golden-$variant" || continue
+  ran=0
+  for variant in "" -fusion -spirv; do
+    packed=$(ls "$bundle"/golden*/"model_golden$variant.xz" 2>/dev/null | head -1)
+    [ -n "$packed" ] || continue
+    unpack "$packed" "$bin/model_golden$variant" || continue
     CI=true SAM4EM_WGPU_TESTS=1 SAM4EM_FIXTURES="$bundle/golden/fixtures" \
-      step "golden tests on wgpu, $variant" 150 "$bin/model_golden-$variant" "${SAM4EM_GOLDEN_FILTER:-wgpu}" --test-threads 1 >"$out/golden-$variant.log" 2>&1
-    grep -E '^test |test result' "$out/golden-$variant.log" | tee -a "$summary"
+      step "golden tests on wgpu${variant:+, ${variant#-}}" 150 "$bin/model_golden$variant" "${SAM4EM_GOLDEN_FILTER:-wgpu}" \
+      --test-threads 1 >"$out/golden$variant.log" 2>&1
+    grep -E '^test |test result' "$out/golden$variant.log" | tee -a "$summary"
+    ran=1
   done
+  [ $ran = 1 ] || { say "no golden-test binaries under $bundle"; exit 1; }
 fi
 
 if [ "$part" = bench ] || [ "$part" = all ]; then
