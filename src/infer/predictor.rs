@@ -210,7 +210,8 @@ impl Predictor {
         }
         let s = self.model.config().image_size;
         let mut pixels = Vec::with_capacity(batch.len() * 3 * s * s);
-        for (i, &b) in batch.clone().iter().enumerate() {
+        for i in 0..batch.len() {
+            let b = batch[i];
             let image = fetch(b).map_err(|reason| InferError::Image { z: b, reason }).and_then(|image| {
                 if image.len() == width * height {
                     Ok(image)
@@ -233,15 +234,11 @@ impl Predictor {
         }
         let x = Tensor::from_data(TensorData::new(pixels, [batch.len(), 3, s, s]), &self.model.device());
         let fused = self.model.embed(x);
-        let mut first = None;
+        // `z` is not cached (see above), so it went into the batch first.
         for (i, &b) in batch.iter().enumerate() {
-            let one = fused.clone().narrow(0, i, 1);
-            if b == z {
-                first = Some(one.clone());
-            }
-            self.embeddings.put(b, one);
+            self.embeddings.put(b, fused.clone().narrow(0, i, 1));
         }
-        Ok(first.expect("the slice asked for is the batch's first"))
+        Ok(fused.narrow(0, 0, 1))
     }
 
     fn mask_tensor(&self, mask: &BitPlane) -> Tensor<4> {

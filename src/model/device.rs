@@ -164,7 +164,6 @@ pub enum PrecisionError {
 pub fn device_at(device: &Device, precision: Precision) -> Result<Device, PrecisionError> {
     match precision {
         Precision::F32 => Ok(device.clone()),
-        Precision::F16 if half_device_made().is_some_and(|d| d == device) => Ok(device.clone()),
         Precision::F16 => {
             half_precision_available(device)?;
             let gpu = model_gpu().map_err(|_| PrecisionError::NotTheModelGpu)?;

@@ -393,11 +393,7 @@ impl LayerNorm {
         if super::device::is_cpu(&x.device()) {
             return super::ops::layer_norm(x, self.weight.clone(), self.bias.clone(), self.eps);
         }
-        let eps = self.eps;
-        let x = in_f32(x, |x| {
-            let (var, mean) = x.clone().var_mean_bias(D - 1);
-            (x - mean) / (var + eps).sqrt()
-        });
+        let x = standardized(x, D - 1, self.eps);
         let dims = x.dims();
         x * per_feature(&self.weight, dims) + per_feature(&self.bias, dims)
     }
@@ -448,11 +444,7 @@ impl LayerNorm2d {
     /// # Shapes
     /// `[B, C, H, W]` → same.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let eps = self.eps;
-        let x = in_f32(x, |x| {
-            let (var, mean) = x.clone().var_mean_bias(1);
-            (x - mean) / (var + eps).sqrt()
-        });
+        let x = standardized(x, 1, self.eps);
         let [_, _, h, w] = x.dims();
         x * per_channel(&self.weight, h, w) + per_channel(&self.bias, h, w)
     }
@@ -627,6 +619,16 @@ pub fn in_f32<const D: usize, const E: usize>(x: Tensor<D>, f: impl FnOnce(Tenso
         dtype @ (DType::F16 | DType::BF16) => f(x.cast(FloatDType::F32)).cast(FloatDType::from(dtype)),
         _ => f(x),
     }
+}
+
+/// `(x − mean) / √(var + eps)` along `dim` (biased variance, as PyTorch's norms), the
+/// statistics in f32 for half-precision tensors ([`in_f32`]): the composition LayerNorm and
+/// LayerNorm2d use on cubecl devices.
+fn standardized<const D: usize>(x: Tensor<D>, dim: usize, eps: f64) -> Tensor<D> {
+    in_f32(x, |x| {
+        let (var, mean) = x.clone().var_mean_bias(dim);
+        (x - mean) / (var + eps).sqrt()
+    })
 }
 
 /// Reads a tensor back as f32 values (tests, host-side post-processing).
