@@ -12,14 +12,14 @@
 # calls carry (a call carries at most 64 MiB, tracked files included; on 2026-12-06 all three
 # golden binaries with the fixtures came to 77 MiB, two of them 65 MiB):
 #
-#   .gpu/golden         model_golden.xz + fixtures/
-#   .gpu/golden-fusion  model_golden-fusion.xz
-#   .gpu/golden-spirv   model_golden-spirv.xz
-#   .gpu/bench          sam4em{,-fusion,-spirv}.xz + ref/ + shared/tools/
-#   .gpu/common         deb/*.deb (libvulkan1, libglvnd …), whl/*.whl (hydra-core, omegaconf, iopath, antlr4)
+#   .gpu/golden           model_golden.xz + fixtures/
+#   .gpu/golden-nofusion  model_golden-nofusion.xz
+#   .gpu/golden-spirv     model_golden-spirv.xz
+#   .gpu/bench            sam4em{,-nofusion,-spirv}.xz + ref/ + shared/tools/
+#   .gpu/common           deb/*.deb (libvulkan1, libglvnd …), whl/*.whl (hydra-core, omegaconf, iopath, antlr4)
 #
 #   call 1  gpu.sh golden  carry: .gpu/golden .gpu/common
-#   call 2  gpu.sh golden  carry: .gpu/golden-fusion .gpu/golden/fixtures .gpu/common
+#   call 2  gpu.sh golden  carry: .gpu/golden-nofusion .gpu/golden/fixtures .gpu/common
 #   call 3  gpu.sh golden  carry: .gpu/golden-spirv .gpu/golden/fixtures .gpu/common
 #   call 4  gpu.sh bench   carry: .gpu/bench .gpu/common
 #
@@ -38,25 +38,29 @@ grep -qx '/.gpu/' .git/info/exclude || echo /.gpu/ >>.git/info/exclude
 
 rm -rf .gpu && mkdir -p .gpu/golden/fixtures .gpu/bench/shared/tools .gpu/common/deb .gpu/common/whl
 
-echo "building (release binary and golden-test binary; both again with --features fusion and with --features spirv)" >&2
+echo "building (release binary and golden-test binary; both again without burn's kernel fusion and with --features spirv)" >&2
 cargo build --release --locked
 golden=$(cargo test --locked --test model_golden --no-run 2>&1 | grep -o 'target/[^ )]*/model_golden-[0-9a-f]*' | tail -1)
 [ -x "$golden" ] || { echo "cannot find the model_golden test binary" >&2; exit 1; }
 strip -o .gpu/bench/sam4em target/release/sam4em
 strip -o .gpu/golden/model_golden "$golden"
-# Features `fusion` (burn's kernel fusion) and `spirv` (cubecl's SPIR-V compiler on Vulkan) are
-# opt-in because lavapipe gets them wrong (README "On the GPU"): the GPU machine runs each beside
-# the default build. Own target folders: the burn stack builds differently with each.
-for variant in fusion spirv; do
-  cargo build --release --locked --features "$variant" --target-dir "target/$variant"
-  g=$(cargo test --locked --features "$variant" --target-dir "target/$variant" --test model_golden --no-run 2>&1 |
+# The default build has burn's kernel fusion (feature `fusion`); the GPU machine runs, beside it,
+# a build without it (what fusion gains, and whether its kernels agree) and one with the opt-in
+# `spirv` (cubecl's SPIR-V compiler on Vulkan, which lavapipe cannot run: README "On the GPU").
+# Own target folders: the burn stack builds differently with each.
+declare -A flags=([nofusion]="--no-default-features --features gui" [spirv]="--features spirv")
+for variant in nofusion spirv; do
+  # shellcheck disable=SC2086 # the flags are meant to split
+  cargo build --release --locked ${flags[$variant]} --target-dir "target/$variant"
+  # shellcheck disable=SC2086
+  g=$(cargo test --locked ${flags[$variant]} --target-dir "target/$variant" --test model_golden --no-run 2>&1 |
     grep -o "target/$variant/[^ )]*/model_golden-[0-9a-f]*" | tail -1)
   [ -x "$g" ] || { echo "cannot find the $variant model_golden test binary" >&2; exit 1; }
   strip -o ".gpu/bench/sam4em-$variant" "target/$variant/release/sam4em"
   strip -o ".gpu/golden/model_golden-$variant" "$g"
 done
 xz -T0 -9 .gpu/bench/sam4em* .gpu/golden/model_golden*
-for variant in fusion spirv; do
+for variant in nofusion spirv; do
   mkdir ".gpu/golden-$variant" && mv ".gpu/golden/model_golden-$variant.xz" ".gpu/golden-$variant/"
 done
 
@@ -74,7 +78,7 @@ apt-get $o update >/dev/null
 python3 -m pip wheel -q --no-deps -w .gpu/common/whl hydra-core==1.3.2 omegaconf==2.3.0 iopath==0.1.10 antlr4-python3-runtime==4.9.3
 
 tree=$(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1)
-for call in ".gpu/golden .gpu/common" ".gpu/golden-fusion .gpu/golden/fixtures .gpu/common" \
+for call in ".gpu/golden .gpu/common" ".gpu/golden-nofusion .gpu/golden/fixtures .gpu/common" \
   ".gpu/golden-spirv .gpu/golden/fixtures .gpu/common" ".gpu/bench .gpu/common"; do
   # shellcheck disable=SC2086 # the folders are meant to split
   bytes=$(($(du -sb $call | cut -f1 | paste -sd+) + tree))

@@ -2,7 +2,7 @@
 # The GPU checks, run on a lent GPU machine (or here, on lavapipe, to try the script itself):
 #
 #   bash tests/bench/gpu.sh golden   # probe + golden tests on wgpu      (carry .gpu/golden .gpu/common;
-#                                    #   then .gpu/golden-fusion, then .gpu/golden-spirv, each
+#                                    #   then .gpu/golden-nofusion, then .gpu/golden-spirv, each
 #                                    #   with .gpu/golden/fixtures .gpu/common: gpu-bundle.sh)
 #   bash tests/bench/gpu.sh bench    # probe + bench ops / bench model on wgpu, PyTorch on cuda
 #                                    #                                    (carry .gpu/bench .gpu/common)
@@ -10,9 +10,8 @@
 #
 # from the repository root, after `bash tests/bench/gpu-bundle.sh .ref` has filled `.gpu/` here.
 # Results go to $OUT (the device tool's folder; ./gpu-out elsewhere): summary.txt (probe and
-# each step's exit status), golden.log, golden-fusion.log, golden-spirv.log, ops.json, model.json, model-f16.json,
-# model-fusion.json, model-spirv.json,
-# train.json, gpu-memory.csv (the
+# each step's exit status), golden.log, golden-nofusion.log, golden-spirv.log, ops.json,
+# model.json, model-f16.json, model-nofusion.json, model-spirv.json, train.json, gpu-memory.csv (the
 # processes' GPU memory, sampled every 250 ms during the training figure), stderr.log.
 # Each step has its own time limit, so that one slow step leaves the others their time; the
 # whole script stays under 10 minutes. A step that fails is reported and the next runs.
@@ -66,12 +65,12 @@ unpack() { xz -dc "$1" >"$2" && chmod +x "$2"; }
 
 if [ "$part" = golden ] || [ "$part" = all ]; then
   # Every golden comparison on wgpu (SAM4EM_WGPU_TESTS=1; the CPU ones run in CI), for the
-  # default build, then with burn's kernel fusion (feature `fusion`) and with the kernels
-  # compiled to SPIR-V (feature `spirv`), each off in the default build: whichever of the
-  # three binaries this call carried (.gpu/golden, .gpu/golden-fusion, .gpu/golden-spirv).
+  # default build (burn's kernel fusion on), then without fusion and with the kernels compiled
+  # to SPIR-V (the opt-in feature `spirv`): whichever of the three binaries this call carried
+  # (.gpu/golden, .gpu/golden-nofusion, .gpu/golden-spirv).
   # CI=true turns a missing adapter into a failure instead of a skip.
   ran=0
-  for variant in "" -fusion -spirv; do
+  for variant in "" -nofusion -spirv; do
     packed=$(ls "$bundle"/golden*/"model_golden$variant.xz" 2>/dev/null | head -1)
     [ -n "$packed" ] || continue
     unpack "$packed" "$bin/model_golden$variant" || continue
@@ -97,11 +96,11 @@ if [ "$part" = bench ] || [ "$part" = all ]; then
   step "bench ops (wgpu)" 60 "$bin/sam4em" bench ops --device wgpu --runs "$runs" --json >"$out/ops.json"
   step "bench model, inference (wgpu; PyTorch on $torch_device)" 180 \
     "$bin/sam4em" bench model --device wgpu --size "$size" --runs "$runs" --train-slices 0 "${reference[@]}" --json >"$out/model.json"
-  # The inference figures again in half precision, and with each opt-in feature (ours only:
-  # PyTorch ran above, in f32).
+  # The inference figures again in half precision, without kernel fusion and with SPIR-V
+  # (ours only: PyTorch ran above, in f32).
   step "bench model, inference (wgpu, f16)" 75 \
     "$bin/sam4em" bench model --device wgpu --size "$size" --runs "$runs" --train-slices 0 --precision f16 --json >"$out/model-f16.json"
-  for variant in fusion spirv; do
+  for variant in nofusion spirv; do
     unpack "$bundle/bench/sam4em-$variant.xz" "$bin/sam4em-$variant" || continue
     step "bench model, inference (wgpu, $variant)" 75 \
       "$bin/sam4em-$variant" bench model --device wgpu --size "$size" --runs "$runs" --train-slices 0 --json >"$out/model-$variant.json"
@@ -118,7 +117,7 @@ if [ "$part" = bench ] || [ "$part" = all ]; then
   python3 - "$out" <<'EOF' | tee -a "$summary"
 import json, sys, os
 out = sys.argv[1]
-for name in ("model.json", "model-f16.json", "model-fusion.json", "model-spirv.json", "train.json"):
+for name in ("model.json", "model-f16.json", "model-nofusion.json", "model-spirv.json", "train.json"):
     try:
         r = json.load(open(os.path.join(out, name)))
     except Exception as e:
