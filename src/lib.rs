@@ -8,17 +8,17 @@
 //! - [`render`]: wgpu only — the shared device, slice/overlay/prediction shaders, textures.
 //! - [`ui`]: egui widgets — slice views, panels, status bar; never blocks.
 //! - [`app`]: the eframe app; the only module that sees all others.
-//! - [`cli`]: the headless command line.
-//! - [`edit_bench`]: `sam4em bench edit`, timings of the proofreading operations.
+//! - [`infer`], [`train`]: prediction over a stack and fine-tuning (feature `model`).
+//! - [`bench`]: every `sam4em bench …` measurement.
+//! - [`worker`]: what the named worker threads share.
+//! - [`cli`]: the command line; the top of the house.
 
 #[cfg(feature = "gui")]
 pub mod app;
+#[cfg(test)]
+mod architecture;
+pub mod bench;
 pub mod cli;
-#[cfg(feature = "model")]
-pub mod cli_learn;
-#[cfg(feature = "model")]
-pub mod cli_model;
-pub mod edit_bench;
 #[cfg(feature = "model")]
 pub mod infer;
 pub mod io;
@@ -31,3 +31,4 @@ pub mod state;
 pub mod train;
 #[cfg(feature = "gui")]
 pub mod ui;
+pub mod worker;

@@ -116,7 +116,7 @@ fn slices(config: &Sam4emConfig, count: usize, classes: usize) -> Vec<TrainSampl
             let mut all = BitPlane::new(s, s);
             all.fill_rect(PixelBox { x0: 0, y0: 0, x1: s, y1: s }, true);
             TrainSample {
-                z,
+                z: sam4em::state::SliceIndex(z),
                 width: s,
                 height: s,
                 image: Arc::new((0..s * s).map(|i| ((i * 7 + z * 13) % 251) as u8).collect()),

@@ -459,7 +459,7 @@ impl Document {
 }
 
 /// A slice's samples as the renderer takes them (it never sees `state` types).
-pub(super) fn image_pixels(data: &SliceData) -> ImagePixels<'_> {
+pub fn image_pixels(data: &SliceData) -> ImagePixels<'_> {
     match data {
         SliceData::U8(v) => ImagePixels::U8(v),
         SliceData::U16(v) => ImagePixels::U16(v),

@@ -6,7 +6,6 @@
 //! jobs, slices come from the `stack-loader` thread ([`loader`]), file dialogs run on a
 //! `file-dialog` thread.
 
-pub mod bench;
 mod document;
 pub mod gpu;
 mod jobs;
@@ -29,6 +28,7 @@ use crate::ui::panels::{self, HoverInfo, UiAction};
 use crate::ui::tools::{self as tools_ui, EditAction, EditStatus};
 use crate::ui::viewer::{self, Plane, ViewerState};
 use document::Document;
+pub use document::image_pixels;
 use jobs::{DialogKind, JobResult, Jobs, OpenFailure, import_labels, open_job, open_prediction, open_project_job};
 use loader::Loader;
 use recent::RecentFiles;
@@ -62,9 +62,9 @@ impl OpenRequest {
     /// The bundled sample with its labels.
     pub fn sample() -> Self {
         Self {
-            labels: Some(PathBuf::from(crate::cli::SAMPLE_LABELS)),
-            label_map: Some(crate::cli::SAMPLE_LABEL_MAPPING.to_owned()),
-            ..Self::stack(crate::cli::SAMPLE_STACK)
+            labels: Some(PathBuf::from(crate::io::sample::SAMPLE_LABELS)),
+            label_map: Some(crate::io::sample::SAMPLE_LABEL_MAPPING.to_owned()),
+            ..Self::stack(crate::io::sample::SAMPLE_STACK)
         }
     }
 }
@@ -112,7 +112,6 @@ pub fn run(options: LaunchOptions) -> Result<()> {
 pub struct StudioApp {
     render_state: Option<RenderState>,
     device_note: String,
-    #[cfg(feature = "model")]
     model_device: Option<burn::tensor::Device>,
     classes: ClassTable,
     doc: Option<Document>,
@@ -142,20 +141,16 @@ impl StudioApp {
     pub fn new(cc: &eframe::CreationContext<'_>, options: LaunchOptions) -> Self {
         let render_state = cc.wgpu_render_state.clone();
         let mut device_note = "no wgpu renderer: slices cannot be drawn".to_owned();
-        #[cfg(feature = "model")]
         let mut model_device = None;
         let mut model_note = "no wgpu renderer".to_owned();
         if let Some(rs) = &render_state {
             render::callback::install(rs, 1);
             let caps = DeviceCaps::of(&rs.adapter, &rs.device);
             device_note = format!("display: {}", caps.summary());
-            #[cfg(feature = "model")]
-            {
-                let (device, note) = gpu::model_device_for(rs, &caps, cpu_model_asked(&options));
-                model_device = Some(device);
-                device_note = format!("{device_note}; model: {note}");
-                model_note = note;
-            }
+            let (device, note) = gpu::model_device_for(rs, &caps, cpu_model_asked(&options));
+            model_device = Some(device);
+            device_note = format!("{device_note}; model: {note}");
+            model_note = note;
         }
         tracing::info!("{device_note}");
         let (tx, rx) = bounded(16);
@@ -167,7 +162,6 @@ impl StudioApp {
         let mut app = Self {
             render_state,
             device_note,
-            #[cfg(feature = "model")]
             model_device,
             classes,
             doc: None,
@@ -230,7 +224,7 @@ impl StudioApp {
     }
 
     /// The model's prediction of `class` on slice `z` (probabilities scaled to 0–255).
-    pub fn model_prediction(&self, class: ClassId, z: usize) -> Option<Arc<Vec<u8>>> {
+    pub fn model_prediction(&self, class: ClassId, z: SliceIndex) -> Option<Arc<Vec<u8>>> {
         self.model.prediction(class, z)
     }
 
@@ -271,7 +265,6 @@ impl StudioApp {
     }
 
     /// The burn device the model runs on (shared with the display where possible).
-    #[cfg(feature = "model")]
     pub fn model_device(&self) -> Option<&burn::tensor::Device> {
         self.model_device.as_ref()
     }

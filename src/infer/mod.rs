@@ -4,7 +4,7 @@
 //! every class and turns logits into full-resolution probabilities, click refinement from
 //! cached embeddings, and the `inference` worker thread the app talks to.
 //!
-//! Depends on `model` and `state`; knows nothing of the UI or the renderer.
+//! Depends on `model`, `state` and `worker`; knows nothing of the UI or the renderer.
 
 pub mod plan;
 pub mod predictor;
@@ -16,7 +16,52 @@ pub use predictor::{
     probabilities_on_host,
 };
 
-use crate::state::{Slice, SliceData};
+use std::sync::{Arc, OnceLock};
+
+use crate::state::{Slice, SliceData, SliceIndex, Volume};
+use crate::worker::SharedImages;
+
+/// A stack's slices as the model sees them, the one way the app and the command line prepare
+/// them: one intensity window for the whole stack ([`model_window`] of the middle slice,
+/// worked out on first use, so on a worker thread), every slice mapped with it
+/// ([`slice_to_u8`]).
+pub struct ModelImages {
+    volume: Arc<Volume>,
+    window: OnceLock<Result<Option<(f64, f64)>, String>>,
+}
+
+impl ModelImages {
+    /// The images of `volume`.
+    pub fn new(volume: Arc<Volume>) -> Self {
+        Self { volume, window: OnceLock::new() }
+    }
+
+    /// The stack-wide window (`None` for 8-bit stacks); an error names the middle slice when
+    /// it cannot be read.
+    pub fn window(&self) -> Result<Option<(f64, f64)>, String> {
+        self.window
+            .get_or_init(|| {
+                let middle = SliceIndex(self.volume.depth() / 2);
+                let slice = self.volume.slice(middle).map_err(|e| {
+                    format!("cannot read slice {middle}, which sets the stack's intensity window for the model: {e}")
+                })?;
+                Ok(model_window(&slice))
+            })
+            .clone()
+    }
+
+    /// Slice `z` as the model's 8-bit image (`width × height`).
+    pub fn image(&self, z: SliceIndex) -> Result<Vec<u8>, String> {
+        let window = self.window()?;
+        let slice = self.volume.slice(z).map_err(|e| e.to_string())?;
+        Ok(slice_to_u8(&slice, window))
+    }
+
+    /// The same for a worker thread.
+    pub fn shared(self) -> SharedImages {
+        Arc::new(move |z| self.image(z))
+    }
+}
 
 /// The 8-bit image the model sees for a slice. 8-bit stacks go in unchanged (what the
 /// reference trains on); other sample types are mapped linearly from `window` (low, high) to

@@ -13,20 +13,20 @@ use burn::tensor::{ExecutionError, Tensor, TensorData};
 use lru::LruCache;
 
 use super::plan::{Pass, plan_passes};
-use crate::model::multi::{MultiModel, sigmoid};
+use crate::model::multi::{HeadIndex, MultiModel, sigmoid};
 use crate::model::nn::BilinearResize;
 use crate::model::preprocess::{preprocess_u8, resize_nearest_u8};
 use crate::model::prompt::{BoxPrompt, PointPrompt};
 use crate::model::{SliceOutput, StreamMode};
+use crate::state::SliceIndex;
 use crate::state::bitplane::BitPlane;
 
 /// A slice with a person's masks: where streaming starts.
 #[derive(Clone, Debug)]
 pub struct Seed {
-    /// Slice index.
-    pub z: usize,
-    /// One mask per model class (in the model's class order); `None` prompts that class with
-    /// an empty mask.
+    /// The slice.
+    pub z: SliceIndex,
+    /// One mask per head ([`HeadIndex`] order); `None` prompts that class with an empty mask.
     pub masks: Vec<Option<BitPlane>>,
 }
 
@@ -37,10 +37,10 @@ pub struct StackRequest {
     pub width: usize,
     /// Slice height in pixels.
     pub height: usize,
-    /// Slices to predict.
+    /// Slices to predict (slice indices).
     pub range: Range<usize>,
     /// The slice on screen (predicted as early as the plan allows).
-    pub visible: usize,
+    pub visible: SliceIndex,
     /// Slices with a person's masks.
     pub seeds: Vec<Seed>,
     /// Farthest a seed may be from the slices it serves (see [`plan_passes`]).
@@ -50,9 +50,9 @@ pub struct StackRequest {
 /// One predicted slice.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SlicePrediction {
-    /// Slice index.
-    pub z: usize,
-    /// Per class (model order), `width × height` probabilities scaled to 0–255 (the reported
+    /// The slice.
+    pub z: SliceIndex,
+    /// Per head ([`HeadIndex`] order), `width × height` probabilities scaled to 0–255 (the reported
     /// prediction is `p > cross_batch_threshold`, 0.4 in SAM4EM).
     pub probabilities: Vec<Vec<u8>>,
 }
@@ -96,23 +96,23 @@ pub enum InferError {
     /// A slice image could not be read.
     #[error("cannot read slice {z} for prediction: {reason}")]
     Image {
-        /// Slice index.
-        z: usize,
+        /// The slice.
+        z: SliceIndex,
         /// Why.
         reason: String,
     },
     /// A seed mask has the wrong size or class count.
     #[error("seed mask of slice {z} does not fit the stack ({reason})")]
     Seed {
-        /// Slice index.
-        z: usize,
+        /// The slice.
+        z: SliceIndex,
         /// Why.
         reason: String,
     },
 }
 
 /// Source of 8-bit slice images (`width × height`, see [`super::slice_to_u8`]).
-pub type ImageFetch<'a> = dyn FnMut(usize) -> Result<Vec<u8>, String> + 'a;
+pub type ImageFetch<'a> = dyn FnMut(SliceIndex) -> Result<Vec<u8>, String> + 'a;
 
 /// Slices one encoder pass embeds on a GPU: the next slices of the streaming plan go through
 /// the encoder together, which keeps a GPU busier than one 512² image does. 4 B+ images at 512²
@@ -212,16 +212,18 @@ impl Predictor {
         let mut pixels = Vec::with_capacity(batch.len() * 3 * s * s);
         for i in 0..batch.len() {
             let b = batch[i];
-            let image = fetch(b).map_err(|reason| InferError::Image { z: b, reason }).and_then(|image| {
-                if image.len() == width * height {
-                    Ok(image)
-                } else {
-                    Err(InferError::Image {
-                        z: b,
-                        reason: format!("{} samples, expected {width}×{height}", image.len()),
-                    })
-                }
-            });
+            let image = fetch(SliceIndex(b)).map_err(|reason| InferError::Image { z: SliceIndex(b), reason }).and_then(
+                |image| {
+                    if image.len() == width * height {
+                        Ok(image)
+                    } else {
+                        Err(InferError::Image {
+                            z: SliceIndex(b),
+                            reason: format!("{} samples, expected {width}×{height}", image.len()),
+                        })
+                    }
+                },
+            );
             match image {
                 Ok(image) => pixels.extend(preprocess_u8(&image, width, height, s)),
                 // A slice read ahead that cannot be read fails when its turn comes, not now.
@@ -309,8 +311,8 @@ impl Predictor {
                 });
             }
         }
-        let seed_z: Vec<usize> = request.seeds.iter().map(|s| s.z).collect();
-        let passes = plan_passes(request.range.clone(), &seed_z, request.visible, request.max_warmup_slices);
+        let seed_z: Vec<usize> = request.seeds.iter().map(|s| s.z.0).collect();
+        let passes = plan_passes(request.range.clone(), &seed_z, request.visible.0, request.max_warmup_slices);
         let total: usize = passes.iter().map(|p| p.reported().len()).sum();
         let start = Instant::now();
         let mut done = 0;
@@ -333,7 +335,7 @@ impl Predictor {
         on_slice: &mut dyn FnMut(SlicePrediction) -> Flow,
     ) -> Result<bool, InferError> {
         let classes = self.model.heads.len();
-        let seeds: Vec<Option<Tensor<4>>> = match pass.seed.and_then(|z| request.seeds.iter().find(|s| s.z == z)) {
+        let seeds: Vec<Option<Tensor<4>>> = match pass.seed.and_then(|z| request.seeds.iter().find(|s| s.z.0 == z)) {
             Some(seed) => seed.masks.iter().map(|m| m.as_ref().map(|m| self.mask_tensor(m))).collect(),
             None => vec![None; classes],
         };
@@ -345,7 +347,7 @@ impl Predictor {
             let fused = self.embedding_ahead(&pass.order[i..], request.width, request.height, fetch)?;
             let outs = self.model.stream_step(fused, &mut states, StreamMode::Clean);
             if let Some((previous, pending)) = reading.take()
-                && on_slice(SlicePrediction { z: previous, probabilities: pending.finish() }) == Flow::Stop
+                && on_slice(SlicePrediction { z: SliceIndex(previous), probabilities: pending.finish() }) == Flow::Stop
             {
                 return Ok(false);
             }
@@ -353,7 +355,7 @@ impl Predictor {
                 match self.start_probabilities(&outs, request.width, request.height) {
                     pending @ Pending::Reading { .. } => reading = Some((z, pending)),
                     ready => {
-                        if on_slice(SlicePrediction { z, probabilities: ready.finish() }) == Flow::Stop {
+                        if on_slice(SlicePrediction { z: SliceIndex(z), probabilities: ready.finish() }) == Flow::Stop {
                             return Ok(false);
                         }
                     }
@@ -361,29 +363,29 @@ impl Predictor {
             }
         }
         if let Some((previous, pending)) = reading
-            && on_slice(SlicePrediction { z: previous, probabilities: pending.finish() }) == Flow::Stop
+            && on_slice(SlicePrediction { z: SliceIndex(previous), probabilities: pending.finish() }) == Flow::Stop
         {
             return Ok(false);
         }
         Ok(true)
     }
 
-    /// Refines class `class` on slice `z` with clicks and boxes (slice pixel coordinates) from
+    /// Refines head `class` on slice `z` with clicks and boxes (slice pixel coordinates) from
     /// the cached embedding: SAM's point/box prompting on the class's decoders, with `prior`
     /// (e.g. the current prediction) as the dense mask prompt. Returns `width × height`
     /// probabilities scaled to 0–255.
     #[allow(clippy::too_many_arguments)]
     pub fn refine(
         &mut self,
-        z: usize,
-        class: usize,
+        z: SliceIndex,
+        class: HeadIndex,
         points: &[PointPrompt],
         boxes: &[BoxPrompt],
         prior: Option<&BitPlane>,
         (width, height): (usize, usize),
         fetch: &mut ImageFetch<'_>,
     ) -> Result<Vec<u8>, InferError> {
-        let fused = self.embedding(z, width, height, fetch)?;
+        let fused = self.embedding(z.0, width, height, fetch)?;
         let s = self.model.config().image_size as f64;
         let (sx, sy) = (s / width as f64, s / height as f64);
         let points: Vec<PointPrompt> =
@@ -397,7 +399,7 @@ impl Predictor {
                 y1_px: (b.y1_px + 1.0) * sy,
             })
             .collect();
-        let head = &self.model.heads[class].model;
+        let head = &self.model.heads[class.0].model;
         let g = self.model.config().grid();
         let sparse = head.prompt_encoder.embed_sparse(&points, &boxes);
         let dense = match prior {

@@ -14,12 +14,11 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use super::predictor::{Flow, Predictor, Progress, SlicePrediction, StackRequest};
 use crate::model::adapter::BaseCheckpoint;
 use crate::model::footprint::TrainingMemoryModel;
-use crate::model::multi::{AdapterSet, ModelSource, MultiModel, load};
+use crate::model::multi::{AdapterSet, HeadIndex, ModelSource, MultiModel, load};
 use crate::model::prompt::{BoxPrompt, PointPrompt};
+use crate::state::SliceIndex;
 use crate::state::bitplane::BitPlane;
-
-/// Source of 8-bit slice images for the worker (shared with the app's stack).
-pub type SharedImages = Arc<dyn Fn(usize) -> Result<Vec<u8>, String> + Send + Sync>;
+use crate::worker::SharedImages;
 
 /// A command to the worker.
 pub enum InferCommand {
@@ -48,10 +47,10 @@ pub enum InferCommand {
         what: String,
         /// Request generation.
         generation: u64,
-        /// Slice.
-        z: usize,
-        /// Class index (model order).
-        class: usize,
+        /// The slice.
+        z: SliceIndex,
+        /// The class's head.
+        class: HeadIndex,
         /// Clicks, slice pixels.
         points: Vec<PointPrompt>,
         /// Boxes, slice pixels.
@@ -115,10 +114,10 @@ pub enum InferEvent {
         generation: u64,
         /// Adapter version.
         version: u64,
-        /// Slice.
-        z: usize,
-        /// Class index.
-        class: usize,
+        /// The slice.
+        z: SliceIndex,
+        /// The class's head.
+        class: HeadIndex,
         /// Probabilities 0–255.
         probabilities: Vec<u8>,
     },
@@ -177,7 +176,7 @@ impl InferenceWorker {
                     Ok(false) => break,
                     Err(panic) => {
                         state = WorkerState { base: None, base_sha256: None, predictor: None, version: 0 };
-                        let message = crate::train::worker::panic_message(&*panic);
+                        let message = crate::worker::panic_message(&*panic);
                         if !send(InferEvent::LoadFailed(format!("the model crashed and was unloaded: {message}"))) {
                             break;
                         }
@@ -272,7 +271,7 @@ impl WorkerState {
                 let Some(p) = &mut self.predictor else {
                     return send(InferEvent::Failed { generation, message: "no model is loaded".into() });
                 };
-                let mut fetch = |z: usize| images(z);
+                let mut fetch = |z: SliceIndex| images(z);
                 let mut alive = true;
                 let result = p.predict(&request, &mut fetch, &mut |prediction, progress| {
                     if current.load(Ordering::SeqCst) != generation {
@@ -294,7 +293,7 @@ impl WorkerState {
                 let Some(p) = &mut self.predictor else {
                     return send(InferEvent::Failed { generation, message: "no model is loaded".into() });
                 };
-                let mut fetch = |z: usize| images(z);
+                let mut fetch = |z: SliceIndex| images(z);
                 match p.refine(z, class, &points, &boxes, prior.as_ref(), size, &mut fetch) {
                     Ok(probabilities) => {
                         send(InferEvent::Refined { what, generation, version, z, class, probabilities })

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use hdf5_pure::{DType as H5Type, Dataset, File};
 
 use super::error::IoError;
-use super::stack::OpenOptions;
+use super::options::OpenOptions;
 use crate::state::{DType, SliceData, SliceError, SliceIndex, SliceSource, VolumeInfo};
 
 /// Dataset names EM tools use for the image, most specific first.

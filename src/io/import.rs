@@ -8,7 +8,8 @@ use std::path::Path;
 
 use super::error::IoError;
 use super::export::classes_sidecar;
-use super::stack::{ColorToGray, OpenOptions, open_stack};
+use super::options::{ColorToGray, OpenOptions};
+use super::stack::open_stack;
 use crate::state::{ClassId, ClassTable, MaskVolume, Provenance, SliceIndex, SliceMask, Volume, VoxelSize};
 
 /// What an import did.

@@ -16,7 +16,7 @@ use tiff::{ColorType, TiffError};
 
 use super::error::{IoError, describe_io};
 use super::meta;
-use super::stack::{ColorToGray, OpenOptions, to_gray};
+use super::options::{ColorToGray, OpenOptions, to_gray};
 use crate::state::{DType, SliceData, SliceError, SliceIndex, SliceSource, VoxelSize};
 
 /// TIFF `Compression` value of LZW.

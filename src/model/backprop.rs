@@ -20,7 +20,7 @@
 //! slice's prompt is a thresholded, detached mask, so a slice's decode depends on the batch only
 //! through its own fused features. The fusion head's BatchNorm uses statistics of the whole
 //! batch, so the neck and fusion head form one piece; its running statistics are updated once,
-//! by the recomputation. `tests/model_golden.rs` checks both ways against the reference's
+//! by the recomputation. `tests/model/model_golden.rs` checks both ways against the reference's
 //! gradients.
 
 use burn::tensor::Tensor;

@@ -96,7 +96,7 @@ pub enum Precision {
     /// 11-bit mantissa or its range (±65,504) is not safe, the model computes in f32 and
     /// rounds the result back (`nn::in_f32`: LayerNorm statistics, the softmax of attention
     /// and of the slice memory; BatchNorm's folded scale and shift). Masks are compared with
-    /// f32 on Lucchi++ in `tests/fine_tuning.rs`.
+    /// f32 on Lucchi++ in `tests/model/fine_tuning.rs`.
     F16,
 }
 

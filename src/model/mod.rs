@@ -7,8 +7,6 @@
 
 pub mod adapter;
 pub mod backprop;
-pub mod bench;
-pub mod bench_ops;
 pub mod checkpoints;
 pub mod config;
 pub mod cpu_conv;
@@ -33,6 +31,7 @@ pub mod sam4em;
 pub mod weights;
 
 pub use config::{HieraSize, Sam4emConfig};
+pub use multi::HeadIndex;
 pub use nn::Init;
 pub use sam4em::{Direction, Sam2Mapping, Sam4em, SliceOutput, StreamMode, StreamState};
 pub use weights::{HostTensor, StateDict, WeightsError};

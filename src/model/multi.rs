@@ -46,6 +46,19 @@ pub struct ClassHead {
     pub model: Sam4em,
 }
 
+/// Which of a [`MultiModel`]'s class heads: the class's position in the model's class list
+/// ([`ModelSource::classes`], [`MultiModel::heads`]), the order predictions come back in. The
+/// app maps its class ids to heads in one place (`app::model`'s head table); past that
+/// boundary, a head is never confused with a slice index or a class id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HeadIndex(pub usize);
+
+impl std::fmt::Display for HeadIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// SAM4EM with one shared encoder and per-class heads.
 #[derive(Clone, Debug)]
 pub struct MultiModel {

@@ -11,7 +11,7 @@
 //! derivative alone moves `grad mask_decoder.output_upscaling.3.bias[3]` from 0.99946 to
 //! 0.99967 (reference 1.00176; the rest of that gap is lavapipe's, below; issue 15). [`gelu`]
 //! routes through [`ExactGelu`], whose derivative is exact on every backend.
-//! `tests/op_gradients.rs` checks it, and the other operations of the training path, against
+//! `tests/model/op_gradients.rs` checks it, and the other operations of the training path, against
 //! float64 references on the CPU and on wgpu.
 //!
 //! **Convolution weight gradients in bounded pieces.** A convolution's weight gradient sums,

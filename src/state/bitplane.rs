@@ -269,6 +269,8 @@ fn par_for_each<T: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) + Sync) {
     };
     std::thread::scope(|scope| {
         for _ in 1..threads.min(slots.len()) {
+            // A helper that cannot be spawned only leaves its share to the others: this
+            // thread works through the queue too, so every item is done either way.
             let _ = std::thread::Builder::new().name("distance-transform".into()).spawn_scoped(scope, work);
         }
         work();

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::palette;
+use super::palette::{self, Rgb};
 
 /// Stable identifier of a class. Ids start at 1 (0 is background in label maps) and are never
 /// reused after a class is removed, so masks and files keep meaning the same thing.
@@ -17,10 +17,6 @@ impl std::fmt::Display for ClassId {
         self.0.fmt(f)
     }
 }
-
-/// An sRGB colour, 8 bits per channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rgb(pub u8, pub u8, pub u8);
 
 /// One class.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

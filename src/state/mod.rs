@@ -14,11 +14,12 @@ pub mod tools;
 pub mod view;
 pub mod volume;
 
-pub use classes::{ClassDef, ClassError, ClassId, ClassTable, Rgb};
+pub use classes::{ClassDef, ClassError, ClassId, ClassTable};
 pub use mask::{
     Layer, MaskError, MaskVolume, Provenance, ReviewState, SliceEntry, SliceMask, SliceMeta, SliceWrite, Tile,
     TileWrite,
 };
+pub use palette::{Rgb, Rgba};
 pub use view::{Camera, Contrast, Cursor};
 pub use volume::{
     CacheStats, DType, Slice, SliceData, SliceError, SliceIndex, SliceSource, Volume, VolumeInfo, VoxelSize,

@@ -6,7 +6,6 @@
 //!
 //! Depends on `model` and `state`; knows nothing of the UI.
 
-pub mod bench;
 pub mod memory;
 pub mod worker;
 
@@ -17,21 +16,23 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::{Tensor, TensorData};
 
+use crate::model::adapter::BaseCheckpoint;
 use crate::model::backprop::{Activations, batch_gradients};
 use crate::model::config::OptimizerConfig;
 use crate::model::loss::masked_sam4em_loss;
 use crate::model::metrics::Overlap;
-use crate::model::multi::MultiModel;
+use crate::model::multi::{AdapterSet, AdapterSetMeta, MultiModel, SET_FORMAT, SET_FORMAT_VERSION, TrainingRecord};
 use crate::model::optim::{AdamW, prepare_for_training};
 use crate::model::preprocess::{normalise, resize_linear_u8, resize_nearest_u8};
 use crate::model::{StreamMode, sam4em::logit};
+use crate::state::SliceIndex;
 use crate::state::bitplane::BitPlane;
 
 /// One slice to learn from.
 #[derive(Clone, Debug)]
 pub struct TrainSample {
-    /// Slice index in the stack.
-    pub z: usize,
+    /// The slice in the stack.
+    pub z: SliceIndex,
     /// Width in pixels.
     pub width: usize,
     /// Height in pixels.
@@ -67,20 +68,20 @@ impl SampleQueue {
     }
 
     /// Adds or replaces the sample of `sample.z`; returns the slice that had to leave, if any.
-    pub fn push(&mut self, sample: TrainSample) -> Option<usize> {
+    pub fn push(&mut self, sample: TrainSample) -> Option<SliceIndex> {
         self.samples.retain(|s| s.z != sample.z);
         self.samples.push_back(sample);
         (self.samples.len() > self.capacity).then(|| self.samples.pop_front().map(|s| s.z)).flatten()
     }
 
     /// Removes slice `z`.
-    pub fn remove(&mut self, z: usize) {
+    pub fn remove(&mut self, z: SliceIndex) {
         self.samples.retain(|s| s.z != z);
     }
 
     /// Slices queued, in stack order.
-    pub fn slices(&self) -> Vec<usize> {
-        let mut z: Vec<usize> = self.samples.iter().map(|s| s.z).collect();
+    pub fn slices(&self) -> Vec<SliceIndex> {
+        let mut z: Vec<SliceIndex> = self.samples.iter().map(|s| s.z).collect();
         z.sort_unstable();
         z
     }
@@ -263,8 +264,8 @@ pub enum TrainError {
     /// A sample does not fit the model.
     #[error("training slice {z} does not fit the model ({reason})")]
     BadSample {
-        /// Slice index.
-        z: usize,
+        /// The slice.
+        z: SliceIndex,
         /// Why.
         reason: String,
     },
@@ -279,18 +280,20 @@ pub fn batches(samples: &[TrainSample], batch_size: usize) -> Vec<Vec<usize>> {
     let mut runs: Vec<Vec<usize>> = Vec::new();
     for i in order {
         match runs.last_mut() {
-            Some(run) if samples[*run.last().expect("runs are never empty")].z + 1 == samples[i].z => run.push(i),
+            Some(run) if samples[*run.last().expect("runs are never empty")].z.0 + 1 == samples[i].z.0 => run.push(i),
             _ => runs.push(vec![i]),
         }
     }
     runs.into_iter().flat_map(|run| run.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect::<Vec<_>>()).collect()
 }
 
-/// A tiny deterministic generator for augmentation draws (SplitMix64).
-struct Draws(u64);
+/// A tiny deterministic generator for augmentation draws (SplitMix64); `sam4em bench model`
+/// draws its random labels with it too.
+pub(crate) struct Draws(pub(crate) u64);
 
 impl Draws {
-    fn next(&mut self) -> u64 {
+    /// The next draw.
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -416,7 +419,7 @@ pub fn train(
         let mut epoch_losses = Vec::new();
         let mut memories = model.zero_memories();
         let mut prompts: Option<Vec<Tensor<4>>> = None;
-        let mut previous_last_z: Option<usize> = None;
+        let mut previous_last_z: Option<SliceIndex> = None;
         let mut previous_t = 0u8;
         for batch in &plan {
             while control.pause.load(Ordering::Relaxed) || control.yield_to_ui.load(Ordering::Relaxed) {
@@ -431,7 +434,7 @@ pub fn train(
             }
             let first_z = owned[batch[0]].z;
             // A new run of consecutive slices: fresh memory, prompted by its first label.
-            let continues = previous_last_z.is_some_and(|z| z + 1 == first_z);
+            let continues = previous_last_z.is_some_and(|z| z.0 + 1 == first_z.0);
             if !continues {
                 memories = model.zero_memories();
                 prompts = None;
@@ -499,6 +502,54 @@ pub fn train(
     Ok(outcome)
 }
 
+/// What a finished run is recorded with in its adapter set, beside the run's own figures.
+pub struct RunRecord<'a> {
+    /// The slices learned from.
+    pub samples: &'a [TrainSample],
+    /// The held-out slices.
+    pub validation: &'a [TrainSample],
+    /// The run's settings.
+    pub config: &'a TrainConfig,
+    /// The base checkpoint it was trained on.
+    pub base: BaseCheckpoint,
+    /// Its version number, and the version it started from.
+    pub version: u64,
+    /// The version it started from (`None`: the bare base model).
+    pub parent: Option<u64>,
+    /// The device it ran on, in words.
+    pub device: String,
+}
+
+/// A finished run as the adapter set to save: what `model` learned, with the configuration,
+/// the base checkpoint, the classes and the run's record (the one way the app's trainer and
+/// `sam4em train` write their results).
+pub fn adapter_set(model: &mut MultiModel, outcome: &TrainOutcome, run: RunRecord<'_>) -> AdapterSet {
+    let training = TrainingRecord {
+        steps: outcome.steps,
+        slices: run.samples.iter().map(|s| s.z.0).collect(),
+        validation_slices: run.validation.iter().map(|s| s.z.0).collect(),
+        final_loss: outcome.final_loss,
+        validation_dice: outcome.validation_dice.clone(),
+        seconds: outcome.seconds,
+        device: run.device,
+        ended: outcome.ended.to_string(),
+        batch_size: batches(run.samples, run.config.batch_size).iter().map(Vec::len).max().unwrap_or(0),
+        activations: run.config.activations.name().into(),
+    };
+    let meta = AdapterSetMeta {
+        format: SET_FORMAT.into(),
+        format_version: SET_FORMAT_VERSION,
+        config: model.config().clone(),
+        base: run.base,
+        classes: model.class_names(),
+        version: run.version,
+        parent_version: run.parent,
+        created_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        training,
+    };
+    AdapterSet::from_model(model, meta)
+}
+
 /// Held-out Dice: each validation slice is predicted the way the app predicts it, streaming
 /// from the nearest training slice (prompted by its label) or from an empty prompt, and scored
 /// with the reference's per-slice Dice over the pixels a person vouched for.
@@ -516,10 +567,10 @@ pub fn validate(
     let mut scores: Vec<Vec<f64>> = vec![Vec::new(); classes];
     for v in validation {
         let rv = resize_sample(v, s, classes)?;
-        let seed = train.iter().min_by_key(|t| t.z.abs_diff(v.z));
+        let seed = train.iter().min_by_key(|t| t.z.0.abs_diff(v.z.0));
         // Slices from the seed to the validation slice, seed first.
         let path: Vec<&TrainSample> = match seed {
-            Some(t) if t.z.abs_diff(v.z) <= 16 => vec![t, v],
+            Some(t) if t.z.0.abs_diff(v.z.0) <= 16 => vec![t, v],
             _ => vec![v],
         };
         // The stream goes from the seed straight to the validation slice: the slices between
@@ -572,7 +623,7 @@ mod tests {
 
     fn sample(z: usize) -> TrainSample {
         TrainSample {
-            z,
+            z: SliceIndex(z),
             width: 2,
             height: 2,
             image: Arc::new(vec![0; 4]),
@@ -584,7 +635,8 @@ mod tests {
     #[test]
     fn batches_are_runs_of_consecutive_slices_cut_to_size() {
         let s: Vec<TrainSample> = [7, 3, 4, 5, 6, 10, 12, 11].into_iter().map(sample).collect();
-        let b: Vec<Vec<usize>> = batches(&s, 3).into_iter().map(|b| b.into_iter().map(|i| s[i].z).collect()).collect();
+        let b: Vec<Vec<usize>> =
+            batches(&s, 3).into_iter().map(|b| b.into_iter().map(|i| s[i].z.0).collect()).collect();
         assert_eq!(b, vec![vec![3, 4, 5], vec![6, 7], vec![10, 11, 12]]);
     }
 
@@ -594,8 +646,8 @@ mod tests {
         assert_eq!(q.push(sample(5)), None);
         assert_eq!(q.push(sample(2)), None);
         assert_eq!(q.push(sample(5)), None, "a newer correction replaces the queued one");
-        assert_eq!(q.push(sample(9)), Some(2));
-        assert_eq!(q.slices(), vec![5, 9]);
+        assert_eq!(q.push(sample(9)), Some(SliceIndex(2)));
+        assert_eq!(q.slices(), vec![SliceIndex(5), SliceIndex(9)]);
     }
 
     #[test]

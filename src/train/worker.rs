@@ -5,26 +5,22 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::SystemTime;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::{Control, Ended, TrainConfig, TrainEvent, TrainSample, train};
 use crate::model::adapter::BaseCheckpoint;
-use crate::model::multi::{
-    AdapterSet, AdapterSetMeta, ModelSource, MultiModel, SET_FORMAT, SET_FORMAT_VERSION, TrainingRecord, load,
-};
+use crate::model::multi::{AdapterSet, AdapterSetMeta, ModelSource, MultiModel, load};
+use crate::state::SliceIndex;
 use crate::state::bitplane::BitPlane;
-
-/// Source of 8-bit slice images (read on the trainer thread, never on the UI's).
-pub type SharedImages = Arc<dyn Fn(usize) -> Result<Vec<u8>, String> + Send + Sync>;
+use crate::worker::SharedImages;
 
 /// A corrected slice whose image the trainer reads itself.
 #[derive(Clone, Debug)]
 pub struct PendingSample {
-    /// Slice index.
-    pub z: usize,
-    /// Per class (model order): the mask.
+    /// The slice.
+    pub z: SliceIndex,
+    /// Per head (model order): the mask.
     pub labels: Vec<BitPlane>,
     /// Per class: the vouched pixels.
     pub vouched: Vec<BitPlane>,
@@ -103,7 +99,7 @@ impl TrainerWorker {
                 crate::model::host_memory::release_freed_memory();
                 if let Err(panic) = outcome {
                     cached = None;
-                    send(TrainerEvent::Failed(format!("training crashed: {}", panic_message(&*panic))));
+                    send(TrainerEvent::Failed(format!("training crashed: {}", crate::worker::panic_message(&*panic))));
                 }
             }
         })?;
@@ -139,15 +135,6 @@ impl Drop for TrainerWorker {
             let _ = t.join();
         }
     }
-}
-
-/// The text of a panic payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
-        .unwrap_or_else(|| "unknown error".into())
 }
 
 fn run(job: TrainJob, cached: &mut Option<(String, MultiModel)>, send: &dyn Fn(TrainerEvent)) {
@@ -201,30 +188,20 @@ fn run(job: TrainJob, cached: &mut Option<(String, MultiModel)>, send: &dyn Fn(T
             _ => "training stopped before its first step; no new version".into(),
         }));
     }
-    let record = TrainingRecord {
-        steps: outcome.steps,
-        slices: job.samples.iter().map(|s| s.z).collect(),
-        validation_slices: job.validation.iter().map(|s| s.z).collect(),
-        final_loss: outcome.final_loss,
-        validation_dice: outcome.validation_dice.clone(),
-        seconds: outcome.seconds,
-        device: format!("{:?}", job.source.device),
-        ended: outcome.ended.to_string(),
-        batch_size: super::batches(&samples, job.config.batch_size).iter().map(Vec::len).max().unwrap_or(0),
-        activations: job.config.activations.name().into(),
-    };
-    let meta = AdapterSetMeta {
-        format: SET_FORMAT.into(),
-        format_version: SET_FORMAT_VERSION,
-        config: model.config().clone(),
-        base: job.base.clone(),
-        classes: model.class_names(),
-        version: job.version,
-        parent_version: parent,
-        created_unix_s: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        training: record,
-    };
-    let set = AdapterSet::from_model(&mut model, meta.clone());
+    let set = super::adapter_set(
+        &mut model,
+        &outcome,
+        super::RunRecord {
+            samples: &samples,
+            validation: &validation,
+            config: &job.config,
+            base: job.base.clone(),
+            version: job.version,
+            parent,
+            device: format!("{:?}", job.source.device),
+        },
+    );
+    let meta = set.meta.clone();
     if let Some(dir) = job.out.parent()
         && let Err(e) = std::fs::create_dir_all(dir)
     {

@@ -195,7 +195,7 @@ pub fn tool_panel_ui(
     ui.horizontal(|ui| {
         ui.label("edit");
         for c in classes.iter() {
-            let text = RichText::new(&c.name).color(Color32::from_rgb(c.color.0, c.color.1, c.color.2));
+            let text = RichText::new(&c.name).color(super::color(c.color));
             if ui.selectable_label(*active == c.id, text).clicked() {
                 actions.push(EditAction::SetActiveClass(c.id));
             }
@@ -306,7 +306,7 @@ pub fn review_color(review: ReviewState) -> Color32 {
         ReviewState::Corrected => palette::REVIEW_CORRECTED,
         ReviewState::Accepted => palette::REVIEW_ACCEPTED,
     };
-    Color32::from_rgb(c.0, c.1, c.2)
+    super::color(c)
 }
 
 /// The slice navigator: one cell per slice coloured by its review state, the shown slice
@@ -338,7 +338,7 @@ pub fn review_strip_ui(ui: &mut egui::Ui, states: &[ReviewState], shown: usize) 
     let x = rect.left() + (shown as f32 + 0.5) * cell;
     painter.line_segment(
         [Pos2::new(x, rect.top() - 1.0), Pos2::new(x, rect.bottom() + 1.0)],
-        Stroke::new(2.0, Color32::WHITE),
+        Stroke::new(2.0, super::color(palette::OVERLAY_LINE)),
     );
     if (response.clicked() || response.dragged())
         && let Some(p) = response.interact_pointer_pos()
@@ -360,8 +360,8 @@ pub fn tool_preview_ui(
     screen_from_image: impl Fn([f32; 2]) -> Pos2,
     points_per_pixel: Vec2,
 ) {
-    let stroke = Stroke::new(1.5, Color32::WHITE);
-    let shadow = Stroke::new(3.0, Color32::from_black_alpha(140));
+    let stroke = Stroke::new(1.5, super::color(palette::OVERLAY_LINE));
+    let shadow = Stroke::new(3.0, super::color_alpha(palette::OVERLAY_HALO));
     if matches!(tools.tool, Tool::Brush | Tool::Eraser)
         && let Some(at) = hover_image
     {

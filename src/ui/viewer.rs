@@ -3,13 +3,12 @@
 //!
 //! Only egui and `state`; draws through `render`'s paint callback with plain parameters.
 
-use eframe::egui::{
-    self, Color32, Event, Key, Modifiers, MouseWheelUnit, PointerButton, Pos2, Rect, Sense, Stroke, Vec2,
-};
+use eframe::egui::{self, Event, Key, Modifiers, MouseWheelUnit, PointerButton, Pos2, Rect, Sense, Stroke, Vec2};
 
 use crate::render::{
     ClassStyle, Magnification, OverlayParams, PredictionParams, ScreenFromImage, SliceViewCallback, ViewId, ViewParams,
 };
+use crate::state::palette;
 use crate::state::tools::{EditPlane, PointerEvent, Tool, ToolState};
 use crate::state::view::Camera;
 use crate::state::{Contrast, Cursor, SliceIndex};
@@ -448,7 +447,7 @@ pub fn plane_ui(
         };
         let sx = u * scale[0] + offset[0];
         let sy = v * scale[1] + offset[1];
-        let stroke = Stroke::new(1.0, Color32::from_rgba_unmultiplied(255, 255, 0, 110));
+        let stroke = Stroke::new(1.0, super::color_alpha(palette::CROSSHAIR));
         painter.line_segment([Pos2::new(sx, rect.top()), Pos2::new(sx, rect.bottom())], stroke);
         painter.line_segment([Pos2::new(rect.left(), sy), Pos2::new(rect.right(), sy)], stroke);
     }
@@ -535,12 +534,18 @@ fn scale_bar(painter: &egui::Painter, rect: Rect, zoom: f32, pixel_nm: f64) {
     let len = (nm * points_per_nm) as f32;
     let start = rect.left_bottom() + Vec2::new(14.0, -14.0);
     let end = start + Vec2::new(len, 0.0);
-    painter.line_segment([start, end], Stroke::new(5.0, Color32::from_black_alpha(160)));
-    painter.line_segment([start, end], Stroke::new(3.0, Color32::WHITE));
+    painter.line_segment([start, end], Stroke::new(5.0, super::color_alpha(palette::SCALE_BAR_HALO)));
+    painter.line_segment([start, end], Stroke::new(3.0, super::color(palette::OVERLAY_LINE)));
     let font = egui::FontId::proportional(12.0);
     let at = start + Vec2::new(len / 2.0, -5.0);
-    painter.text(at + Vec2::new(1.0, 1.0), egui::Align2::CENTER_BOTTOM, &label, font.clone(), Color32::BLACK);
-    painter.text(at, egui::Align2::CENTER_BOTTOM, label, font, Color32::WHITE);
+    painter.text(
+        at + Vec2::new(1.0, 1.0),
+        egui::Align2::CENTER_BOTTOM,
+        &label,
+        font.clone(),
+        super::color(palette::TEXT_SHADOW),
+    );
+    painter.text(at, egui::Align2::CENTER_BOTTOM, label, font, super::color(palette::OVERLAY_LINE));
 }
 
 fn zoom_plane(state: &mut ViewerState, plane: Plane, factor: f32, anchor: Pos2, rect: Rect) {

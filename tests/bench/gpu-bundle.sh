@@ -40,8 +40,9 @@ rm -rf .gpu && mkdir -p .gpu/golden/fixtures .gpu/bench/shared/tools .gpu/common
 
 echo "building (release binary and golden-test binary; both again without burn's kernel fusion and with --features spirv)" >&2
 cargo build --release --locked
-golden=$(cargo test --locked --test model_golden --no-run 2>&1 | grep -o 'target/[^ )]*/model_golden-[0-9a-f]*' | tail -1)
-[ -x "$golden" ] || { echo "cannot find the model_golden test binary" >&2; exit 1; }
+# The golden tests are the `model_golden` module of the `model` test binary (tests/model/).
+golden=$(cargo test --locked --test model --no-run 2>&1 | grep -o 'target/[^ )]*/model-[0-9a-f]*' | tail -1)
+[ -x "$golden" ] || { echo "cannot find the model test binary" >&2; exit 1; }
 strip -o .gpu/bench/sam4em target/release/sam4em
 strip -o .gpu/golden/model_golden "$golden"
 # The default build has burn's kernel fusion (feature `fusion`); the GPU machine runs, beside it,
@@ -53,9 +54,9 @@ for variant in nofusion spirv; do
   # shellcheck disable=SC2086 # the flags are meant to split
   cargo build --release --locked ${flags[$variant]} --target-dir "target/$variant"
   # shellcheck disable=SC2086
-  g=$(cargo test --locked ${flags[$variant]} --target-dir "target/$variant" --test model_golden --no-run 2>&1 |
-    grep -o "target/$variant/[^ )]*/model_golden-[0-9a-f]*" | tail -1)
-  [ -x "$g" ] || { echo "cannot find the $variant model_golden test binary" >&2; exit 1; }
+  g=$(cargo test --locked ${flags[$variant]} --target-dir "target/$variant" --test model --no-run 2>&1 |
+    grep -o "target/$variant/[^ )]*/model-[0-9a-f]*" | tail -1)
+  [ -x "$g" ] || { echo "cannot find the $variant model test binary" >&2; exit 1; }
   strip -o ".gpu/bench/sam4em-$variant" "target/$variant/release/sam4em"
   strip -o ".gpu/golden/model_golden-$variant" "$g"
 done

@@ -16,7 +16,8 @@
 # Each step has its own time limit, so that one slow step leaves the others their time; the
 # whole script stays under 10 minutes. A step that fails is reported and the next runs.
 # To try the script quickly: SAM4EM_BENCH_SIZE=tiny (default base_plus), SAM4EM_BENCH_RUNS=1
-# (default 5), SAM4EM_GOLDEN_FILTER=NAME (default `wgpu`: every golden test's wgpu run).
+# (default 5), SAM4EM_GOLDEN_FILTER="NAME …" (test-name filters of the `model` test binary;
+# default: every golden test's wgpu run, `model_golden::…_wgpu`).
 set -u
 size=${SAM4EM_BENCH_SIZE:-base_plus}
 runs=${SAM4EM_BENCH_RUNS:-5}
@@ -70,12 +71,16 @@ if [ "$part" = golden ] || [ "$part" = all ]; then
   # (.gpu/golden, .gpu/golden-nofusion, .gpu/golden-spirv).
   # CI=true turns a missing adapter into a failure instead of a skip.
   ran=0
+  golden_wgpu="model_golden::encoder_wgpu model_golden::decoders_and_memory_wgpu model_golden::whole_stream_wgpu
+    model_golden::training_step_wgpu model_golden::training_step_recomputed_wgpu"
+  # shellcheck disable=SC2206 # the filters are meant to split
+  filters=(${SAM4EM_GOLDEN_FILTER:-$golden_wgpu})
   for variant in "" -nofusion -spirv; do
     packed=$(ls "$bundle"/golden*/"model_golden$variant.xz" 2>/dev/null | head -1)
     [ -n "$packed" ] || continue
     unpack "$packed" "$bin/model_golden$variant" || continue
     CI=true SAM4EM_WGPU_TESTS=1 SAM4EM_FIXTURES="$bundle/golden/fixtures" \
-      step "golden tests on wgpu${variant:+, ${variant#-}}" 150 "$bin/model_golden$variant" "${SAM4EM_GOLDEN_FILTER:-wgpu}" \
+      step "golden tests on wgpu${variant:+, ${variant#-}}" 150 "$bin/model_golden$variant" "${filters[@]}" \
       --test-threads 1 >"$out/golden$variant.log" 2>&1
     grep -E '^test |test result' "$out/golden$variant.log" | tee -a "$summary"
     ran=1

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch's side of `sam4em bench ops --python …`: times the same operations at the same shapes
-as `src/model/bench_ops.rs`, one run per request, so that the CLI can interleave the two sides
+as `src/bench/ops.rs`, one run per request, so that the CLI can interleave the two sides
 run by run on the same machine.
 
 Protocol (one JSON object per line): this script first prints {"torch": version, "threads": n};

@@ -258,7 +258,7 @@ fn a_kill_9_loses_only_the_stroke_in_progress() {
 fn a_project_whose_stack_moved_asks_where_it_is_and_checks_the_answer() {
     let dir = tempfile::tempdir().unwrap();
     let stack = dir.path().join("em.tif");
-    std::fs::copy(sam4em::cli::SAMPLE_STACK, &stack).unwrap();
+    std::fs::copy(sam4em::io::sample::SAMPLE_STACK, &stack).unwrap();
     let open = |path: &Path| LaunchOptions {
         open: Some(OpenRequest::stack(path)),
         no_recent: true,
@@ -353,7 +353,7 @@ fn the_brush_paints_in_the_xz_view_through_the_cursor_row() {
 #[test]
 fn a_damaged_session_is_kept_aside_and_a_new_one_started() {
     let data = tempfile::tempdir().unwrap();
-    let session = sam4em::io::session::autosession_dir(data.path(), Path::new(sam4em::cli::SAMPLE_STACK));
+    let session = sam4em::io::session::autosession_dir(data.path(), Path::new(sam4em::io::sample::SAMPLE_STACK));
     std::fs::create_dir_all(&session).unwrap();
     std::fs::write(session.join("project.json"), b"{ not json").unwrap();
     std::fs::write(session.join("precious.txt"), b"someone's work").unwrap();

@@ -100,7 +100,7 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     assert!(h.state().model_view().warning.is_some_and(|w| w.contains("not one of the published")));
 
     // Predict the visible slice: it lands in the prediction layer.
-    let z = h.state().viewer().unwrap().cursor.z.0;
+    let z = h.state().viewer().unwrap().cursor.z;
     h.state_mut().model_action(ModelAction::PredictSlice, &ctx);
     wait_for(&mut h, "predicting", |a| !a.model_busy() && a.model_prediction(MITOCHONDRIA, z).is_some());
     h.step();
@@ -118,7 +118,7 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     h.state_mut().pointer_in(Plane::Xy, PointerEvent::Release);
     // (The micro checkpoint's decoders are random and nearly flat, so the refined
     // probabilities differ from the streamed ones by a grey level at most; the prompts' effect
-    // on the logits is checked in tests/model_api.rs. Here: the result comes back and shows.)
+    // on the logits is checked in tests/model/model_api.rs. Here: the result comes back and shows.)
     wait_for(&mut h, "refining", |a| {
         a.model_view().refined.as_deref() == Some(&*format!("refined slice {z} with 1 click(s)"))
     });
@@ -130,8 +130,7 @@ fn predict_accept_retrain_refresh_and_roll_back() {
         a.model_view().refined.as_deref() == Some(&*format!("refined slice {z} with 1 click(s) and a box"))
     });
     assert!(
-        h.state().masks().unwrap().review(MITOCHONDRIA, sam4em::state::SliceIndex(z))
-            != sam4em::state::ReviewState::Corrected,
+        h.state().masks().unwrap().review(MITOCHONDRIA, z) != sam4em::state::ReviewState::Corrected,
         "a click changes no mask"
     );
     h.get_by_label("Navigate").click();

@@ -95,7 +95,7 @@ fn sample_opens_with_overlays_on_the_shared_device() {
     settle(&mut h);
     let app = h.state();
     assert!(app.errors().is_empty(), "{:?}", app.errors());
-    assert_eq!(app.stack_path(), Some(Path::new(sam4em::cli::SAMPLE_STACK)));
+    assert_eq!(app.stack_path(), Some(Path::new(sam4em::io::sample::SAMPLE_STACK)));
     let v = app.viewer().unwrap();
     assert_eq!(v.shape, [512, 512, 10]);
     // Auto-contrast ran on the first slice.
@@ -319,13 +319,16 @@ fn dropping_a_stack_opens_it_and_recent_files_remember_it() {
     let mut h = harness_with(options(), Vec2::new(900.0, 600.0));
     h.step();
     assert!(h.state().stack_path().is_none());
-    h.input_mut().dropped_files.push(Arc::new(Dropped(PathBuf::from(sam4em::cli::SAMPLE_STACK))));
+    h.input_mut().dropped_files.push(Arc::new(Dropped(PathBuf::from(sam4em::io::sample::SAMPLE_STACK))));
     settle(&mut h);
-    assert_eq!(h.state().stack_path(), Some(Path::new(sam4em::cli::SAMPLE_STACK)));
+    assert_eq!(h.state().stack_path(), Some(Path::new(sam4em::io::sample::SAMPLE_STACK)));
     assert!(config.path().join("recent.json").is_file());
     // A new session lists it under File ▸ Open recent.
     let h2 = harness_with(options(), Vec2::new(900.0, 600.0));
-    assert_eq!(h2.state().recent().first().map(|r| r.stack.as_path()), Some(Path::new(sam4em::cli::SAMPLE_STACK)));
+    assert_eq!(
+        h2.state().recent().first().map(|r| r.stack.as_path()),
+        Some(Path::new(sam4em::io::sample::SAMPLE_STACK))
+    );
 }
 
 /// Opens `request` and checks the slice, the orthogonal planes and the masks got shown.
@@ -379,11 +382,12 @@ fn opens_every_shared_stack() {
 #[test]
 fn status_bar_and_prediction_layer_read_the_voxel_under_the_pointer() {
     // The sample's label map doubles as a probability map (8-bit values / 255).
-    let request = OpenRequest { prediction: Some(PathBuf::from(sam4em::cli::SAMPLE_LABELS)), ..OpenRequest::sample() };
+    let request =
+        OpenRequest { prediction: Some(PathBuf::from(sam4em::io::sample::SAMPLE_LABELS)), ..OpenRequest::sample() };
     let mut h = harness(request);
     settle(&mut h);
-    let labels = sam4em::io::open_stack(Path::new(sam4em::cli::SAMPLE_LABELS), &Default::default()).unwrap();
-    let raw = sam4em::io::open_stack(Path::new(sam4em::cli::SAMPLE_STACK), &Default::default()).unwrap();
+    let labels = sam4em::io::open_stack(Path::new(sam4em::io::sample::SAMPLE_LABELS), &Default::default()).unwrap();
+    let raw = sam4em::io::open_stack(Path::new(sam4em::io::sample::SAMPLE_STACK), &Default::default()).unwrap();
     let (l0, r0) = (labels.slice(SliceIndex(0)).unwrap(), raw.slice(SliceIndex(0)).unwrap());
     let i = (0..512 * 512).find(|&i| l0.data.value_f64(i) == 191.0).expect("a mitochondrion on slice 0");
     let (x, y) = (i % 512, i / 512);
@@ -408,7 +412,7 @@ fn status_bar_and_prediction_layer_read_the_voxel_under_the_pointer() {
     // A probability map of another shape is refused, naming the file.
     let other = OpenRequest {
         prediction: Some(crate::common::test_data("tiff/bilevel.tif")),
-        ..OpenRequest::stack(sam4em::cli::SAMPLE_STACK)
+        ..OpenRequest::stack(sam4em::io::sample::SAMPLE_STACK)
     };
     let mut h = harness(other);
     settle(&mut h);

@@ -13,16 +13,14 @@ use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli_model::DeviceChoice;
-use crate::infer::{Flow, Predictor, Seed, StackRequest, model_window, slice_to_u8};
+use super::model::DeviceChoice;
+use crate::infer::{Flow, ModelImages, Predictor, Seed, StackRequest};
 use crate::io::{self, ExportFormat, ExportOptions, OpenOptions};
 use crate::model::Sam4emConfig;
 use crate::model::adapter::BaseCheckpoint;
 use crate::model::footprint::TrainingMemoryModel;
 use crate::model::metrics::{Overlap, StackMetrics};
-use crate::model::multi::{
-    AdapterSet, AdapterSetMeta, ModelSource, MultiModel, SET_FORMAT, SET_FORMAT_VERSION, TrainingRecord, load,
-};
+use crate::model::multi::{AdapterSet, AdapterSetMeta, ModelSource, MultiModel, load};
 use crate::state::bitplane::BitPlane;
 use crate::state::{ClassTable, MaskVolume, SliceIndex, Volume};
 use crate::train::memory::{self as train_memory, ActivationsChoice, Available, gib};
@@ -304,13 +302,13 @@ fn bar(total: u64, what: &str) -> ProgressBar {
 
 /// Runs `sam4em predict`.
 pub fn predict(a: &PredictArgs) -> Result<()> {
-    let stack = open(&a.stack)?;
+    let stack = Arc::new(open(&a.stack)?);
     let range = parse_range(a.slices.as_deref(), stack.depth())?;
     let device = crate::model::device::device_at(&a.model.device.device(), a.precision)
         .with_context(|| format!("--precision {}", a.precision))?;
     let loaded = load_model(&a.model, &a.classes, &device)?;
     let classes = loaded.model.class_names();
-    let window = model_window(&*stack.slice(SliceIndex(stack.depth() / 2))?);
+    let images = ModelImages::new(Arc::clone(&stack));
     let (w, h) = (stack.width(), stack.height());
 
     let mut seed_stacks = Vec::new();
@@ -335,10 +333,16 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
         for (c, v) in &seed_stacks {
             masks[*c] = Some(plane(v, z, None)?);
         }
-        seeds.push(Seed { z, masks });
+        seeds.push(Seed { z: SliceIndex(z), masks });
     }
-    let request =
-        StackRequest { width: w, height: h, range: range.clone(), visible: range.start, seeds, max_warmup_slices: 32 };
+    let request = StackRequest {
+        width: w,
+        height: h,
+        range: range.clone(),
+        visible: SliceIndex(range.start),
+        seeds,
+        max_warmup_slices: 32,
+    };
     let threshold = a.threshold.unwrap_or(loaded.model.config().stream.cross_batch_threshold);
     let cut = (threshold * 255.0) as u8;
 
@@ -349,10 +353,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
     let table = ClassTable::from_names(&classes)?;
     let progress = bar(range.len() as u64, "predict");
     let started = Instant::now();
-    let mut fetch = |z: usize| -> Result<Vec<u8>, String> {
-        let s = stack.slice(SliceIndex(z)).map_err(|e| e.to_string())?;
-        Ok(slice_to_u8(&s, window))
-    };
+    let mut fetch = |z: SliceIndex| images.image(z);
     let mut failure = None;
     predictor.predict(&request, &mut fetch, &mut |p, prog| {
         for (c, probs) in p.probabilities.iter().enumerate() {
@@ -361,12 +362,12 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
                 plane.set(i % w, i / w, true);
             }
             let id = table.find(&classes[c]).expect("built from these names").id;
-            if let Err(e) = masks.put_model(id, SliceIndex(p.z), &plane) {
+            if let Err(e) = masks.put_model(id, p.z, &plane) {
                 failure = Some(e);
                 return Flow::Stop;
             }
             if let Some(out) = probabilities.get_mut(c) {
-                out[p.z] = probs.clone();
+                out[p.z.0] = probs.clone();
             }
         }
         progress.set_position(prog.done as u64);
@@ -389,7 +390,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
         range.len(),
         a.stack.display(),
         range.len() as f64 / seconds.max(1e-9),
-        crate::cli_model::device_name(&device),
+        super::model::device_name(&device),
         a.precision
     );
     for c in table.iter() {
@@ -404,7 +405,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
 
 /// Runs `sam4em train`.
 pub fn train_cmd(a: &TrainArgs) -> Result<()> {
-    let stack = open(&a.images)?;
+    let stack = Arc::new(open(&a.images)?);
     let mut label_stacks = Vec::new();
     for spec in &a.labels {
         let (class, path) = parse_class_path(spec, "--labels")?;
@@ -434,17 +435,17 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
             a.model.adapter.as_deref().unwrap_or(Path::new("")).display()
         );
     }
-    let window = model_window(&*stack.slice(SliceIndex(stack.depth() / 2))?);
+    let images = ModelImages::new(Arc::clone(&stack));
     let (w, h) = (stack.width(), stack.height());
     let sample = |z: usize| -> Result<TrainSample> {
-        let s = stack.slice(SliceIndex(z))?;
+        let image = images.image(SliceIndex(z)).map_err(anyhow::Error::msg)?;
         let mut all = BitPlane::new(w, h);
         all.fill_rect(crate::state::bitplane::PixelBox { x0: 0, y0: 0, x1: w, y1: h }, true);
         Ok(TrainSample {
-            z,
+            z: SliceIndex(z),
             width: w,
             height: h,
-            image: Arc::new(slice_to_u8(&s, window)),
+            image: Arc::new(image),
             labels: label_stacks.iter().map(|(_, v)| plane(v, z, None)).collect::<Result<_>>()?,
             vouched: vec![all; classes.len()],
         })
@@ -509,32 +510,22 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
     })?;
     progress.finish_and_clear();
 
-    let record = TrainingRecord {
-        steps: outcome.steps,
-        slices: train_z.clone(),
-        validation_slices: validation.clone().collect(),
-        final_loss: outcome.final_loss,
-        validation_dice: outcome.validation_dice.clone(),
-        seconds: outcome.seconds,
-        device: format!("{device:?}"),
-        ended: outcome.ended.to_string(),
-        batch_size: batch,
-        activations: plan.activations.name().into(),
-    };
     let peak_rss = train_memory::rss().map(|(_, peak)| peak);
     let parent = loaded.adapter.as_ref().map(|m| m.version);
-    let meta = AdapterSetMeta {
-        format: SET_FORMAT.into(),
-        format_version: SET_FORMAT_VERSION,
-        config: loaded.model.config().clone(),
-        base: loaded.base.clone(),
-        classes: classes.clone(),
-        version: parent.map_or(1, |v| v + 1),
-        parent_version: parent,
-        created_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        training: record.clone(),
-    };
-    let set = AdapterSet::from_model(&mut loaded.model, meta);
+    let set = crate::train::adapter_set(
+        &mut loaded.model,
+        &outcome,
+        crate::train::RunRecord {
+            samples: &samples,
+            validation: &held_out,
+            config: &config,
+            base: loaded.base.clone(),
+            version: parent.map_or(1, |v| v + 1),
+            parent,
+            device: format!("{device:?}"),
+        },
+    );
+    let record = set.meta.training.clone();
     set.save(&a.out)?;
     if a.json {
         println!(

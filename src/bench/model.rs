@@ -8,20 +8,11 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
 
-use super::config::{HieraSize, Sam4emConfig};
-use super::multi::MultiModel;
-use super::nn::Init;
-use super::sam4em::{Sam4em, StreamMode, StreamState};
-use super::weights::HostTensor;
-
-/// The median of `v` (upper median for an even count; `NaN` when empty).
-pub fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use crate::model::config::{HieraSize, Sam4emConfig};
+use crate::model::multi::MultiModel;
+use crate::model::nn::Init;
+use crate::model::sam4em::{Sam4em, StreamMode, StreamState};
+use crate::model::weights::HostTensor;
 
 /// A figure of `bench model` on our side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

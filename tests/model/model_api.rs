@@ -2,7 +2,7 @@
 //! directions, point/box prompts, and clear errors for bad checkpoints.
 #![cfg(feature = "model")]
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Device, Tensor};
 use sam4em::model::adapter::{Adapter, AdapterError, AdapterMeta, BaseCheckpoint, FORMAT, FORMAT_VERSION, in_adapter};

@@ -3,7 +3,7 @@
 //! NaN losses keep the last good weights; streaming starts from seeds.
 #![cfg(feature = "model")]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,7 +68,7 @@ fn samples(data: &Lucchi, first_z: usize) -> Vec<TrainSample> {
             let mut all = BitPlane::new(data.width, data.height);
             all.fill_rect(sam4em::state::bitplane::PixelBox { x0: 0, y0: 0, x1: data.width, y1: data.height }, true);
             TrainSample {
-                z: first_z + i,
+                z: SliceIndex(first_z + i),
                 width: data.width,
                 height: data.height,
                 image: Arc::clone(&data.images[i]),
@@ -85,8 +85,8 @@ fn seeded_request(data: &Lucchi, first_z: usize) -> StackRequest {
         width: data.width,
         height: data.height,
         range: first_z..first_z + data.images.len(),
-        visible: first_z,
-        seeds: vec![Seed { z: first_z, masks: vec![Some(data.labels[0].clone())] }],
+        visible: SliceIndex(first_z),
+        seeds: vec![Seed { z: SliceIndex(first_z), masks: vec![Some(data.labels[0].clone())] }],
         max_warmup_slices: 8,
     }
 }
@@ -115,9 +115,9 @@ fn predict(model: &MultiModel, data: &Lucchi, first_z: usize) -> Vec<Vec<u8>> {
     let request = seeded_request(data, first_z);
     let mut out = vec![Vec::new(); n];
     let done = p
-        .predict(&request, &mut |z| Ok(data.images[z - first_z].to_vec()), &mut |s, progress| {
+        .predict(&request, &mut |z| Ok(data.images[z.0 - first_z].to_vec()), &mut |s, progress| {
             assert!(progress.done <= progress.total);
-            out[s.z - first_z] = s.probabilities[0].clone();
+            out[s.z.0 - first_z] = s.probabilities[0].clone();
             Flow::Continue
         })
         .unwrap();
@@ -277,16 +277,16 @@ fn stopping_and_empty_queues_are_handled() {
     let outcome = train(&mut model, &samples(&data, 10), &[], &c, &control, &mut |_| {}).unwrap();
     assert_eq!((outcome.ended, outcome.steps), (Ended::Stopped, 0));
     // Paused, the loop waits between steps until stopped (or resumed).
-    let control = std::sync::Arc::new(Control::default());
+    let control = Control::default();
     control.pause.store(true, std::sync::atomic::Ordering::Relaxed);
-    let stopper = std::sync::Arc::clone(&control);
-    let t = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        stopper.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    });
     let start = std::time::Instant::now();
-    let outcome = train(&mut model, &samples(&data, 10), &[], &c, &control, &mut |_| {}).unwrap();
-    t.join().unwrap();
+    let outcome = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            control.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        train(&mut model, &samples(&data, 10), &[], &c, &control, &mut |_| {}).unwrap()
+    });
     assert_eq!((outcome.ended, outcome.steps), (Ended::Stopped, 0));
     assert!(start.elapsed() >= std::time::Duration::from_millis(300), "it waited while paused");
     let mut unvouched = samples(&data, 10);
@@ -315,11 +315,11 @@ fn a_batched_encoder_predicts_what_one_slice_per_pass_does() {
             &request,
             &mut |z| {
                 events.borrow_mut().push(format!("fetch {z}"));
-                Ok(data.images[z - 10].to_vec())
+                Ok(data.images[z.0 - 10].to_vec())
             },
             &mut |s, _| {
                 events.borrow_mut().push(format!("slice {}", s.z));
-                out[s.z - 10] = s.probabilities[0].clone();
+                out[s.z.0 - 10] = s.probabilities[0].clone();
                 Flow::Continue
             },
         )
@@ -333,9 +333,9 @@ fn a_batched_encoder_predicts_what_one_slice_per_pass_does() {
     let err = p
         .predict(
             &request,
-            &mut |z| if z == 12 { Err("unreadable".into()) } else { Ok(data.images[z - 10].to_vec()) },
+            &mut |z| if z.0 == 12 { Err("unreadable".into()) } else { Ok(data.images[z.0 - 10].to_vec()) },
             &mut |s, _| {
-                reported.push(s.z);
+                reported.push(s.z.0);
                 Flow::Continue
             },
         )
@@ -385,8 +385,8 @@ fn device_side_post_processing_matches_the_host() {
     let run = |on_device: bool| {
         let mut p = Predictor::new(&model, 4).post_process_on_device(on_device);
         let mut out = vec![Vec::new(); 2];
-        p.predict(&request, &mut |z| Ok(data.images[z - 20].to_vec()), &mut |s, _| {
-            out[s.z - 20] = s.probabilities[0].clone();
+        p.predict(&request, &mut |z| Ok(data.images[z.0 - 20].to_vec()), &mut |s, _| {
+            out[s.z.0 - 20] = s.probabilities[0].clone();
             Flow::Continue
         })
         .unwrap();

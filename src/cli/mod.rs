@@ -9,15 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+#[cfg(feature = "model")]
+pub mod learn;
+#[cfg(feature = "model")]
+pub mod model;
+
 use crate::io::{self, ExportFormat, ExportOptions, OpenOptions, TiffCompression};
 use crate::state::{ClassTable, MaskVolume, Volume, VolumeInfo, VoxelSize};
-
-/// The sample stack bundled in `assets/sample` (Drosophila VNC ssTEM, CC BY-NC-SA 3.0).
-pub const SAMPLE_STACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample/raw.tif");
-/// The sample's merged label map (159 glia/ECS, 191 mitochondria, 223 synapse).
-pub const SAMPLE_LABELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample/labels.tif");
-/// The value → class mapping of the sample's label map.
-pub const SAMPLE_LABEL_MAPPING: &str = "159=glia,191=mitochondria,223=psd";
 
 /// SAM4EM Studio: segment and proofread glia, mitochondria and post-synaptic densities in
 /// electron-microscopy stacks.
@@ -65,17 +63,17 @@ pub enum BenchWhat {
     /// Per-slice encoder, decoder and full-model times and a training step at 512² (random
     /// weights, batch 1), optionally interleaved with the original SAM4EM code in PyTorch.
     #[cfg(feature = "model")]
-    Model(crate::cli_model::BenchModelArgs),
+    Model(model::BenchModelArgs),
     /// Write a SAM 2 checkpoint of a given size with random weights (SAM 2's key names,
     /// safetensors), for memory and speed runs of `sam4em train` / `predict` where no official
     /// file can be had. Its results mean nothing; its costs are the real ones.
     #[cfg(feature = "model")]
-    Checkpoint(crate::cli_model::BenchCheckpointArgs),
+    Checkpoint(model::BenchCheckpointArgs),
     /// The model's kernels one at a time at SAM4EM-B+'s shapes (GELU, LayerNorm, linear,
     /// window and global attention, 3×3 convolution), forward and forward + backward,
     /// optionally interleaved run by run with PyTorch's on the same machine.
     #[cfg(feature = "model")]
-    Ops(crate::cli_model::BenchOpsArgs),
+    Ops(model::BenchOpsArgs),
     /// Slice-switch time (decode + upload) for 1024² u8 and 4096² u16 stacks and frame time
     /// with three class overlays, headless on the app's device.
     #[cfg(feature = "gui")]
@@ -126,20 +124,20 @@ pub enum Command {
     /// Predict glia / mitochondria / PSD masks over a stack with SAM4EM (checkpoint + adapter
     /// set), streaming from seed slices; writes one binary TIFF per class.
     #[cfg(feature = "model")]
-    Predict(crate::cli_learn::PredictArgs),
+    Predict(learn::PredictArgs),
     /// Fine-tune SAM4EM (LoRA + fusion head + class heads) on image and label stacks; writes
     /// an adapter set. The paper's recipe by default (AdamW lr 5e-4, weight decay 0.01,
     /// BCE + Dice, batches of 8 consecutive slices).
     #[cfg(feature = "model")]
-    Train(crate::cli_learn::TrainArgs),
+    Train(learn::TrainArgs),
     /// Score a predicted mask stack against ground truth: the paper's per-slice Dice/IoU
     /// (an empty slice scores 0) and volume Dice/IoU, as text or JSON.
     #[cfg(feature = "model")]
-    Eval(crate::cli_learn::EvalArgs),
+    Eval(learn::EvalArgs),
     /// Identify a SAM 2 / SAM4EM checkpoint (size, sha256, official or not) and check that it
     /// loads.
     #[cfg(feature = "model")]
-    Checkpoint(crate::cli_model::CheckpointArgs),
+    Checkpoint(model::CheckpointArgs),
 }
 
 /// `sam4em info`.
@@ -218,30 +216,30 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Classes(a)) => classes(a),
         Some(Command::Sessions(a)) => sessions(a),
         Some(Command::Bench(BenchArgs { what: BenchWhat::Edit(a) })) => {
-            let report = crate::edit_bench::run(a.repeats)?;
+            let report = crate::bench::edit::run(a.repeats)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", crate::edit_bench::describe(&report));
+                print!("{}", crate::bench::edit::describe(&report));
             }
             Ok(())
         }
         #[cfg(feature = "model")]
-        Some(Command::Bench(BenchArgs { what: BenchWhat::Model(a) })) => crate::cli_model::bench(a),
+        Some(Command::Bench(BenchArgs { what: BenchWhat::Model(a) })) => model::bench(a),
         #[cfg(feature = "model")]
-        Some(Command::Bench(BenchArgs { what: BenchWhat::Checkpoint(a) })) => crate::cli_model::random_checkpoint(a),
+        Some(Command::Bench(BenchArgs { what: BenchWhat::Checkpoint(a) })) => model::random_checkpoint(a),
         #[cfg(feature = "model")]
-        Some(Command::Bench(BenchArgs { what: BenchWhat::Ops(a) })) => crate::cli_model::bench_ops(a),
+        Some(Command::Bench(BenchArgs { what: BenchWhat::Ops(a) })) => model::bench_ops(a),
         #[cfg(feature = "gui")]
         Some(Command::Bench(BenchArgs { what: BenchWhat::Viewer(a) })) => bench_viewer(a),
         #[cfg(feature = "model")]
-        Some(Command::Checkpoint(a)) => crate::cli_model::checkpoint(a),
+        Some(Command::Checkpoint(a)) => model::checkpoint(a),
         #[cfg(feature = "model")]
-        Some(Command::Predict(a)) => crate::cli_learn::predict(a),
+        Some(Command::Predict(a)) => learn::predict(a),
         #[cfg(feature = "model")]
-        Some(Command::Train(a)) => crate::cli_learn::train_cmd(a),
+        Some(Command::Train(a)) => learn::train_cmd(a),
         #[cfg(feature = "model")]
-        Some(Command::Eval(a)) => crate::cli_learn::eval(a),
+        Some(Command::Eval(a)) => learn::eval(a),
         None => bare(&cli),
     }
 }
@@ -280,7 +278,7 @@ fn bare(cli: &Cli) -> Result<()> {
 /// `sam4em [PATH]` in a build without the `gui` feature: describes the stack instead.
 #[cfg(not(feature = "gui"))]
 fn bare(cli: &Cli) -> Result<()> {
-    let path = cli.path.as_deref().unwrap_or(Path::new(SAMPLE_STACK));
+    let path = cli.path.as_deref().unwrap_or(Path::new(crate::io::sample::SAMPLE_STACK));
     let v = io::open_stack(path, &OpenOptions::default())?;
     eprintln!("This build has no desktop app (feature `gui`); this is the stack it would open:");
     print!("{}", describe(v.info()));
@@ -289,11 +287,11 @@ fn bare(cli: &Cli) -> Result<()> {
 
 #[cfg(feature = "gui")]
 fn bench_viewer(a: &BenchViewerArgs) -> Result<()> {
-    let report = crate::app::bench::run(a.switches, a.frames)?;
+    let report = crate::bench::viewer::run(a.switches, a.frames)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", crate::app::bench::describe(&report));
+        print!("{}", crate::bench::viewer::describe(&report));
     }
     Ok(())
 }

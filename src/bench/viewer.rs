@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::document::image_pixels;
+use super::median;
+use crate::app::image_pixels;
 use crate::io::{self, OpenOptions};
-use crate::model::bench::median;
 use crate::render::headless::{Offscreen, TARGET_FORMAT};
 use crate::render::{ClassStyle, HeadlessGpu, ScreenFromImage, SliceRenderer, ViewId, ViewParams};
 use crate::state::view::percentile_window;

@@ -18,7 +18,7 @@
 //! 4·u·Σ|terms| (see [`compare_sum`]).
 #![cfg(feature = "model")]
 
-mod common;
+use crate::common;
 
 use burn::tensor::activation::{log_sigmoid, relu, sigmoid, softmax};
 use burn::tensor::module::{interpolate, max_pool2d};

@@ -1,5 +1,5 @@
 //! The training figure of `sam4em bench model`: one fine-tuning step of N consecutive slices
-//! through the app's own training loop ([`super::train`]), with random weights and random
+//! through the app's own training loop ([`crate::train::train`]), with random weights and random
 //! labels, timed one step per call so that the CLI can interleave it with the original PyTorch
 //! code's training step.
 
@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 
-use super::memory::{self, ActivationsChoice, DoesNotFit, MemoryPlan};
-use super::{Control, Draws, Schedule, TrainConfig, TrainError, TrainSample, train};
 use crate::model::footprint::TrainingMemoryModel;
 use crate::model::multi::MultiModel;
 use crate::model::{Init, Sam4em, Sam4emConfig};
 use crate::state::bitplane::{BitPlane, PixelBox};
+use crate::train::memory::{self, ActivationsChoice, DoesNotFit, MemoryPlan};
+use crate::train::{Control, Draws, Schedule, TrainConfig, TrainError, TrainSample, train};
 
 /// Why the training figure could not be timed.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +71,7 @@ impl TrainBench {
                 let mut vouched = BitPlane::new(s, s);
                 vouched.fill_rect(PixelBox { x0: 0, y0: 0, x1: s, y1: s }, true);
                 TrainSample {
-                    z,
+                    z: crate::state::SliceIndex(z),
                     width: s,
                     height: s,
                     image: Arc::new(image),

@@ -1,7 +1,7 @@
 //! The `sam4em` binary as a user runs it: `info` on every shared dataset, `export` of the
 //! bundled sample's labels, `--help` everywhere, and bad input → one line, exit code 2.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -4,7 +4,7 @@
 //! difference cannot hide behind another, then the whole stream runs end to end.
 #![cfg(feature = "model")]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -230,8 +230,11 @@ fn kill_9_loses_no_committed_edit() {
     let f = fixture();
     let (project, mut masks) = create(&f);
     drop(project);
+    // This test's name as the test binary knows it (its module path below the crate).
+    let module = module_path!().split_once("::").map(|(_, m)| format!("{m}::")).unwrap_or_default();
+    let name = format!("{module}kill_9_loses_no_committed_edit");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["kill_9_loses_no_committed_edit", "--exact", "--nocapture", "--test-threads=1"])
+        .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD, &f.dir)
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -2,7 +2,7 @@
 //! Pillow/tifffile when the test was written), numeric slice order, RGBA vs L labels, label-map
 //! import with the Drosophila VNC mapping.
 
-mod common;
+use crate::common;
 
 use sam4em::io::{OpenOptions, import_binary_masks, import_label_map, open_stack, parse_label_mapping};
 use sam4em::state::{ClassId, ClassTable, DType, MaskVolume, SliceIndex, Volume};

@@ -7,9 +7,10 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 
+use crate::bench::{model as bench, ops as bench_ops};
 use crate::model::checkpoints::{Verdict, identify};
 use crate::model::device::{Precision, device_at};
-use crate::model::{HieraSize, Init, Sam2Mapping, Sam4em, Sam4emConfig, StateDict, bench, bench_ops};
+use crate::model::{HieraSize, Init, Sam2Mapping, Sam4em, Sam4emConfig, StateDict};
 
 /// Compute device choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -107,7 +108,7 @@ pub struct BenchModelArgs {
     pub train_slices: usize,
     /// Activations in our training step: `auto` keeps them when the step fits in memory.
     #[arg(long, value_enum, default_value = "auto")]
-    pub activations: crate::cli_learn::ActivationsArg,
+    pub activations: super::learn::ActivationsArg,
     /// Numbers the inference figures compute with: `f32`, or `f16` on a GPU with 16-bit float
     /// shaders (f32 where f16 is not safe). The training step always computes in f32.
     #[arg(long, default_value = "f32", value_name = "f32|f16")]
@@ -170,8 +171,8 @@ struct FigureRow {
 
 impl FigureRow {
     fn new(figure: String, describe: String, ours: Vec<f64>, reference: Option<Vec<f64>>) -> Self {
-        let ours_ms = bench::median(ours);
-        let reference_ms = reference.map(bench::median);
+        let ours_ms = crate::bench::median(ours);
+        let reference_ms = reference.map(crate::bench::median);
         FigureRow { figure, describe, ours_ms, reference_ms, ratio: reference_ms.map(|r| ours_ms / r) }
     }
 }
@@ -234,7 +235,7 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
     let mut training = serde_json::Value::Null;
     if a.train_slices > 0 {
         let n = a.train_slices;
-        let mut ours = crate::train::bench::TrainBench::new(&config, &device, n, a.activations.choice())?;
+        let mut ours = crate::bench::train::TrainBench::new(&config, &device, n, a.activations.choice())?;
         if !a.json {
             eprintln!("training step of {n} slices, memory: {}", ours.plan.summary());
         }
@@ -379,9 +380,9 @@ struct OpRow {
 
 /// The PyTorch side of `bench model`, compiled in and run with `python -c` so that a binary
 /// copied to another machine (a lent GPU machine, see `tests/bench/gpu.sh`) needs no checkout.
-const MODEL_TORCH_PY: TorchScript = ("tests/bench/model_torch.py", include_str!("../tests/bench/model_torch.py"));
+const MODEL_TORCH_PY: TorchScript = ("tests/bench/model_torch.py", include_str!("../../tests/bench/model_torch.py"));
 /// The PyTorch side of `bench ops`, compiled in for the same reason.
-const OPS_TORCH_PY: TorchScript = ("tests/bench/ops_torch.py", include_str!("../tests/bench/ops_torch.py"));
+const OPS_TORCH_PY: TorchScript = ("tests/bench/ops_torch.py", include_str!("../../tests/bench/ops_torch.py"));
 /// A Python script's name in the project (for messages) and its source.
 type TorchScript = (&'static str, &'static str);
 
@@ -480,8 +481,8 @@ pub fn bench_ops(a: &BenchOpsArgs) -> Result<()> {
                 torch_ms.push(t.time_op(&case)?);
             }
         }
-        let ours_ms = bench::median(ours_ms);
-        let torch_ms = torch.is_some().then(|| bench::median(torch_ms));
+        let ours_ms = crate::bench::median(ours_ms);
+        let torch_ms = torch.is_some().then(|| crate::bench::median(torch_ms));
         rows.push(OpRow { case, ours_ms, torch_ms, ratio: torch_ms.map(|t| ours_ms / t) });
     }
     let torch_header = torch.as_ref().map(|t| t.header.clone());

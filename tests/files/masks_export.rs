@@ -1,8 +1,6 @@
 //! Mask import and export: round trips are bit-identical, voxel sizes survive, outputs are
 //! replaced atomically, label maps compose classes, bad outputs fail without damage.
 
-mod common;
-
 use std::path::Path;
 
 use sam4em::io::export::{LABELS_FILE, classes_sidecar};

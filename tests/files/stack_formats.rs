@@ -1,7 +1,7 @@
 //! Stack input: every TIFF flavour the I/O layer claims, PNG folders, metadata, the slice
 //! cache, and bad input. Fixtures in `tests/data/tiff` were written by tifffile.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;

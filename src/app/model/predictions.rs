@@ -1,0 +1,270 @@
+//! The model's output for the open stack: probabilities per head and slice (kept up to a byte
+//! budget, the slices farthest from the one on screen forgotten first), the request running
+//! on the `inference` worker with its progress, and which prediction the prediction layer
+//! shows. Results of a superseded request or an older adapter version never get here: the
+//! caller checks generation and version first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::infer::Progress;
+use crate::model::HeadIndex;
+use crate::state::bitplane::BitPlane;
+use crate::state::{ClassId, SliceIndex};
+
+/// Most bytes of model predictions kept in memory; beyond it the slices farthest from the
+/// one on screen are forgotten (they can be predicted again).
+const PREDICTION_BUDGET_BYTES: usize = 2 << 30;
+
+/// A prediction request on the worker.
+struct Running {
+    generation: u64,
+    done: usize,
+    total: usize,
+    slices_per_s: f64,
+    eta_s: Option<f64>,
+}
+
+/// The model's predictions of the open stack.
+#[derive(Default)]
+pub(super) struct Predictions {
+    /// Probabilities 0–255, `width × height`, per head and slice.
+    slices: HashMap<(HeadIndex, SliceIndex), Arc<Vec<u8>>>,
+    /// The adapter version of each stored slice.
+    versions: HashMap<(HeadIndex, SliceIndex), u64>,
+    /// Bumped on every change (what the prediction layer shows is keyed by it).
+    stamp: u64,
+    running: Option<Running>,
+    /// What the prediction layer shows: (slice, class, stamp).
+    shown: Option<(SliceIndex, ClassId, u64)>,
+}
+
+impl Predictions {
+    /// Stores one head's prediction of slice `z`, evicting far slices over the budget (never
+    /// `z_now`'s, the slice on screen).
+    pub(super) fn insert(
+        &mut self,
+        head: HeadIndex,
+        z: SliceIndex,
+        version: u64,
+        probabilities: Vec<u8>,
+        z_now: SliceIndex,
+    ) {
+        self.slices.insert((head, z), Arc::new(probabilities));
+        self.versions.insert((head, z), version);
+        self.stamp += 1;
+        let mut bytes: usize = self.slices.values().map(|p| p.len()).sum();
+        if bytes <= PREDICTION_BUDGET_BYTES {
+            return;
+        }
+        let mut keys: Vec<(HeadIndex, SliceIndex)> = self.slices.keys().copied().collect();
+        keys.sort_by_key(|(_, kz)| std::cmp::Reverse(kz.0.abs_diff(z_now.0)));
+        for key in keys {
+            if bytes <= PREDICTION_BUDGET_BYTES || key.1 == z_now {
+                break;
+            }
+            if let Some(p) = self.slices.remove(&key) {
+                bytes -= p.len();
+                self.versions.remove(&key);
+            }
+        }
+    }
+
+    /// Head `head`'s prediction of slice `z`.
+    pub(super) fn get(&self, head: HeadIndex, z: SliceIndex) -> Option<Arc<Vec<u8>>> {
+        self.slices.get(&(head, z)).cloned()
+    }
+
+    /// Whether head `head` has a prediction on any slice.
+    pub(super) fn has_head(&self, head: HeadIndex) -> bool {
+        self.slices.keys().any(|(h, _)| *h == head)
+    }
+
+    /// Thresholded predictions of head `head` on `slices` (those that have one).
+    pub(super) fn planes(
+        &self,
+        head: HeadIndex,
+        slices: &[SliceIndex],
+        threshold: f32,
+        width: usize,
+    ) -> Vec<(SliceIndex, BitPlane)> {
+        let cut = (threshold * 255.0).round() as u8;
+        slices
+            .iter()
+            .filter_map(|&z| {
+                let p = self.get(head, z)?;
+                let height = p.len() / width.max(1);
+                let mut plane = BitPlane::new(width, height);
+                for (i, _) in p.iter().enumerate().filter(|(_, v)| **v >= cut) {
+                    plane.set(i % width, i / width, true);
+                }
+                Some((z, plane))
+            })
+            .collect()
+    }
+
+    /// The lowest and highest slice with a prediction, if any.
+    pub(super) fn span(&self) -> Option<(SliceIndex, SliceIndex)> {
+        let lo = self.slices.keys().map(|(_, z)| *z).min()?;
+        let hi = self.slices.keys().map(|(_, z)| *z).max()?;
+        Some((lo, hi))
+    }
+
+    /// "N slice(s) predicted…" for the panel (`None` when nothing is), `heads` heads per slice.
+    pub(super) fn summary(&self, heads: usize, active_version: u64) -> Option<String> {
+        let n = self.slices.len() / heads.max(1);
+        if n == 0 {
+            return None;
+        }
+        let label = if active_version == 0 { "base".to_string() } else { format!("v{active_version}") };
+        let stale = self.versions.values().filter(|v| **v != active_version).count() / heads.max(1);
+        Some(if stale > 0 {
+            format!("{n} slice(s) predicted, {stale} by an older version; model {label}")
+        } else {
+            format!("{n} slice(s) predicted; model {label}")
+        })
+    }
+
+    /// Forgets every prediction (a new stack, or a model built again) and any running request;
+    /// the prediction layer is cleared at the next [`Predictions::next_shown`].
+    pub(super) fn clear(&mut self) {
+        *self = Predictions { stamp: self.stamp + 1, shown: self.shown, ..Default::default() };
+    }
+
+    /// A new stack: nothing predicted, nothing running, nothing shown (its prediction layer is
+    /// its own).
+    pub(super) fn new_stack(&mut self) {
+        *self = Predictions { stamp: self.stamp + 1, ..Default::default() };
+    }
+
+    /// Request `generation` started, reporting `total` slices.
+    pub(super) fn started(&mut self, generation: u64, total: usize) {
+        self.running = Some(Running { generation, done: 0, total, slices_per_s: 0.0, eta_s: None });
+    }
+
+    /// Whether a request is running.
+    pub(super) fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// The running request no longer matters (cancelled, failed, superseded).
+    pub(super) fn stop_running(&mut self) {
+        self.running = None;
+    }
+
+    /// Request `generation` reported a slice.
+    pub(super) fn progressed(&mut self, generation: u64, progress: &Progress) {
+        if let Some(r) = &mut self.running
+            && r.generation == generation
+        {
+            r.done = progress.done;
+            r.total = progress.total;
+            r.slices_per_s = progress.slices_per_s();
+            r.eta_s = progress.eta_s();
+        }
+    }
+
+    /// Request `generation` ended.
+    pub(super) fn finished(&mut self, generation: u64) {
+        if self.running.as_ref().is_some_and(|r| r.generation == generation) {
+            self.running = None;
+        }
+    }
+
+    /// The progress line of the running request: (fraction, text).
+    pub(super) fn progress_line(&self) -> Option<(f32, String)> {
+        self.running.as_ref().map(|r| {
+            let eta = r.eta_s.map_or(String::new(), |s| format!(" · {s:.0} s left"));
+            (
+                r.done as f32 / r.total.max(1) as f32,
+                format!("{}/{} slices · {:.2} slices/s{eta}", r.done, r.total, r.slices_per_s),
+            )
+        })
+    }
+
+    /// What the prediction layer should show for `class` (head `head`) on slice `z`:
+    /// `Some(Some(p))` a new prediction, `Some(None)` nothing any more (the shown one is gone),
+    /// `None` no change.
+    #[allow(clippy::option_option)]
+    pub(super) fn next_shown(
+        &mut self,
+        class: ClassId,
+        head: Option<HeadIndex>,
+        z: SliceIndex,
+    ) -> Option<Option<Arc<Vec<u8>>>> {
+        let key = (z, class, self.stamp);
+        if self.shown == Some(key) {
+            return None;
+        }
+        match head.and_then(|h| self.get(h, z)) {
+            Some(p) => {
+                self.shown = Some(key);
+                Some(Some(p))
+            }
+            None if self.shown.is_some() => {
+                self.shown = None;
+                Some(None)
+            }
+            None => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predictions_are_kept_per_head_and_slice_and_summarised() {
+        let mut p = Predictions::default();
+        p.insert(HeadIndex(1), SliceIndex(4), 2, vec![0, 255, 128, 10], SliceIndex(4));
+        p.insert(HeadIndex(0), SliceIndex(4), 2, vec![1; 4], SliceIndex(4));
+        p.insert(HeadIndex(0), SliceIndex(6), 1, vec![1; 4], SliceIndex(4));
+        assert!(p.has_head(HeadIndex(1)) && !p.has_head(HeadIndex(2)));
+        assert_eq!(p.get(HeadIndex(1), SliceIndex(4)).as_deref(), Some(&vec![0, 255, 128, 10]));
+        assert_eq!(p.get(HeadIndex(1), SliceIndex(6)), None);
+        assert_eq!(p.span(), Some((SliceIndex(4), SliceIndex(6))));
+        // Threshold 0.5 → 128 and up.
+        let planes = p.planes(HeadIndex(1), &[SliceIndex(4), SliceIndex(6)], 0.5, 2);
+        assert_eq!(planes.len(), 1);
+        let (z, plane) = &planes[0];
+        assert_eq!(*z, SliceIndex(4));
+        assert_eq!([plane.get(0, 0), plane.get(1, 0), plane.get(0, 1), plane.get(1, 1)], [false, true, true, false]);
+        assert_eq!(p.summary(2, 2).unwrap(), "1 slice(s) predicted; model v2");
+        p.insert(HeadIndex(1), SliceIndex(6), 1, vec![1; 4], SliceIndex(4));
+        assert_eq!(p.summary(2, 2).unwrap(), "2 slice(s) predicted, 1 by an older version; model v2");
+    }
+
+    #[test]
+    fn the_shown_prediction_changes_only_when_it_must() {
+        let mut p = Predictions::default();
+        let (class, head, z) = (ClassId(2), Some(HeadIndex(1)), SliceIndex(3));
+        assert_eq!(p.next_shown(class, head, z), None, "nothing to show, nothing shown");
+        p.insert(HeadIndex(1), z, 0, vec![7; 4], z);
+        assert_eq!(p.next_shown(class, head, z), Some(Some(Arc::new(vec![7; 4]))));
+        assert_eq!(p.next_shown(class, head, z), None, "already shown");
+        p.clear();
+        assert_eq!(p.next_shown(class, head, z), Some(None), "the shown one is gone");
+        assert_eq!(p.next_shown(class, head, z), None);
+        p.insert(HeadIndex(1), z, 0, vec![7; 4], z);
+        assert!(p.next_shown(class, head, z).is_some());
+        p.new_stack();
+        assert_eq!(p.next_shown(class, head, z), None, "a new stack's layer is left alone");
+    }
+
+    #[test]
+    fn progress_is_tracked_for_the_running_request_only() {
+        let mut p = Predictions::default();
+        p.started(3, 10);
+        p.progressed(2, &Progress { done: 9, total: 10, elapsed_s: 1.0 });
+        assert!(p.progress_line().unwrap().1.starts_with("0/10 slices"));
+        p.progressed(3, &Progress { done: 5, total: 10, elapsed_s: 2.0 });
+        let (fraction, line) = p.progress_line().unwrap();
+        assert_eq!(fraction, 0.5);
+        assert!(line.starts_with("5/10 slices · 2.50 slices/s · 2 s left"), "{line}");
+        p.finished(2);
+        assert!(p.is_running());
+        p.finished(3);
+        assert!(!p.is_running());
+    }
+}
