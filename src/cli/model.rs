@@ -69,12 +69,38 @@ pub fn device_name(device: &Device) -> &'static str {
     if crate::model::device::is_cpu(device) { "cpu" } else { "wgpu" }
 }
 
+/// `--size`: a SAM 2 trunk size as the command line spells it (the model's [`HieraSize`]
+/// knows nothing of the command line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SizeArg {
+    /// Hiera-T, 96 wide, 12 blocks.
+    Tiny,
+    /// Hiera-S, 96 wide, 16 blocks.
+    Small,
+    /// Hiera-B+, 112 wide, 24 blocks: the size SAM4EM uses.
+    #[value(name = "base_plus", alias = "b+")]
+    BasePlus,
+    /// Hiera-L, 144 wide, 48 blocks.
+    Large,
+}
+
+impl From<SizeArg> for HieraSize {
+    fn from(size: SizeArg) -> Self {
+        match size {
+            SizeArg::Tiny => HieraSize::Tiny,
+            SizeArg::Small => HieraSize::Small,
+            SizeArg::BasePlus => HieraSize::BasePlus,
+            SizeArg::Large => HieraSize::Large,
+        }
+    }
+}
+
 /// `sam4em bench model`.
 #[derive(Debug, Args)]
 pub struct BenchModelArgs {
     /// SAM 2 trunk size.
     #[arg(long, value_enum, default_value = "base_plus")]
-    pub size: HieraSize,
+    pub size: SizeArg,
     /// Compute device.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceChoice,
@@ -123,7 +149,7 @@ pub struct BenchModelArgs {
 pub struct BenchCheckpointArgs {
     /// SAM 2 trunk size.
     #[arg(long, value_enum, default_value = "base_plus")]
-    pub size: HieraSize,
+    pub size: SizeArg,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 2024)]
     pub seed: u64,
@@ -134,12 +160,16 @@ pub struct BenchCheckpointArgs {
 
 /// Runs `sam4em bench checkpoint`.
 pub fn random_checkpoint(a: &BenchCheckpointArgs) -> Result<()> {
-    let tensors = bench::random_sam2_checkpoint(a.size, a.seed);
+    let tensors = bench::random_sam2_checkpoint(HieraSize::from(a.size), a.seed);
     let values: usize = tensors.values().map(|t| t.data.len()).sum();
     let mut meta = std::collections::BTreeMap::new();
     meta.insert(
         "sam4em_note".to_string(),
-        format!("random weights for benchmarks (SAM 2 {} layout, seed {})", a.size.file_stem(), a.seed),
+        format!(
+            "random weights for benchmarks (SAM 2 {} layout, seed {})",
+            HieraSize::from(a.size).file_stem(),
+            a.seed
+        ),
     );
     StateDict::write_safetensors(&tensors, meta, &a.out)?;
     println!(
@@ -193,7 +223,7 @@ fn cpu_name() -> Option<String> {
 
 /// Runs `sam4em bench model`.
 pub fn bench(a: &BenchModelArgs) -> Result<()> {
-    let mut config = Sam4emConfig::sam4em(a.size);
+    let mut config = Sam4emConfig::sam4em(HieraSize::from(a.size));
     config.lora.rank = a.rank;
     config.image_size = a.image_size.unwrap_or(config.image_size);
     config.validate()?;
@@ -308,7 +338,7 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
     });
     if a.json {
         let v = serde_json::json!({
-            "size": a.size, "rank": a.rank, "image_size": ours.image_size(), "device": device_name(&device),
+            "size": HieraSize::from(a.size), "rank": a.rank, "image_size": ours.image_size(), "device": device_name(&device),
             "precision": a.precision, "runs": runs, "machine": machine, "reference": header, "figures": all, "training": training,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -316,7 +346,7 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
     }
     print!(
         "SAM4EM {} (LoRA r {}, merged for inference), {}², batch 1, {} inference, {} ({}), median of {runs} runs",
-        a.size.file_stem(),
+        HieraSize::from(a.size).file_stem(),
         a.rank,
         ours.image_size(),
         a.precision,

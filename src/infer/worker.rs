@@ -12,9 +12,10 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::predictor::{Flow, Predictor, Progress, SlicePrediction, StackRequest};
+use crate::model::adapter::AdapterSet;
 use crate::model::adapter::BaseCheckpoint;
 use crate::model::footprint::TrainingMemoryModel;
-use crate::model::multi::{AdapterSet, HeadIndex, ModelSource, MultiModel, load};
+use crate::model::multi::{HeadIndex, ModelSource, MultiModel, load};
 use crate::model::prompt::{BoxPrompt, PointPrompt};
 use crate::state::SliceIndex;
 use crate::state::bitplane::BitPlane;

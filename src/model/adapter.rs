@@ -1,10 +1,12 @@
-//! Adapter files: what fine-tuning changes (LoRA adapters, fusion head, memory, prompt
-//! encoders, decoders, their BatchNorm statistics) without the frozen SAM 2 encoder, plus the
-//! metadata needed to use them safely: the full model configuration, which base checkpoint
-//! (name, size, sha256) and how it was mapped, the class, and the version lineage.
+//! Adapter-set files: what a fine-tuning run changes (the shared LoRA adapters and fusion head
+//! with its BatchNorm statistics, and every class's memory, prompt encoders and decoders)
+//! without the frozen SAM 2 encoder, plus the metadata needed to use it safely: the full model
+//! configuration, which base checkpoint (name, size, sha256) and how it was mapped, the classes
+//! in head order, the version lineage and the training record.
 //!
-//! Stored as safetensors (values as f32, checkpoint layout, trainer key names) with the
-//! metadata as JSON under the `sam4em` key of the safetensors header. Written atomically.
+//! Stored as safetensors (values as f32, checkpoint layout, trainer key names: shared tensors
+//! under `encoder/sam.<key>`, a class's under `class/<name>/sam.<key>`) with the metadata as
+//! JSON under the `sam4em_set` key of the safetensors header. Written atomically.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,14 +14,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::config::Sam4emConfig;
+use super::multi::{MultiModel, is_shared};
 use super::nn::Kind;
 use super::sam4em::{Sam2Mapping, Sam4em};
 use super::weights::{HostTensor, StateDict, WeightsError};
-
-/// Format tag written into every adapter.
-pub const FORMAT: &str = "sam4em-adapter";
-/// Current format version.
-pub const FORMAT_VERSION: u32 = 1;
 
 /// The base checkpoint an adapter was trained on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,74 +32,6 @@ pub struct BaseCheckpoint {
     pub mapping: String,
 }
 
-/// Adapter metadata.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AdapterMeta {
-    /// Always [`FORMAT`].
-    pub format: String,
-    /// Always [`FORMAT_VERSION`] when written by this program.
-    pub format_version: u32,
-    /// The whole model configuration; an adapter only applies to the same configuration.
-    pub config: Sam4emConfig,
-    /// Base checkpoint.
-    pub base: BaseCheckpoint,
-    /// Segmented class (e.g. "mitochondria").
-    pub class_name: String,
-    /// Version number within this class's lineage.
-    pub version: u64,
-    /// Version it was trained from, if any.
-    pub parent_version: Option<u64>,
-    /// Creation time, seconds since the Unix epoch.
-    pub created_unix_s: u64,
-    /// Free text (training summary).
-    pub note: String,
-}
-
-/// Why an adapter cannot be used. Every variant names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum AdapterError {
-    /// Reading or parsing the tensors failed.
-    #[error(transparent)]
-    Weights(#[from] WeightsError),
-    /// The metadata is absent or unreadable.
-    #[error("not a SAM4EM adapter ({reason}): {}", path.display())]
-    NotAnAdapter {
-        /// Why.
-        reason: String,
-        /// The file.
-        path: PathBuf,
-    },
-    /// The adapter was made for another model configuration.
-    #[error("adapter was trained for a different model configuration ({difference}): {}", path.display())]
-    ConfigMismatch {
-        /// First difference found.
-        difference: String,
-        /// The file.
-        path: PathBuf,
-    },
-    /// The adapter was trained on another base checkpoint.
-    #[error("adapter was trained on {expected} (sha256 {expected_sha256}), the loaded base is sha256 {found_sha256}: {}", path.display())]
-    BaseMismatch {
-        /// Base file name recorded.
-        expected: String,
-        /// Its hash.
-        expected_sha256: String,
-        /// Hash of the base in use.
-        found_sha256: String,
-        /// The file.
-        path: PathBuf,
-    },
-}
-
-/// An adapter in memory.
-#[derive(Clone, Debug)]
-pub struct Adapter {
-    /// Metadata.
-    pub meta: AdapterMeta,
-    /// Tensors under trainer key names (`sam.…`).
-    pub tensors: BTreeMap<String, HostTensor>,
-}
-
 /// Whether a model tensor belongs in an adapter: everything outside the frozen encoder except
 /// the runtime memory and its fixed position encoding, plus the LoRA adapters.
 pub fn in_adapter(key: &str, kind: Kind) -> bool {
@@ -109,64 +39,6 @@ pub fn in_adapter(key: &str, kind: Kind) -> bool {
         return kind == Kind::Param && Sam4em::is_trainable(key);
     }
     !matches!(key, "mem.memory" | "mem.positional_encoding")
-}
-
-impl Adapter {
-    /// Captures the adapter tensors of `model`.
-    pub fn from_model(model: &mut Sam4em, meta: AdapterMeta) -> Self {
-        Adapter { tensors: model.state_dict(&in_adapter), meta }
-    }
-
-    /// Writes the adapter atomically.
-    pub fn save(&self, path: &Path) -> Result<(), AdapterError> {
-        let json = serde_json::to_string(&self.meta)
-            .map_err(|e| AdapterError::NotAnAdapter { reason: e.to_string(), path: path.into() })?;
-        let mut meta = BTreeMap::new();
-        meta.insert("sam4em".to_string(), json);
-        StateDict::write_safetensors(&self.tensors, meta, path)?;
-        Ok(())
-    }
-
-    /// Reads an adapter and its metadata.
-    pub fn read(path: &Path) -> Result<Self, AdapterError> {
-        let bytes = std::fs::read(path).map_err(|source| WeightsError::Read { source, path: path.into() })?;
-        let not = |reason: String| AdapterError::NotAnAdapter { reason, path: path.into() };
-        let (_, header) =
-            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| not(format!("safetensors: {e}")))?;
-        let json =
-            header.metadata().as_ref().and_then(|m| m.get("sam4em")).ok_or_else(|| not("no sam4em metadata".into()))?;
-        let meta: AdapterMeta = serde_json::from_str(json).map_err(|e| not(format!("metadata: {e}")))?;
-        if meta.format != FORMAT || meta.format_version > FORMAT_VERSION {
-            return Err(not(format!(
-                "format {} version {} is not one this program reads",
-                meta.format, meta.format_version
-            )));
-        }
-        let dict = StateDict::from_safetensors_bytes(&bytes, path)?;
-        Ok(Adapter { meta, tensors: dict.tensors })
-    }
-
-    /// Puts the adapter into `model`, after checking that it was made for the same
-    /// configuration and (when `base_sha256` is given) the same base checkpoint.
-    pub fn apply(&self, model: &mut Sam4em, base_sha256: Option<&str>, path: &Path) -> Result<(), AdapterError> {
-        if self.meta.config != model.config {
-            let difference = config_difference(&model.config, &self.meta.config);
-            return Err(AdapterError::ConfigMismatch { difference, path: path.into() });
-        }
-        if let Some(sha) = base_sha256
-            && sha != self.meta.base.sha256
-        {
-            return Err(AdapterError::BaseMismatch {
-                expected: self.meta.base.file_name.clone(),
-                expected_sha256: self.meta.base.sha256.clone(),
-                found_sha256: sha.to_string(),
-                path: path.into(),
-            });
-        }
-        let dict = StateDict { tensors: self.tensors.clone(), other: BTreeMap::new(), source: path.into() };
-        model.load_subset(&dict, &in_adapter)?;
-        Ok(())
-    }
 }
 
 /// The first top-level field in which two configurations differ (for error messages).
@@ -184,4 +56,251 @@ pub fn mapping_name(mapping: Sam2Mapping) -> &'static str {
         Sam2Mapping::Stage2Only => "stage2_only",
         Sam2Mapping::BothStages => "both_stages",
     }
+}
+
+/// Format tag of adapter-set files.
+pub const SET_FORMAT: &str = "sam4em-adapter-set";
+/// Current adapter-set format version.
+pub const SET_FORMAT_VERSION: u32 = 1;
+
+/// What a fine-tuning run recorded about itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// Optimiser steps taken.
+    pub steps: u64,
+    /// Slices trained on (stack indices).
+    pub slices: Vec<usize>,
+    /// Held-out slices validated on.
+    pub validation_slices: Vec<usize>,
+    /// Mean loss of the last epoch.
+    pub final_loss: f64,
+    /// Held-out Dice per class at the end (the reference's per-slice mean), if any slice was
+    /// held out.
+    pub validation_dice: BTreeMap<String, f64>,
+    /// Wall time of the run in seconds.
+    pub seconds: f64,
+    /// The compute device, in words.
+    pub device: String,
+    /// Why the run ended (finished, stopped, non-finite loss …).
+    pub ended: String,
+    /// Most consecutive slices per batch (BatchNorm's statistics were taken over batches of
+    /// at most this many slices). 0 in sets written before it was recorded.
+    #[serde(default)]
+    pub batch_size: usize,
+    /// How gradients were computed: "keep" or "recompute" (the same gradients either way);
+    /// empty in sets written before it was recorded.
+    #[serde(default)]
+    pub activations: String,
+}
+
+/// Adapter-set metadata, stored as JSON in the safetensors header.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdapterSetMeta {
+    /// Always [`SET_FORMAT`].
+    pub format: String,
+    /// [`SET_FORMAT_VERSION`] when written by this program.
+    pub format_version: u32,
+    /// The whole model configuration; a set applies only to the same configuration.
+    pub config: Sam4emConfig,
+    /// The base checkpoint the run started from.
+    pub base: BaseCheckpoint,
+    /// Classes, in head order.
+    pub classes: Vec<String>,
+    /// Version number in this project's lineage (1, 2, …).
+    pub version: u64,
+    /// The version it was trained from (`None` for a run from the bare base checkpoint).
+    pub parent_version: Option<u64>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_unix_s: u64,
+    /// What the training run did.
+    pub training: TrainingRecord,
+}
+
+/// Why an adapter set cannot be used. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterSetError {
+    /// Reading or parsing the tensors failed, or a tensor does not fit.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The metadata is absent or unreadable.
+    #[error("not a SAM4EM adapter set ({reason}): {}", path.display())]
+    NotAnAdapterSet {
+        /// Why.
+        reason: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The set was made for another model configuration.
+    #[error("adapter set was trained for a different model configuration ({difference}): {}", path.display())]
+    ConfigMismatch {
+        /// First differing field.
+        difference: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The set was trained on another base checkpoint.
+    #[error("adapter set was trained on {expected} (sha256 {expected_sha256}), the loaded base is sha256 {found_sha256}: {}", path.display())]
+    BaseMismatch {
+        /// Base file name recorded.
+        expected: String,
+        /// Its hash.
+        expected_sha256: String,
+        /// Hash of the base in use.
+        found_sha256: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The set has no heads for a class the model needs.
+    #[error("adapter set has no heads for class {class} (it has {have}): {}", path.display())]
+    MissingClass {
+        /// The class.
+        class: String,
+        /// The classes it has.
+        have: String,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// A fine-tuning result in host memory.
+#[derive(Clone, Debug)]
+pub struct AdapterSet {
+    /// Metadata.
+    pub meta: AdapterSetMeta,
+    /// Shared tensors under `encoder/sam.<key>`, class heads under `class/<name>/sam.<key>`.
+    pub tensors: BTreeMap<String, HostTensor>,
+}
+
+const ENCODER_PREFIX: &str = "encoder/";
+
+fn class_prefix(name: &str) -> String {
+    format!("class/{name}/")
+}
+
+impl AdapterSet {
+    /// Captures what training changes: the shared LoRA and fusion head (with its BatchNorm
+    /// statistics) and every class's heads.
+    pub fn from_model(model: &mut MultiModel, meta: AdapterSetMeta) -> Self {
+        let mut tensors = BTreeMap::new();
+        for (k, t) in model.encoder.state_dict(&|k, kind| is_shared(k) && in_adapter(k, kind)) {
+            tensors.insert(format!("{ENCODER_PREFIX}{k}"), t);
+        }
+        for h in &mut model.heads {
+            let p = class_prefix(&h.name);
+            for (k, t) in h.model.state_dict(&|k, kind| !is_shared(k) && in_adapter(k, kind)) {
+                tensors.insert(format!("{p}{k}"), t);
+            }
+        }
+        AdapterSet { meta, tensors }
+    }
+
+    /// Writes the set atomically (safetensors, metadata in the header).
+    pub fn save(&self, path: &Path) -> Result<(), AdapterSetError> {
+        let json = serde_json::to_string(&self.meta)
+            .map_err(|e| AdapterSetError::NotAnAdapterSet { reason: e.to_string(), path: path.into() })?;
+        let mut meta = BTreeMap::new();
+        meta.insert("sam4em_set".to_string(), json);
+        StateDict::write_safetensors(&self.tensors, meta, path)?;
+        Ok(())
+    }
+
+    /// Reads only the metadata (fast: the header), e.g. to list versions.
+    pub fn read_meta(path: &Path) -> Result<AdapterSetMeta, AdapterSetError> {
+        let bytes = read_header_bytes(path)?;
+        parse_meta(&bytes, path)
+    }
+
+    /// Reads a set and its metadata.
+    pub fn read(path: &Path) -> Result<Self, AdapterSetError> {
+        let bytes = std::fs::read(path).map_err(|source| WeightsError::Read { source, path: path.into() })?;
+        let meta = parse_meta(&bytes, path)?;
+        let dict = StateDict::from_safetensors_bytes(&bytes, path)?;
+        Ok(AdapterSet { meta, tensors: dict.tensors })
+    }
+
+    /// Puts the set into `model` after checking the configuration, the base checkpoint (when
+    /// `base_sha256` is given) and that every class of the model has heads in the set.
+    pub fn apply(&self, model: &mut MultiModel, base_sha256: Option<&str>, path: &Path) -> Result<(), AdapterSetError> {
+        if &self.meta.config != model.config() {
+            let difference = config_difference(model.config(), &self.meta.config);
+            return Err(AdapterSetError::ConfigMismatch { difference, path: path.into() });
+        }
+        if let Some(sha) = base_sha256
+            && sha != self.meta.base.sha256
+        {
+            return Err(AdapterSetError::BaseMismatch {
+                expected: self.meta.base.file_name.clone(),
+                expected_sha256: self.meta.base.sha256.clone(),
+                found_sha256: sha.to_string(),
+                path: path.into(),
+            });
+        }
+        for h in &model.heads {
+            if !self.meta.classes.contains(&h.name) {
+                return Err(AdapterSetError::MissingClass {
+                    class: h.name.clone(),
+                    have: self.meta.classes.join(", "),
+                    path: path.into(),
+                });
+            }
+        }
+        let sub = |prefix: &str| StateDict {
+            tensors: self
+                .tensors
+                .iter()
+                .filter_map(|(k, t)| k.strip_prefix(prefix).map(|rest| (rest.to_string(), t.clone())))
+                .collect(),
+            other: BTreeMap::new(),
+            source: path.into(),
+        };
+        // Check every part before changing anything, so a bad file leaves the model as it was.
+        let mut staged = model.clone();
+        staged.encoder.load_subset(&sub(ENCODER_PREFIX), &|k, kind| is_shared(k) && in_adapter(k, kind))?;
+        for h in &mut staged.heads {
+            h.model.load_subset(&sub(&class_prefix(&h.name)), &|k, kind| !is_shared(k) && in_adapter(k, kind))?;
+        }
+        *model = staged;
+        Ok(())
+    }
+}
+
+fn read_header_bytes(path: &Path) -> Result<Vec<u8>, AdapterSetError> {
+    use std::io::Read;
+    let read = |source| AdapterSetError::Weights(WeightsError::Read { source, path: path.into() });
+    let mut f = std::fs::File::open(path).map_err(read)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(read)?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        return Err(AdapterSetError::NotAnAdapterSet { reason: "header too large".into(), path: path.into() });
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(read)?;
+    let mut bytes = len.to_vec();
+    bytes.extend_from_slice(&header);
+    Ok(bytes)
+}
+
+/// Parses the metadata from the start of a safetensors file (8-byte length + JSON header).
+fn parse_meta(bytes: &[u8], path: &Path) -> Result<AdapterSetMeta, AdapterSetError> {
+    let not = |reason: String| AdapterSetError::NotAnAdapterSet { reason, path: path.into() };
+    let n = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize);
+    let header = n
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+        .ok_or_else(|| not("the file is shorter than its safetensors header".into()))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(header).map_err(|e| not(format!("safetensors header: {e}")))?;
+    let json = header
+        .get("__metadata__")
+        .and_then(|m| m.get("sam4em_set"))
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| not("no sam4em_set metadata".into()))?;
+    let meta: AdapterSetMeta = serde_json::from_str(json).map_err(|e| not(format!("metadata: {e}")))?;
+    if meta.format != SET_FORMAT || meta.format_version > SET_FORMAT_VERSION {
+        return Err(not(format!(
+            "format {} version {} is not one this program reads",
+            meta.format, meta.format_version
+        )));
+    }
+    Ok(meta)
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The four official SAM 2 Hiera sizes (`sam2_hiera_{t,s,b+,l}` / `sam2.1_hiera_…`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HieraSize {
     /// Hiera-T, 96 wide, 12 blocks.
@@ -16,7 +16,6 @@ pub enum HieraSize {
     /// Hiera-S, 96 wide, 16 blocks.
     Small,
     /// Hiera-B+, 112 wide, 24 blocks: the size SAM4EM uses.
-    #[value(name = "base_plus", alias = "b+")]
     BasePlus,
     /// Hiera-L, 144 wide, 48 blocks.
     Large,

@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 use burn::tensor::{Tensor, TensorData};
 
 use crate::model::adapter::BaseCheckpoint;
+use crate::model::adapter::{AdapterSet, AdapterSetMeta, SET_FORMAT, SET_FORMAT_VERSION, TrainingRecord};
 use crate::model::backprop::{Activations, batch_gradients};
 use crate::model::config::OptimizerConfig;
 use crate::model::loss::masked_sam4em_loss;
 use crate::model::metrics::Overlap;
-use crate::model::multi::{AdapterSet, AdapterSetMeta, MultiModel, SET_FORMAT, SET_FORMAT_VERSION, TrainingRecord};
+use crate::model::multi::MultiModel;
 use crate::model::optim::{AdamW, prepare_for_training};
 use crate::model::preprocess::{normalise, resize_linear_u8, resize_nearest_u8};
 use crate::model::{StreamMode, sam4em::logit};

@@ -10,7 +10,8 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::{Control, Ended, TrainConfig, TrainEvent, TrainSample, train};
 use crate::model::adapter::BaseCheckpoint;
-use crate::model::multi::{AdapterSet, AdapterSetMeta, ModelSource, MultiModel, load};
+use crate::model::adapter::{AdapterSet, AdapterSetMeta};
+use crate::model::multi::{ModelSource, MultiModel, load};
 use crate::state::SliceIndex;
 use crate::state::bitplane::BitPlane;
 use crate::worker::SharedImages;

@@ -190,7 +190,7 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     let view = h.state().model_view();
     assert!(view.last_run.as_deref().is_some_and(|r| r.starts_with("v1: finished (3 steps")), "{view:?}");
     let set =
-        sam4em::model::multi::AdapterSet::read(&h.state().session_dir().unwrap().join("adapters/v001.safetensors"))
+        sam4em::model::adapter::AdapterSet::read(&h.state().session_dir().unwrap().join("adapters/v001.safetensors"))
             .unwrap();
     assert_eq!(set.meta.training.batch_size, 1, "the set records its batch");
     assert_eq!(set.meta.training.activations, "keep", "a one-slice batch of the micro model fits in memory");

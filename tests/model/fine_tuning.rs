@@ -12,9 +12,8 @@ use burn::tensor::Device;
 use sam4em::infer::{Flow, Predictor, Seed, StackRequest};
 use sam4em::io::{OpenOptions, open_stack};
 use sam4em::model::adapter::BaseCheckpoint;
-use sam4em::model::multi::{
-    AdapterSet, AdapterSetError, AdapterSetMeta, MultiModel, SET_FORMAT, SET_FORMAT_VERSION, from_sam2,
-};
+use sam4em::model::adapter::{AdapterSet, AdapterSetError, AdapterSetMeta, SET_FORMAT, SET_FORMAT_VERSION};
+use sam4em::model::multi::{MultiModel, from_sam2};
 use sam4em::model::{Sam4emConfig, StateDict};
 use sam4em::state::SliceIndex;
 use sam4em::state::bitplane::BitPlane;

@@ -1,11 +1,14 @@
-//! The model's user-facing API beyond the golden numbers: adapter files, streaming modes and
+//! The model's user-facing API beyond the golden numbers: adapter-set files, streaming modes and
 //! directions, point/box prompts, and clear errors for bad checkpoints.
 #![cfg(feature = "model")]
 
 use crate::common;
 
 use burn::tensor::{Device, Tensor};
-use sam4em::model::adapter::{Adapter, AdapterError, AdapterMeta, BaseCheckpoint, FORMAT, FORMAT_VERSION, in_adapter};
+use sam4em::model::adapter::{
+    AdapterSet, AdapterSetError, AdapterSetMeta, BaseCheckpoint, SET_FORMAT, SET_FORMAT_VERSION, in_adapter,
+};
+use sam4em::model::multi::MultiModel;
 use sam4em::model::nn::{from_vec, to_vec};
 use sam4em::model::prompt::{BoxPrompt, PointPrompt};
 use sam4em::model::{Direction, Init, Sam2Mapping, Sam4em, Sam4emConfig, StateDict, StreamMode, WeightsError};
@@ -26,52 +29,57 @@ fn input(dir: &std::path::Path, device: &Device) -> Tensor<4> {
     from_vec(t.data.clone(), [t.shape[0], t.shape[1], t.shape[2], t.shape[3]], device)
 }
 
-fn meta(config: &Sam4emConfig) -> AdapterMeta {
-    AdapterMeta {
-        format: FORMAT.into(),
-        format_version: FORMAT_VERSION,
-        config: config.clone(),
+fn meta(model: &MultiModel) -> AdapterSetMeta {
+    AdapterSetMeta {
+        format: SET_FORMAT.into(),
+        format_version: SET_FORMAT_VERSION,
+        config: model.config().clone(),
         base: BaseCheckpoint {
             file_name: "sam2-micro.pt".into(),
             bytes: 1,
             sha256: "ab".repeat(32),
             mapping: "stage2_only".into(),
         },
-        class_name: "mitochondria".into(),
+        classes: model.class_names(),
         version: 3,
         parent_version: Some(2),
         created_unix_s: 0,
-        note: "test".into(),
+        training: Default::default(),
     }
 }
 
+/// Head 0's stage-1 logits of the reference input's first slice, prompted by an empty mask.
+fn logits(model: &MultiModel, x: &Tensor<4>) -> Vec<f32> {
+    let fused = model.embed(x.clone());
+    let s = model.config().image_size;
+    let prompt = Tensor::zeros([1, 1, s, s], &model.device());
+    to_vec(&model.heads[0].model.stream(&[fused], Some(prompt), StreamMode::Clean, Direction::Forward, true)[0].logits1)
+}
+
 #[test]
-fn adapter_round_trip_restores_predictions_and_rejects_mismatches() {
+fn adapter_set_round_trip_restores_predictions_and_rejects_mismatches() {
     let Some(dir) = common::fixtures() else { return };
     let device = Device::flex();
-    let mut a = trained(&dir, &device);
+    let classes = ["mitochondria".to_string()];
+    let mut a = MultiModel::new(trained(&dir, &device), &classes);
     let x = input(&dir, &device).narrow(0, 0, 1);
-    let fused = a.embed(x.clone());
-    let s = a.config.image_size;
-    let prompt = Tensor::zeros([1, 1, s, s], &device);
-    let want = to_vec(
-        &a.stream(std::slice::from_ref(&fused), Some(prompt.clone()), StreamMode::Clean, Direction::Forward, true)[0]
-            .logits1,
-    );
+    let want = logits(&a, &x);
 
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("mito-v3.safetensors");
-    let m = meta(&a.config);
-    Adapter::from_model(&mut a, m).save(&path).unwrap();
-    let adapter = Adapter::read(&path).unwrap();
-    assert_eq!(adapter.meta, meta(&a.config));
-    // Only the trained part travels: no frozen trunk weights.
-    assert!(adapter.tensors.keys().all(|k| !k.contains("attn.qkv.qkv.") && !k.contains("neck.convs")));
-    assert!(adapter.tensors.keys().any(|k| k.contains("linear_b_v")));
+    let path = tmp.path().join("v3.safetensors");
+    let m = meta(&a);
+    AdapterSet::from_model(&mut a, m).save(&path).unwrap();
+    let set = AdapterSet::read(&path).unwrap();
+    assert_eq!(set.meta, meta(&a));
+    assert_eq!(AdapterSet::read_meta(&path).unwrap(), set.meta);
+    // Only the trained part travels: no frozen trunk weights, the LoRA adapters and the heads.
+    assert!(set.tensors.keys().all(|k| !k.contains("attn.qkv.qkv.") && !k.contains("neck.convs")));
+    assert!(set.tensors.keys().any(|k| k.starts_with("encoder/") && k.contains("linear_b_v")));
+    assert!(set.tensors.keys().any(|k| k.starts_with("class/mitochondria/")));
 
     // A model with the same frozen encoder but fresh heads predicts differently until the
-    // adapter is applied, then identically.
-    let mut b = Sam4em::new(&a.config, &Init::random(&device));
+    // set is applied, then identically.
+    let mut fresh = Sam4em::new(&a.config().clone(), &Init::random(&device));
     let weights = StateDict::read(&dir.join("weights.safetensors")).unwrap();
     let frozen = StateDict {
         tensors: weights
@@ -82,33 +90,29 @@ fn adapter_round_trip_restores_predictions_and_rejects_mismatches() {
             .collect(),
         ..Default::default()
     };
-    b.load_subset(&frozen, &|k, kind| k.starts_with("image_encoder.") && !in_adapter(k, kind)).unwrap();
-    let fused_b = b.embed(x.clone());
-    let before = to_vec(
-        &b.stream(std::slice::from_ref(&fused_b), Some(prompt.clone()), StreamMode::Clean, Direction::Forward, true)[0]
-            .logits1,
-    );
+    fresh.load_subset(&frozen, &|k, kind| k.starts_with("image_encoder.") && !in_adapter(k, kind)).unwrap();
+    let mut b = MultiModel::new(fresh, &classes);
+    let before = logits(&b, &x);
     assert!(before.iter().zip(&want).any(|(p, q)| (p - q).abs() > 1e-3));
-    adapter.apply(&mut b, Some(&"ab".repeat(32)), &path).unwrap();
-    let fused_b = b.embed(x);
-    let after = to_vec(
-        &b.stream(std::slice::from_ref(&fused_b), Some(prompt), StreamMode::Clean, Direction::Forward, true)[0].logits1,
-    );
+    set.apply(&mut b, Some(&"ab".repeat(32)), &path).unwrap();
+    let after = logits(&b, &x);
     assert!(after.iter().zip(&want).all(|(p, q)| (p - q).abs() <= 1e-5));
 
-    // Wrong base, wrong configuration, not an adapter: each error names the file.
-    let err = adapter.apply(&mut b, Some(&"cd".repeat(32)), &path).unwrap_err();
+    // Wrong base, wrong configuration, not an adapter set: each error names the file, and the
+    // model is left as it was.
+    let err = set.apply(&mut b, Some(&"cd".repeat(32)), &path).unwrap_err();
     assert!(
-        matches!(err, AdapterError::BaseMismatch { .. }) && err.to_string().ends_with(&path.display().to_string()),
+        matches!(err, AdapterSetError::BaseMismatch { .. }) && err.to_string().ends_with(&path.display().to_string()),
         "{err}"
     );
-    let mut other = a.config.clone();
+    let mut other = a.config().clone();
     other.lora.rank += 1;
-    let mut c = Sam4em::new(&other, &Init::shapes_only(&device));
-    let err = adapter.apply(&mut c, None, &path).unwrap_err();
+    let mut c = MultiModel::new(Sam4em::new(&other, &Init::shapes_only(&device)), &classes);
+    let err = set.apply(&mut c, None, &path).unwrap_err();
     assert!(err.to_string().contains("lora") && err.to_string().ends_with(&path.display().to_string()), "{err}");
-    let err = Adapter::read(&dir.join("weights.safetensors")).unwrap_err();
-    assert!(matches!(err, AdapterError::NotAnAdapter { .. }), "{err}");
+    let err = AdapterSet::read(&dir.join("weights.safetensors")).unwrap_err();
+    assert!(matches!(err, AdapterSetError::NotAnAdapterSet { .. }), "{err}");
+    assert_eq!(logits(&b, &x), after, "a refused set changes nothing");
 }
 
 #[test]

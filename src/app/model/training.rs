@@ -170,7 +170,7 @@ impl Training {
     pub(super) fn on_event(
         &mut self,
         event: TrainerEvent,
-    ) -> Option<(crate::model::multi::AdapterSetMeta, std::path::PathBuf)> {
+    ) -> Option<(crate::model::adapter::AdapterSetMeta, std::path::PathBuf)> {
         match event {
             TrainerEvent::Loading => {
                 if let Some(t) = &mut self.run {

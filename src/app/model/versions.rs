@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::super::document::Document;
-use crate::model::multi::{AdapterSet, AdapterSetMeta};
+use crate::model::adapter::{AdapterSet, AdapterSetMeta};
 use crate::ui::model::VersionRow;
 
 /// The project's adapter versions and the one in use.
