@@ -15,7 +15,7 @@
 //! This file routes the panel's actions and the workers' events to them. Every asynchronous
 //! result carries its request generation and adapter version; results of a superseded
 //! request or an older adapter are dropped here. May use `infer`, `train`, `model`, `io`,
-//! `state` and `ui`'s model panel types; nothing above `app`.
+//! `state`, `worker` and `ui`'s model panel types; nothing above `app`.
 
 mod download;
 mod heads;
