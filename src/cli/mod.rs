@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[cfg(feature = "model")]
 pub mod learn;
@@ -16,6 +16,55 @@ pub mod model;
 
 use crate::io::{self, ExportFormat, ExportOptions, OpenOptions, TiffCompression};
 use crate::state::{ClassTable, MaskVolume, Volume, VolumeInfo, VoxelSize};
+
+/// `export --format`, as the command line spells it (`io` knows nothing of the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// One binary multi-page TIFF per class: `<export name>.tif`.
+    Tiff,
+    /// One folder of binary PNGs per class: `<export name>/<export name>_0000.png`.
+    Png,
+    /// One label-map TIFF of class ids, `labels.tif`, plus `labels.classes.json`.
+    Labels,
+}
+
+impl From<FormatArg> for ExportFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Tiff => ExportFormat::Tiff,
+            FormatArg::Png => ExportFormat::Png,
+            FormatArg::Labels => ExportFormat::Labels,
+        }
+    }
+}
+
+fn formats(args: &[FormatArg]) -> Vec<ExportFormat> {
+    args.iter().map(|&f| f.into()).collect()
+}
+
+/// `export --compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// No compression: largest, readable everywhere.
+    None,
+    /// LZW.
+    Lzw,
+    /// Deflate (zip): small and lossless; ImageJ, Fiji, napari and tifffile read it.
+    Deflate,
+    /// PackBits run-length coding.
+    Packbits,
+}
+
+impl From<CompressionArg> for TiffCompression {
+    fn from(c: CompressionArg) -> Self {
+        match c {
+            CompressionArg::None => TiffCompression::None,
+            CompressionArg::Lzw => TiffCompression::Lzw,
+            CompressionArg::Deflate => TiffCompression::Deflate,
+            CompressionArg::Packbits => TiffCompression::Packbits,
+        }
+    }
+}
 
 /// SAM4EM Studio: segment and proofread glia, mitochondria and post-synaptic densities in
 /// electron-microscopy stacks.
@@ -175,10 +224,10 @@ pub struct ExportArgs {
     pub map: Option<String>,
     /// What to write; repeat or separate with commas.
     #[arg(short, long, value_enum, value_delimiter = ',', default_value = "tiff")]
-    pub format: Vec<ExportFormat>,
+    pub format: Vec<FormatArg>,
     /// TIFF compression.
-    #[arg(long, value_enum, default_value_t = TiffCompression::Deflate)]
-    pub compression: TiffCompression,
+    #[arg(long, value_enum, default_value = "deflate")]
+    pub compression: CompressionArg,
     /// Class table JSON (from `sam4em classes`); default: glia, mitochondria, psd.
     #[arg(long, value_name = "FILE")]
     pub classes: Option<PathBuf>,
@@ -389,7 +438,7 @@ fn export(a: &ExportArgs) -> Result<()> {
     if inputs.is_empty() && a.labels.is_none() {
         bail!("nothing to export: give --labels PATH and/or --mask CLASS=PATH");
     }
-    io::export::preflight(&classes, &a.out, &a.format)?;
+    io::export::preflight(&classes, &a.out, &formats(&a.format))?;
 
     // The shape comes from the image stack when given, else from the first input.
     let shape_from: Volume = match (&a.stack, &a.labels, inputs.first()) {
@@ -445,7 +494,7 @@ fn export_project(a: &ExportArgs, dir: &Path) -> Result<()> {
     if opened.recovery.replayed_records > 0 || opened.recovery.torn_tail_dropped {
         eprintln!("note: {}", opened.recovery);
     }
-    io::export::preflight(&classes, &a.out, &a.format)?;
+    io::export::preflight(&classes, &a.out, &formats(&a.format))?;
     let voxel_size = match &a.voxel_size {
         Some(spec) => Some(parse_voxel_size(spec)?),
         None => opened
@@ -461,8 +510,8 @@ fn export_project(a: &ExportArgs, dir: &Path) -> Result<()> {
 /// Writes the export `a` asks for and reports it: foreground voxels per class, overlaps in
 /// the label map, the files written.
 fn write_export(a: &ExportArgs, masks: &MaskVolume, classes: &ClassTable, voxel_size: Option<VoxelSize>) -> Result<()> {
-    let opts = ExportOptions { compression: a.compression, voxel_size };
-    let report = io::export_masks(masks, classes, &a.out, &a.format, &opts)?;
+    let opts = ExportOptions { compression: a.compression.into(), voxel_size };
+    let report = io::export_masks(masks, classes, &a.out, &formats(&a.format), &opts)?;
     for c in classes.iter() {
         let px: u64 = masks.slices(c.id).map(|(_, e)| e.mask.count_ones()).sum();
         println!("{:<24} {px} foreground voxels", c.name);

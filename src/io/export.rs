@@ -15,7 +15,7 @@ use super::error::{IoError, describe_io};
 use crate::state::{ClassDef, ClassId, ClassTable, MaskVolume, SliceIndex, VoxelSize};
 
 /// TIFF compression for exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TiffCompression {
     /// No compression: largest, readable everywhere.
     None,
@@ -40,7 +40,7 @@ impl TiffCompression {
 }
 
 /// What to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
     /// One binary multi-page TIFF per class: `<export name>.tif`.
     Tiff,
