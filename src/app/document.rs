@@ -12,12 +12,13 @@ use super::loader::{LoadEvent, LoadRequest, Loader};
 use crate::io::session::Project;
 use crate::render::{self, ImagePixels};
 use crate::state::bitplane::PixelBox;
-use crate::state::edit::{Commit, Dirty, Editor};
+use crate::state::edit::{Commit, Dirty, EditError, Editor};
 use crate::state::tools::ToolOutcome;
 use crate::state::view::{
     AUTO_CONTRAST_PERCENTILES, mask_bits_rect, mask_bits_xy, mask_bits_xz, mask_bits_yz, percentile_window, z_aspect,
 };
 use crate::state::{ClassId, ClassTable, Contrast, DType, MaskVolume, Slice, SliceData, SliceIndex, Volume};
+use crate::ui::notify::{Notice, Notices};
 use crate::ui::panels::HoverInfo;
 use crate::ui::viewer::{Plane, ViewerState};
 
@@ -53,7 +54,6 @@ pub(super) struct Document {
     pub(super) session: Option<Project>,
     /// The last journal append failed (and the user was told).
     pub(super) journal_failing: bool,
-    pub(super) notes: Vec<String>,
     /// The prediction layer must be emptied at the next upload (the model has nothing for
     /// the class now shown).
     pub(super) clear_prediction: bool,
@@ -77,9 +77,27 @@ pub(super) struct MaskKey {
     pub(super) versions: Vec<(ClassId, u64)>,
 }
 
+/// Why a scripted rectangle edit ([`super::AppCommand::PaintRect`]) did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RectEditError {
+    /// Empty, or reaching past the slice.
+    #[error("rectangle {rect:?} is outside the {width}x{height} px slice")]
+    Outside {
+        /// The rectangle asked for.
+        rect: render::PixelRect,
+        /// The slice's width in pixels.
+        width: usize,
+        /// The slice's height in pixels.
+        height: usize,
+    },
+    /// The editor refused (a stroke is in progress).
+    #[error(transparent)]
+    Edit(#[from] EditError),
+}
+
 impl Document {
     pub(super) fn new(opened: Opened, classes: &ClassTable, ctx: &egui::Context) -> Self {
-        let Opened { volume, masks, prediction, notes, session, .. } = opened;
+        let Opened { volume, masks, prediction, session, .. } = opened;
         let info = volume.info().clone();
         let wake = ctx.clone();
         let loader = Loader::spawn(Arc::clone(&volume), prediction.clone(), move || wake.request_repaint());
@@ -110,7 +128,6 @@ impl Document {
             editor: Editor::default(),
             session,
             journal_failing: false,
-            notes,
             clear_prediction: false,
         }
     }
@@ -134,22 +151,22 @@ impl Document {
 
     /// Applies what a tool did: redraw its regions, journal its commit. A journal that cannot
     /// be written is reported; the edit itself stays (in memory, and in the next save).
-    pub(super) fn apply_outcome(&mut self, outcome: ToolOutcome, errors: &mut Vec<String>) {
+    pub(super) fn apply_outcome(&mut self, outcome: ToolOutcome, notices: &mut Notices) {
         self.note(&outcome.dirty);
         if let Some(commit) = outcome.committed {
-            self.journal(&commit, errors);
+            self.journal(&commit, notices);
         }
     }
 
     /// An undo or redo: redraws what it changed and journals it.
-    pub(super) fn undo_redo(&mut self, commit: &Commit, errors: &mut Vec<String>) {
+    pub(super) fn undo_redo(&mut self, commit: &Commit, notices: &mut Notices) {
         self.note(&commit.dirty);
-        self.journal(commit, errors);
+        self.journal(commit, notices);
     }
 
     /// Journals a commit (its regions were noted as the tool drew them, more precisely than
     /// the commit's tile boxes).
-    pub(super) fn journal(&mut self, commit: &Commit, errors: &mut Vec<String>) {
+    pub(super) fn journal(&mut self, commit: &Commit, notices: &mut Notices) {
         let Some(session) = &mut self.session else { return };
         if commit.writes.is_empty() {
             return;
@@ -159,7 +176,10 @@ impl Document {
             // Said once, not after every stroke while the disk stays full.
             Err(e) if !self.journal_failing => {
                 self.journal_failing = true;
-                errors.push(format!("edits are kept in memory but cannot be journalled (free space, then save): {e}"));
+                notices.push(
+                    Notice::from_error(&e)
+                        .context("edits are kept in memory but cannot be journalled (free space, then save)"),
+                );
             }
             Err(_) => {}
         }
@@ -172,14 +192,14 @@ impl Document {
         z: SliceIndex,
         rect: render::PixelRect,
         value: bool,
-        errors: &mut Vec<String>,
-    ) -> Result<(), String> {
+        notices: &mut Notices,
+    ) -> Result<(), RectEditError> {
         let [w, h, _] = self.view.shape;
         if rect.x1 as usize > w || rect.y1 as usize > h || rect.width() == 0 || rect.height() == 0 {
-            return Err(format!("rectangle {rect:?} is outside the {w}x{h} px slice"));
+            return Err(RectEditError::Outside { rect, width: w, height: h });
         }
         let area = PixelBox { x0: rect.x0 as usize, y0: rect.y0 as usize, x1: rect.x1 as usize, y1: rect.y1 as usize };
-        self.editor.begin("rectangle").map_err(|e| e.to_string())?;
+        self.editor.begin("rectangle")?;
         let painted = self.editor.paint(&mut self.masks, class, z, |p| {
             p.fill_rect(area, value);
             area
@@ -188,11 +208,11 @@ impl Document {
             Ok(changed) => self.note(&[Dirty { class, z, area: changed }]),
             Err(e) => {
                 self.editor.abort(&mut self.masks);
-                return Err(e.to_string());
+                return Err(e.into());
             }
         }
         if let Some(commit) = self.editor.commit(&self.masks) {
-            self.journal(&commit, errors);
+            self.journal(&commit, notices);
         }
         Ok(())
     }
@@ -217,7 +237,7 @@ impl Document {
     }
 
     /// Applies loader results; asks for what the view needs next.
-    pub(super) fn logic(&mut self, errors: &mut Vec<String>) {
+    pub(super) fn logic(&mut self, notices: &mut Notices) {
         for event in self.loader.drain().collect::<Vec<_>>() {
             match event {
                 LoadEvent::Slice { z, slice } => {
@@ -242,13 +262,13 @@ impl Document {
                         self.probabilities = Some((z, probabilities));
                     }
                 }
-                LoadEvent::Failed { request, message } => {
+                LoadEvent::Failed { request, error } => {
                     // The request stays marked as sent, so it is retried only when the user
                     // comes back to it, not every frame.
                     if !self.failed.contains(&request) {
                         self.failed.push(request);
                     }
-                    errors.push(message);
+                    notices.push(Notice::from_error(&error));
                 }
             }
         }
@@ -321,7 +341,7 @@ impl Document {
     }
 
     /// Uploads whatever changed since the last frame.
-    pub(super) fn upload(&mut self, render_state: &RenderState, classes: &ClassTable, errors: &mut Vec<String>) {
+    pub(super) fn upload(&mut self, render_state: &RenderState, classes: &ClassTable, notices: &mut Notices) {
         let slots = Self::slots(classes);
         let [w, h, d] = self.view.shape;
         let mut failures = Vec::new();
@@ -418,7 +438,7 @@ impl Document {
             // Report once; marking as shown stops a retry every frame.
             self.gpu.xy_image = self.xy.as_ref().map(|(z, _)| *z);
             self.gpu.ortho_image = ortho_pos;
-            errors.extend(failures);
+            notices.extend(failures.into_iter().map(Notice::error));
         }
     }
 

@@ -9,10 +9,12 @@ use crossbeam_channel::Receiver;
 use eframe::egui;
 
 use super::OpenRequest;
+use super::command::DialogKind;
 use crate::io::session::{self, Project, SessionError, StackRef};
-use crate::io::{self, OpenOptions};
+use crate::io::{self, IoError, OpenOptions};
 use crate::state::bitplane::BitPlane;
-use crate::state::{ClassId, ClassTable, MaskVolume, SliceIndex, Volume};
+use crate::state::{ClassId, ClassTable, MaskVolume, SliceError, SliceIndex, Volume};
+use crate::ui::notify::Notice;
 
 /// A finished open job.
 pub(super) struct Opened {
@@ -20,55 +22,82 @@ pub(super) struct Opened {
     pub(super) volume: Arc<Volume>,
     pub(super) masks: MaskVolume,
     pub(super) prediction: Option<Arc<Volume>>,
-    pub(super) notes: Vec<String>,
+    /// What the user is told about the opening (project restored, labels imported, edits
+    /// not journalled).
+    pub(super) notes: Vec<Notice>,
     /// Where edits are journalled.
     pub(super) session: Option<Project>,
     /// The class table of a reopened project or session (replaces the app's).
     pub(super) classes: Option<ClassTable>,
 }
 
+/// Why a background job did not do what was asked. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum JobError {
+    /// A stack, label map or export could not be read or written.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// A project or session could not be read or written.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// A slice of a probability map could not be read.
+    #[error(transparent)]
+    Slice(#[from] SliceError),
+    /// A `VALUE=CLASS,...` mapping that does not parse.
+    #[error("label mapping `{spec}`: {problem}")]
+    LabelMapping {
+        /// The mapping as given.
+        spec: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Masks given for a class the table does not have.
+    #[error("no class `{class}` for the masks in {}", path.display())]
+    UnknownClass {
+        /// The class name given.
+        class: String,
+        /// The mask stack.
+        path: PathBuf,
+    },
+    /// A probability map whose shape is not the stack's.
+    #[error(
+        "the probability map is {}x{} px x {} slices but the stack is {}x{} px x {} slices: {}",
+        map[0], map[1], map[2], stack[0], stack[1], stack[2], path.display()
+    )]
+    PredictionShape {
+        /// Width, height, depth of the map.
+        map: [usize; 3],
+        /// Width, height, depth of the stack.
+        stack: [usize; 3],
+        /// The map's file.
+        path: PathBuf,
+    },
+}
+
 /// Why an open job did not produce a document.
 pub(super) enum OpenFailure {
     /// Shown as an error.
-    Error(String),
+    Error(JobError),
     /// A project whose stack is not where it was: ask the user for its new location.
     StackMissing { project: PathBuf, message: String },
 }
 
-impl From<String> for OpenFailure {
-    fn from(e: String) -> Self {
-        OpenFailure::Error(e)
+impl<E: Into<JobError>> From<E> for OpenFailure {
+    fn from(e: E) -> Self {
+        OpenFailure::Error(e.into())
     }
 }
 
 /// What a background job sends back.
 pub(super) enum JobResult {
     Opened(Box<Result<Opened, OpenFailure>>),
-    Imported(Result<(MaskVolume, Vec<String>), String>),
-    Prediction(Result<Arc<Volume>, String>),
+    Imported(Result<(MaskVolume, Vec<Notice>), JobError>),
+    Prediction(Result<Arc<Volume>, JobError>),
     /// Thresholded prediction slices to accept into a class.
     PredictionPlanes(PlanesFor),
     /// A finished export: what was written.
-    Exported(Result<Vec<PathBuf>, String>),
+    Exported(Result<Vec<PathBuf>, JobError>),
     Picked(DialogKind, Option<PathBuf>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum DialogKind {
-    OpenFile,
-    OpenFolder,
-    ImportLabels,
-    OpenPrediction,
-    OpenProject,
-    SaveProjectAs,
-    /// The stack of a project moved: where is it now (a file)?
-    LocateStack,
-    /// … or a folder of slices?
-    LocateStackFolder,
-    /// File > Export masks: the output folder.
-    ExportMasks,
-    /// The model's SAM 2 checkpoint file.
-    Checkpoint,
 }
 
 /// One-shot jobs in flight.
@@ -105,7 +134,7 @@ pub(super) fn is_project(path: &Path) -> bool {
 /// Opens a project folder: its masks (saved slices + journal) and its stack, at `relocated`
 /// when the user has just said where the stack moved (runs on a job thread).
 pub(super) fn open_project_job(dir: &Path, relocated: Option<PathBuf>) -> Result<Opened, OpenFailure> {
-    let session::OpenedProject { mut project, masks, recovery } = Project::open(dir).map_err(|e| e.to_string())?;
+    let session::OpenedProject { mut project, masks, recovery } = Project::open(dir)?;
     let missing =
         |project: &Project, message: String| OpenFailure::StackMissing { project: project.dir().to_owned(), message };
     let volume = match relocated {
@@ -120,9 +149,9 @@ pub(super) fn open_project_job(dir: &Path, relocated: Option<PathBuf>) -> Result
             let path = match project.stack_path() {
                 Ok(p) => p,
                 Err(e @ SessionError::StackMissing { .. }) => return Err(missing(&project, e.to_string())),
-                Err(e) => return Err(e.to_string().into()),
+                Err(e) => return Err(e.into()),
             };
-            let volume = io::open_stack(&path, &OpenOptions::default()).map_err(|e| e.to_string())?;
+            let volume = io::open_stack(&path, &OpenOptions::default())?;
             let (s, info) = (project.stack(), volume.info());
             if (s.width, s.height, s.depth, s.dtype) != (info.width, info.height, info.depth, info.dtype) {
                 // Same place, other content: the project's masks do not fit it.
@@ -143,9 +172,9 @@ pub(super) fn open_project_job(dir: &Path, relocated: Option<PathBuf>) -> Result
             volume
         }
     };
-    let mut notes = vec![format!("project {}", project.dir().display())];
+    let mut notes = vec![Notice::info(format!("project {}", project.dir().display()))];
     if recovery.replayed_records > 0 || recovery.torn_tail_dropped {
-        notes.push(recovery.to_string());
+        notes.push(Notice::info(recovery.to_string()));
     }
     let classes = Some(project.classes().clone());
     Ok(Opened {
@@ -172,18 +201,20 @@ pub(super) fn open_job(
         return open_project_job(&request.stack, None);
     }
     let opts = OpenOptions::default();
-    let volume = io::open_stack(&request.stack, &opts).map_err(|e| e.to_string())?;
+    let volume = io::open_stack(&request.stack, &opts)?;
     let mut notes = Vec::new();
     let (mut session, restored) = match &data_dir {
         Some(data) => autosession(data, &volume, &classes, &mut notes),
         None => {
-            notes.push("no data folder: edits are not journalled".to_owned());
+            notes.push(Notice::warning("no data folder (set SAM4EM_DATA_DIR or HOME): edits are not journalled"));
             (None, None)
         }
     };
     if let Some((masks, session_classes)) = restored {
         if request.labels.is_some() || !request.masks.is_empty() {
-            notes.push("labels not imported again: the session has masks (File > Import label map adds them)".into());
+            notes.push(Notice::info(
+                "labels not imported again: the session has masks (File > Import label map adds them)",
+            ));
         }
         let prediction = match &request.prediction {
             Some(p) => Some(open_prediction(p, &volume)?),
@@ -205,10 +236,10 @@ pub(super) fn open_job(
     }
     for (class, path) in &request.masks {
         let Some(def) = classes.find(class) else {
-            return Err(format!("no class `{class}` for the masks in {}", path.display()).into());
+            return Err(JobError::UnknownClass { class: class.clone(), path: path.clone() }.into());
         };
-        io::import_binary_masks(path, def.id, &mut masks, &opts).map_err(|e| e.to_string())?;
-        notes.push(format!("{} imported", def.name));
+        io::import_binary_masks(path, def.id, &mut masks, &opts)?;
+        notes.push(Notice::info(format!("{} imported", def.name)));
     }
     let prediction = match &request.prediction {
         Some(p) => Some(open_prediction(p, &volume)?),
@@ -222,7 +253,7 @@ pub(super) fn open_job(
             }
         }
         if let Err(e) = project.save(&masks, &classes) {
-            notes.push(format!("edits are not journalled: {e}"));
+            notes.push(Notice::from_error(&e).context("edits are not journalled"));
             session = None;
         }
     }
@@ -236,7 +267,7 @@ fn autosession(
     data_dir: &Path,
     volume: &Volume,
     classes: &ClassTable,
-    notes: &mut Vec<String>,
+    notes: &mut Vec<Notice>,
 ) -> (Option<Project>, Option<(MaskVolume, ClassTable)>) {
     let dir = session::autosession_dir(data_dir, volume.path());
     if is_project(&dir) {
@@ -246,7 +277,7 @@ fn autosession(
                 let same = (s.width, s.height, s.depth, s.dtype)
                     == (volume.width(), volume.height(), volume.depth(), volume.info().dtype);
                 if same && op.masks.classes().next().is_some() {
-                    notes.push(format!("edits restored from the last session ({})", op.recovery));
+                    notes.push(Notice::info(format!("edits restored from the last session ({})", op.recovery)));
                     let classes = op.project.classes().clone();
                     return (Some(op.project), Some((op.masks, classes)));
                 }
@@ -262,24 +293,27 @@ fn autosession(
     if let Some(parent) = dir.parent()
         && let Err(e) = std::fs::create_dir_all(parent)
     {
-        notes.push(format!("edits are not journalled: cannot create {}: {e}", parent.display()));
+        notes.push(Notice::warning(format!("edits are not journalled: cannot create {}: {e}", parent.display())));
         return (None, None);
     }
     match Project::create(&dir, StackRef::from_info(volume.info()), classes) {
         Ok(p) => (Some(p), None),
         Err(e) => {
-            notes.push(format!("edits are not journalled: {e}"));
+            notes.push(Notice::from_error(&e).context("edits are not journalled"));
             (None, None)
         }
     }
 }
 
-fn move_aside(dir: &Path, why: &str, notes: &mut Vec<String>) {
+fn move_aside(dir: &Path, why: &str, notes: &mut Vec<Notice>) {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let aside = dir.with_extension(format!("old-{secs}"));
     match std::fs::rename(dir, &aside) {
-        Ok(()) => notes.push(format!("the last session could not be used ({why}); kept as {}", aside.display())),
-        Err(e) => notes.push(format!("the last session could not be used ({why}) nor moved aside: {e}")),
+        Ok(()) => notes
+            .push(Notice::warning(format!("the last session could not be used ({why}); kept as {}", aside.display()))),
+        Err(e) => {
+            notes.push(Notice::warning(format!("the last session could not be used ({why}) nor moved aside: {e}")))
+        }
     }
 }
 
@@ -288,11 +322,11 @@ pub(super) fn prediction_planes(
     prediction: &Volume,
     slices: Vec<SliceIndex>,
     threshold: f32,
-) -> Result<Vec<(SliceIndex, BitPlane)>, String> {
+) -> Result<Vec<(SliceIndex, BitPlane)>, JobError> {
     slices
         .into_iter()
         .map(|z| {
-            let slice = prediction.slice(z).map_err(|e| e.to_string())?;
+            let slice = prediction.slice(z)?;
             let p = super::loader::probabilities(&slice.data);
             Ok((z, threshold_plane(prediction.width(), prediction.height(), &p, threshold)))
         })
@@ -309,44 +343,39 @@ pub(super) fn threshold_plane(width: usize, height: usize, probabilities: &[f32]
 }
 
 /// The class a set of prediction planes is for.
-pub(super) type PlanesFor = (ClassId, Result<Vec<(SliceIndex, BitPlane)>, String>);
+pub(super) type PlanesFor = (ClassId, Result<Vec<(SliceIndex, BitPlane)>, JobError>);
 
 pub(super) fn import_labels(
     labels: &Path,
     map: Option<&str>,
     classes: &ClassTable,
     masks: &mut MaskVolume,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<Notice>, JobError> {
     let mapping = match map {
-        Some(spec) => io::parse_label_mapping(spec, classes).map_err(|e| format!("label mapping `{spec}`: {e}"))?,
-        None => match io::sidecar_mapping(labels, classes).map_err(|e| e.to_string())? {
+        Some(spec) => io::parse_label_mapping(spec, classes)
+            .map_err(|problem| JobError::LabelMapping { spec: spec.to_owned(), problem })?,
+        None => match io::sidecar_mapping(labels, classes)? {
             Some(m) => m,
             None => classes.iter().map(|c| (u64::from(c.id.0), c.id)).collect(),
         },
     };
-    let report = io::import_label_map(labels, &mapping, masks, &OpenOptions::default()).map_err(|e| e.to_string())?;
-    let mut notes = vec![format!("labels from {}", labels.file_name().unwrap_or_default().to_string_lossy())];
+    let report = io::import_label_map(labels, &mapping, masks, &OpenOptions::default())?;
+    let mut notes =
+        vec![Notice::info(format!("labels from {}", labels.file_name().unwrap_or_default().to_string_lossy()))];
     if !report.unmapped_values.is_empty() {
         let values: Vec<String> = report.unmapped_values.keys().take(6).map(|v| v.to_string()).collect();
-        notes.push(format!("unmapped label values: {}", values.join(", ")));
+        let text = format!("label values not mapped to a class (left unlabelled): {}", values.join(", "));
+        // Expected when the user's mapping leaves them out; a surprise under the default one.
+        notes.push(if map.is_some() { Notice::info(text) } else { Notice::warning(text) });
     }
     Ok(notes)
 }
 
-pub(super) fn open_prediction(path: &Path, volume: &Volume) -> Result<Arc<Volume>, String> {
-    let p = io::open_stack(path, &OpenOptions { cache_budget_bytes: 256 << 20, ..Default::default() })
-        .map_err(|e| e.to_string())?;
-    if (p.width(), p.height(), p.depth()) != (volume.width(), volume.height(), volume.depth()) {
-        return Err(format!(
-            "the probability map is {}x{} px x {} slices but the stack is {}x{} px x {} slices: {}",
-            p.width(),
-            p.height(),
-            p.depth(),
-            volume.width(),
-            volume.height(),
-            volume.depth(),
-            path.display()
-        ));
+pub(super) fn open_prediction(path: &Path, volume: &Volume) -> Result<Arc<Volume>, JobError> {
+    let p = io::open_stack(path, &OpenOptions { cache_budget_bytes: 256 << 20, ..Default::default() })?;
+    let (map, stack) = ([p.width(), p.height(), p.depth()], [volume.width(), volume.height(), volume.depth()]);
+    if map != stack {
+        return Err(JobError::PredictionShape { map, stack, path: path.to_owned() });
     }
     Ok(Arc::new(p))
 }

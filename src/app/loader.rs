@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
 
 use crate::state::view::{reslice_xz, reslice_yz};
-use crate::state::{Slice, SliceData, SliceIndex, Volume};
+use crate::state::{Slice, SliceData, SliceError, SliceIndex, Volume};
 
 /// Slices decoded ahead of the shown one, each way.
 pub const PREFETCH_SLICES: usize = 2;
@@ -64,8 +64,8 @@ pub enum LoadEvent {
     Failed {
         /// What was being loaded.
         request: LoadRequest,
-        /// Why.
-        message: String,
+        /// Why (names the slice and its file).
+        error: SliceError,
     },
 }
 
@@ -220,7 +220,7 @@ impl Worker {
     fn serve_slice(&self, z: SliceIndex) -> bool {
         match self.volume.slice(z) {
             Ok(slice) => self.send(LoadEvent::Slice { z, slice }),
-            Err(e) => self.send(LoadEvent::Failed { request: LoadRequest::Slice(z), message: e.to_string() }),
+            Err(e) => self.send(LoadEvent::Failed { request: LoadRequest::Slice(z), error: e }),
         }
     }
 
@@ -228,7 +228,7 @@ impl Worker {
         let Some(prediction) = &self.prediction else { return true };
         match prediction.slice(z) {
             Ok(slice) => self.send(LoadEvent::Prediction { z, probabilities: Arc::new(probabilities(&slice.data)) }),
-            Err(e) => self.send(LoadEvent::Failed { request: LoadRequest::Prediction(z), message: e.to_string() }),
+            Err(e) => self.send(LoadEvent::Failed { request: LoadRequest::Prediction(z), error: e }),
         }
     }
 
@@ -252,7 +252,7 @@ impl Worker {
                 Ok(s) => slices.push(s),
                 Err(e) => {
                     let request = LoadRequest::Ortho { x, y };
-                    return Some(self.send(LoadEvent::Failed { request, message: e.to_string() }));
+                    return Some(self.send(LoadEvent::Failed { request, error: e }));
                 }
             }
         }

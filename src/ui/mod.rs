@@ -3,6 +3,7 @@
 //! draws images through `render`'s paint callback.
 
 pub mod model;
+pub mod notify;
 pub mod panels;
 pub mod tools;
 pub mod viewer;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use eframe::egui::{Key, Modifiers, Pos2, Vec2};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use sam4em::app::{LaunchOptions, OpenRequest, StudioApp};
+use sam4em::app::{AppCommand, LaunchOptions, OpenRequest, StudioApp};
 use sam4em::state::tools::Tool;
 use sam4em::state::{ClassId, MaskVolume, SliceIndex, SliceMask};
 use sam4em::ui::Plane;
@@ -113,7 +113,7 @@ fn pick_a_tool_drag_on_the_view_undo_redo_and_abort() {
     // File ▸ Export masks writes what was drawn, bit for bit.
     let out = tempfile::tempdir().unwrap();
     let ctx = h.ctx.clone();
-    h.state_mut().export_masks(out.path().to_owned(), &ctx);
+    h.state_mut().apply(AppCommand::ExportMasks(out.path().to_owned()), &ctx);
     settle(&mut h);
     assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
     let exported = sam4em::io::open_stack(&out.path().join("mitochondria.tif"), &Default::default()).unwrap();
@@ -268,9 +268,10 @@ fn a_project_whose_stack_moved_asks_where_it_is_and_checks_the_answer() {
     let mut h = harness_with(open(&stack), SIZE);
     settle(&mut h);
     let rect = sam4em::render::PixelRect { x0: 10, y0: 10, x1: 40, y1: 30 };
-    h.state_mut().edit_rect(MITO, SliceIndex(3), rect, true).unwrap();
+    crate::apply(&mut h, AppCommand::PaintRect { class: MITO, z: SliceIndex(3), rect, value: true });
+    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
     let project = dir.path().join("project");
-    h.state_mut().save_project_as(&project);
+    crate::apply(&mut h, AppCommand::SaveProjectAs(project.clone()));
     assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
     assert_eq!(h.state().session_dir(), Some(project.as_path()));
     let expected = dump(h.state().masks().unwrap());
@@ -293,14 +294,14 @@ fn a_project_whose_stack_moved_asks_where_it_is_and_checks_the_answer() {
     std::fs::create_dir(&other).unwrap();
     image::save_buffer(other.join("0.png"), &[0u8; 64], 8, 8, image::ExtendedColorType::L8).unwrap();
     let ctx = h.ctx.clone();
-    h.state_mut().locate_stack(other.clone(), &ctx);
+    h.state_mut().apply(AppCommand::LocateStack(other.clone()), &ctx);
     settle(&mut h);
     let (_, message) = h.state().stack_to_locate().expect("asked again");
     assert!(message.contains("8x8x1") && message.contains("other"), "{message}");
     assert!(h.state().masks().is_none());
 
     // The right answer opens the project; the new place is remembered.
-    h.state_mut().locate_stack(moved.clone(), &ctx);
+    h.state_mut().apply(AppCommand::LocateStack(moved.clone()), &ctx);
     settle(&mut h);
     assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
     assert!(dump(h.state().masks().unwrap()) == expected, "the project's masks");
@@ -376,7 +377,8 @@ fn a_damaged_session_is_kept_aside_and_a_new_one_started() {
     assert_ne!(kept[0], session);
     // The new session works: an edit is journalled there.
     let rect = sam4em::render::PixelRect { x0: 1, y0: 1, x1: 9, y1: 9 };
-    h.state_mut().edit_rect(MITO, SliceIndex(0), rect, true).unwrap();
+    crate::apply(&mut h, AppCommand::PaintRect { class: MITO, z: SliceIndex(0), rect, value: true });
+    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
     let reopened = sam4em::io::session::Project::open(&session).unwrap();
     assert!(reopened.masks.mask(MITO, SliceIndex(0)).unwrap().get(5, 5));
 }

@@ -10,3 +10,9 @@ mod model;
 mod render;
 mod shaders;
 mod viewer;
+
+/// Applies one command to the app in the harness, as its own frame would.
+fn apply(h: &mut egui_kittest::Harness<'static, sam4em::app::StudioApp>, command: sam4em::app::AppCommand) {
+    let ctx = h.ctx.clone();
+    h.state_mut().apply(command, &ctx);
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use sam4em::app::{LaunchOptions, OpenRequest, StudioApp};
+use sam4em::app::{AppCommand, LaunchOptions, OpenRequest, StudioApp};
 use sam4em::state::ClassId;
 use sam4em::state::tools::PointerEvent;
 use sam4em::ui::Plane;
@@ -95,13 +95,14 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     let mut h = harness_with(options, SIZE);
     settle(&mut h);
     let ctx = h.ctx.clone();
-    h.state_mut().choose_checkpoint(micro.join("sam2-micro.pt"), Some(cfg), &ctx);
+    h.state_mut()
+        .apply(AppCommand::ChooseCheckpoint { checkpoint: micro.join("sam2-micro.pt"), config: Some(cfg) }, &ctx);
     wait_for(&mut h, "loading the model", |a| a.model_view().ready);
     assert!(h.state().model_view().warning.is_some_and(|w| w.contains("not one of the published")));
 
     // Predict the visible slice: it lands in the prediction layer.
     let z = h.state().viewer().unwrap().cursor.z;
-    h.state_mut().model_action(ModelAction::PredictSlice, &ctx);
+    h.state_mut().apply(AppCommand::Model(ModelAction::PredictSlice), &ctx);
     wait_for(&mut h, "predicting", |a| !a.model_busy() && a.model_prediction(MITOCHONDRIA, z).is_some());
     h.step();
     h.step();
@@ -114,8 +115,8 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     // click as a point prompt, from the cached embedding.
     h.get_by_label("Refine (clicks)").click();
     h.step();
-    h.state_mut().pointer_in(Plane::Xy, PointerEvent::Press { at: [200.0, 150.0], alternate: false });
-    h.state_mut().pointer_in(Plane::Xy, PointerEvent::Release);
+    crate::apply(&mut h, AppCommand::Pointer(Plane::Xy, PointerEvent::Press { at: [200.0, 150.0], alternate: false }));
+    crate::apply(&mut h, AppCommand::Pointer(Plane::Xy, PointerEvent::Release));
     // (The micro checkpoint's decoders are random and nearly flat, so the refined
     // probabilities differ from the streamed ones by a grey level at most; the prompts' effect
     // on the logits is checked in tests/model/model_api.rs. Here: the result comes back and shows.)
@@ -123,9 +124,9 @@ fn predict_accept_retrain_refresh_and_roll_back() {
         a.model_view().refined.as_deref() == Some(&*format!("refined slice {z} with 1 click(s)"))
     });
     // A drag is a box prompt, added to the click.
-    h.state_mut().pointer_in(Plane::Xy, PointerEvent::Press { at: [100.0, 100.0], alternate: false });
-    h.state_mut().pointer_in(Plane::Xy, PointerEvent::Move { to: [300.0, 260.0] });
-    h.state_mut().pointer_in(Plane::Xy, PointerEvent::Release);
+    crate::apply(&mut h, AppCommand::Pointer(Plane::Xy, PointerEvent::Press { at: [100.0, 100.0], alternate: false }));
+    crate::apply(&mut h, AppCommand::Pointer(Plane::Xy, PointerEvent::Move { to: [300.0, 260.0] }));
+    crate::apply(&mut h, AppCommand::Pointer(Plane::Xy, PointerEvent::Release));
     wait_for(&mut h, "refining with a box", |a| {
         a.model_view().refined.as_deref() == Some(&*format!("refined slice {z} with 1 click(s) and a box"))
     });
@@ -136,20 +137,20 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     h.get_by_label("Navigate").click();
     h.step();
     // Predicting the slice again brings the unrefined prediction back.
-    h.state_mut().model_action(ModelAction::PredictSlice, &ctx);
+    h.state_mut().apply(AppCommand::Model(ModelAction::PredictSlice), &ctx);
     wait_for(&mut h, "predicting again", |a| {
         !a.model_busy() && a.model_prediction(MITOCHONDRIA, z).is_some_and(|p| *p == *before)
     });
 
     // Accept the slice (its imported labels become a person's): one slice queued.
-    h.state_mut().edit(EditAction::AcceptSlice, &ctx);
+    h.state_mut().apply(AppCommand::Edit(EditAction::AcceptSlice), &ctx);
     h.step();
     assert_eq!(h.state().model_view().queued, 1);
 
     // A Retrain that would not fit the memory it may use does not start; one sentence says why,
     // with the numbers.
     h.state_mut().model_panel_settings().memory_limit_gib = 0.001;
-    h.state_mut().model_action(ModelAction::Retrain, &ctx);
+    h.state_mut().apply(AppCommand::Model(ModelAction::Retrain), &ctx);
     h.step();
     assert!(h.state().model_view().training.is_none(), "nothing started");
     let errors = h.state().errors().to_vec();
@@ -163,7 +164,7 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     // (A new egui window is laid out invisibly in its first frame.)
     h.step();
     h.get_by_label_contains("even with recomputation");
-    h.get_by_label("OK").click();
+    h.get_by_label("Dismiss").click();
     h.step();
     h.step();
     assert!(h.state().errors().is_empty(), "the message is dismissed");
@@ -171,7 +172,7 @@ fn predict_accept_retrain_refresh_and_roll_back() {
 
     // Retrain: a new version, in use, and the visible slice predicted again with it.
     h.state_mut().model_panel_settings().epochs = 3;
-    h.state_mut().model_action(ModelAction::Retrain, &ctx);
+    h.state_mut().apply(AppCommand::Model(ModelAction::Retrain), &ctx);
     h.step();
     assert!(h.state().model_view().training.is_some());
     let mut frames =
@@ -203,12 +204,12 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     assert_ne!(after, before, "predictions refresh with the new version");
 
     // Roll back to the bare base model: the slice is predicted again, without the adapter.
-    h.state_mut().model_action(ModelAction::UseVersion(0), &ctx);
+    h.state_mut().apply(AppCommand::Model(ModelAction::UseVersion(0)), &ctx);
     wait_for(&mut h, "rolling back", |a| !a.model_busy() && a.model_view().active_version == 0);
     let back = h.state().model_prediction(MITOCHONDRIA, z).unwrap();
     assert_ne!(back, after, "the rolled-back model predicts differently");
     // And forward again: v1's predictions come back exactly.
-    h.state_mut().model_action(ModelAction::UseVersion(1), &ctx);
+    h.state_mut().apply(AppCommand::Model(ModelAction::UseVersion(1)), &ctx);
     wait_for(&mut h, "using v1 again", |a| !a.model_busy() && a.model_view().active_version == 1);
     assert_eq!(h.state().model_prediction(MITOCHONDRIA, z).unwrap(), after, "versions are reproducible");
 
@@ -220,7 +221,7 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     let why = view.half_precision_unavailable.unwrap();
     assert!(why.contains("runs on a GPU only"), "{why}");
     h.get_by_label("Half precision (f16)");
-    h.state_mut().model_action(ModelAction::SetHalfPrecision(true), &ctx);
+    h.state_mut().apply(AppCommand::Model(ModelAction::SetHalfPrecision(true)), &ctx);
     wait_for(&mut h, "loading again", |a| a.model_view().ready && a.model_view().active_version == 1);
     let view = h.state().model_view();
     assert!(view.half_precision);

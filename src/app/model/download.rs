@@ -2,6 +2,7 @@
 //! against its published size and sha256 (`io::download`), with progress for the panel and
 //! the first-run dialog, and Cancel. A finished download becomes the chosen checkpoint.
 
+use super::ModelError;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,7 +40,7 @@ impl Download {
 
     /// Starts downloading official file `file` into `data_dir/checkpoints/` (nothing when one
     /// runs already or `file` is not an official checkpoint); `ctx` repaints on progress.
-    pub(super) fn start(&mut self, file: &str, data_dir: &Path, ctx: &egui::Context) -> Result<(), String> {
+    pub(super) fn start(&mut self, file: &str, data_dir: &Path, ctx: &egui::Context) -> Result<(), ModelError> {
         if self.job.is_some() {
             return Ok(());
         }
@@ -77,7 +78,7 @@ impl Download {
                 let _ = tx.send(result.map_err(|e| e.to_string()));
                 wake.request_repaint();
             })
-            .map_err(|e| format!("cannot start the download thread: {e}"))?;
+            .map_err(ModelError::Thread)?;
         self.error = None;
         self.job = Some(Job { file: file.to_string(), progress, cancel, result: rx });
         Ok(())

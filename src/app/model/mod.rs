@@ -18,6 +18,7 @@
 //! `state`, `worker` and `ui`'s model panel types; nothing above `app`.
 
 mod download;
+mod error;
 mod heads;
 mod predictions;
 mod refine;
@@ -33,7 +34,7 @@ use eframe::egui;
 
 use super::document::Document;
 use crate::infer::worker::{InferCommand, InferEvent, InferenceWorker};
-use crate::infer::{ModelImages, Seed, StackRequest};
+use crate::infer::{ModelImages, StackRequest};
 use crate::io::session::ModelRef;
 use crate::model::adapter::BaseCheckpoint;
 use crate::model::device::{Precision, device_at, half_precision_available};
@@ -44,9 +45,11 @@ use crate::state::{ClassId, ClassTable, SliceIndex, Volume};
 use crate::train::Control;
 use crate::train::worker::{TrainJob, TrainerWorker};
 use crate::ui::model::{ModelAction, ModelPanelSettings, ModelView};
+use crate::ui::notify::Notices;
 use crate::worker::SharedImages;
 
 use download::Download;
+pub(super) use error::ModelError;
 use heads::Heads;
 use predictions::Predictions;
 use refine::Refine;
@@ -170,7 +173,7 @@ impl ModelCtl {
         let config = match self.settings.read_config() {
             Ok(c) => c,
             Err(e) => {
-                self.status = Status::Failed(e);
+                self.status = Status::Failed(e.to_string());
                 return;
             }
         };
@@ -250,17 +253,17 @@ impl ModelCtl {
         self.versions = Versions::of(doc);
         let recorded = doc.session.as_ref().and_then(|s| s.model().adapter.clone());
         let version = self.versions.recorded(recorded.as_deref());
-        self.use_version(version, None, &mut Vec::new());
+        self.use_version(version, None, &mut Notices::default());
     }
 
     /// Makes `version` the one predictions come from; with `doc`, the project records it and
     /// the slices predicted so far are predicted again once the worker has swapped.
-    fn use_version(&mut self, version: u64, doc: Option<&mut Document>, errors: &mut Vec<String>) {
+    fn use_version(&mut self, version: u64, doc: Option<&mut Document>, notices: &mut Notices) {
         let path = match self.versions.choose(version) {
             Ok(Some(path)) => path,
             Ok(None) => return,
             Err(e) => {
-                errors.push(e);
+                notices.report(&e);
                 return;
             }
         };
@@ -277,7 +280,7 @@ impl ModelCtl {
                     adapter: self.versions.in_use_path(),
                 };
                 if let Err(e) = project.set_model(model) {
-                    errors.push(e.to_string());
+                    notices.failed("the project cannot record the adapter version in use", &e);
                 }
             }
             // Predictions follow once the worker has swapped (only a running worker will).
@@ -290,24 +293,6 @@ impl ModelCtl {
         ModelImages::new(Arc::clone(volume)).shared()
     }
 
-    /// The slices with a person's masks, per head: where streaming starts.
-    fn seeds(&self, doc: &Document) -> Vec<Seed> {
-        let (w, h) = (doc.volume.width(), doc.volume.height());
-        training::reviewed_slices(doc, &self.heads)
-            .into_iter()
-            .map(|z| Seed {
-                z,
-                masks: self
-                    .heads
-                    .iter()
-                    .map(|(_, class)| {
-                        Some(doc.masks.mask(class, z).map_or_else(|| BitPlane::new(w, h), |m| m.to_plane()))
-                    })
-                    .collect(),
-            })
-            .collect()
-    }
-
     /// Predicts `range` of the open stack, the visible slice first.
     fn predict(&mut self, doc: &Document, range: std::ops::Range<usize>) {
         let Some(w) = &self.inference else { return };
@@ -317,7 +302,7 @@ impl ModelCtl {
             height: doc.volume.height(),
             range: range.clone(),
             visible: doc.view.cursor.z,
-            seeds: self.seeds(doc),
+            seeds: predictions::seeds(doc, &self.heads),
             max_warmup_slices: 32,
         };
         w.send(InferCommand::Predict { generation, request, images: Self::images(&doc.volume) });
@@ -330,18 +315,18 @@ impl ModelCtl {
         action: ModelAction,
         doc: Option<&mut Document>,
         classes: &ClassTable,
-        errors: &mut Vec<String>,
+        notices: &mut Notices,
         ctx: &egui::Context,
-    ) -> Option<super::jobs::DialogKind> {
+    ) -> Option<super::command::DialogKind> {
         match action {
-            ModelAction::ChooseCheckpoint => return Some(super::jobs::DialogKind::Checkpoint),
+            ModelAction::ChooseCheckpoint => return Some(super::command::DialogKind::Checkpoint),
             ModelAction::Download(file) => match self.data_dir.clone().or_else(crate::io::session::default_data_dir) {
                 Some(dir) => {
                     if let Err(e) = self.download.start(&file, &dir, ctx) {
-                        errors.push(e);
+                        notices.report(&e);
                     }
                 }
-                None => errors.push("no data folder to download into: set SAM4EM_DATA_DIR or HOME".into()),
+                None => notices.report(&ModelError::NoDataFolder),
             },
             ModelAction::CancelDownload => self.download.cancel(),
             ModelAction::SetHalfPrecision(half) => {
@@ -349,7 +334,7 @@ impl ModelCtl {
                 if precision != self.settings.precision {
                     self.settings.precision = precision;
                     if let Err(e) = self.settings.save(self.config_dir.as_deref()) {
-                        errors.push(e);
+                        notices.report(&e);
                     }
                     // The model is built again on the other device; the version in use is
                     // applied again once it is loaded.
@@ -361,7 +346,7 @@ impl ModelCtl {
             ModelAction::DismissFirstRun => {
                 self.settings.first_run_done = true;
                 if let Err(e) = self.settings.save(self.config_dir.as_deref()) {
-                    errors.push(e);
+                    notices.report(&e);
                 }
             }
             ModelAction::PredictSlice | ModelAction::PredictNearby | ModelAction::PredictStack => {
@@ -384,12 +369,12 @@ impl ModelCtl {
             ModelAction::Retrain => {
                 let doc = doc?;
                 if let Err(e) = self.retrain(doc) {
-                    errors.push(e);
+                    notices.report(&e);
                 }
             }
             ModelAction::PauseTraining(paused) => self.training.pause(paused),
             ModelAction::StopTraining => self.training.stop(),
-            ModelAction::UseVersion(v) => self.use_version(v, doc, errors),
+            ModelAction::UseVersion(v) => self.use_version(v, doc, notices),
             ModelAction::ToggleHeldOut => self.training.toggle_held_out(doc?.view.cursor.z),
         }
         None
@@ -400,10 +385,10 @@ impl ModelCtl {
         &mut self,
         path: PathBuf,
         classes: &ClassTable,
-        errors: &mut Vec<String>,
+        notices: &mut Notices,
         ctx: &egui::Context,
     ) {
-        self.choose_checkpoint_with(path, None, classes, errors, ctx);
+        self.choose_checkpoint_with(path, None, classes, notices, ctx);
     }
 
     /// As [`ModelCtl::choose_checkpoint`], with a model configuration file.
@@ -412,14 +397,14 @@ impl ModelCtl {
         path: PathBuf,
         config: Option<PathBuf>,
         classes: &ClassTable,
-        errors: &mut Vec<String>,
+        notices: &mut Notices,
         ctx: &egui::Context,
     ) {
         self.settings.checkpoint = Some(path);
         self.settings.config = config;
         self.settings.first_run_done = true;
         if let Err(e) = self.settings.save(self.config_dir.as_deref()) {
-            errors.push(e);
+            notices.report(&e);
         }
         // Adapters belong to the checkpoint they were trained on: a new one starts from its base.
         self.versions.reset_to_base();
@@ -427,16 +412,16 @@ impl ModelCtl {
     }
 
     /// Starts a Retrain on the corrected and accepted slices of `doc`.
-    fn retrain(&mut self, doc: &mut Document) -> Result<(), String> {
+    fn retrain(&mut self, doc: &mut Document) -> Result<(), ModelError> {
         if self.training.is_running() {
             return Ok(());
         }
         let (Some(base), Some(mut source), Some(memory_model)) = (self.base.clone(), self.source(), self.memory_model)
         else {
-            return Err("the model is not loaded yet".into());
+            return Err(ModelError::NotLoaded);
         };
         let Some(dir) = versions::adapters_dir(doc) else {
-            return Err("this stack has no project folder to keep adapter versions in".into());
+            return Err(ModelError::NoProject);
         };
         source.device = source.device.autodiff();
         let version = self.versions.next();
@@ -475,10 +460,10 @@ impl ModelCtl {
         at: [f32; 2],
         to: Option<[f32; 2]>,
         foreground: bool,
-        errors: &mut Vec<String>,
+        notices: &mut Notices,
     ) {
         if self.status != Status::Ready {
-            errors.push("refining with clicks needs the model: choose a checkpoint in the Model panel".into());
+            notices.report(&ModelError::RefineNeedsModel);
             return;
         }
         let (Some(head), Some(w)) = (self.heads.head_of(class), &self.inference) else { return };
@@ -509,11 +494,11 @@ impl ModelCtl {
         mut doc: Option<&mut Document>,
         classes: &ClassTable,
         active: ClassId,
-        errors: &mut Vec<String>,
+        notices: &mut Notices,
         ctx: &egui::Context,
     ) {
         if let Some(path) = self.download.poll() {
-            self.choose_checkpoint(path, classes, errors, ctx);
+            self.choose_checkpoint(path, classes, notices, ctx);
         }
         let events = self.inference.as_ref().map(InferenceWorker::events).unwrap_or_default();
         let current = self.inference.as_ref().map_or(0, InferenceWorker::generation);
@@ -527,7 +512,7 @@ impl ModelCtl {
                     // The new model starts bare: tell it again which version is in use.
                     if doc.is_some() {
                         let version = self.versions.unsent();
-                        self.use_version(version, None, errors);
+                        self.use_version(version, None, notices);
                     }
                 }
                 InferEvent::LoadFailed(m) => {
@@ -547,7 +532,7 @@ impl ModelCtl {
                     }
                 }
                 InferEvent::AdapterFailed { message, in_use, .. } => {
-                    errors.push(message);
+                    notices.error(message);
                     // The worker keeps the version it had: so does the panel.
                     self.versions.kept(in_use);
                 }
@@ -571,7 +556,7 @@ impl ModelCtl {
                 InferEvent::Failed { generation, message } => {
                     if generation == current {
                         self.predictions.stop_running();
-                        errors.push(message);
+                        notices.error(message);
                     }
                 }
             }
@@ -581,29 +566,11 @@ impl ModelCtl {
             if let Some((meta, path)) = self.training.on_event(e) {
                 let version = meta.version;
                 self.versions.add(meta, path);
-                self.use_version(version, doc.as_deref_mut(), errors);
+                self.use_version(version, doc.as_deref_mut(), notices);
             }
         }
         if let Some(doc) = doc {
-            self.show(doc, active);
-        }
-    }
-
-    /// Puts the model's prediction of `active` on the visible slice into the prediction layer.
-    fn show(&mut self, doc: &mut Document, active: ClassId) {
-        let z = doc.view.cursor.z;
-        match self.predictions.next_shown(active, self.heads.head_of(active), z) {
-            Some(Some(p)) => {
-                let probabilities: Vec<f32> = p.iter().map(|&v| f32::from(v) / 255.0).collect();
-                doc.prediction = None; // the model's layer replaces a loaded probability map
-                doc.probabilities = Some((z, Arc::new(probabilities)));
-                doc.gpu.prediction = None;
-            }
-            Some(None) => {
-                doc.probabilities = None;
-                doc.clear_prediction = true;
-            }
-            None => {}
+            self.predictions.show(doc, active, self.heads.head_of(active));
         }
     }
 

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::infer::Progress;
+use super::heads::Heads;
+use crate::app::document::Document;
+use crate::infer::{Progress, Seed};
 use crate::model::HeadIndex;
 use crate::state::bitplane::BitPlane;
 use crate::state::{ClassId, SliceIndex};
@@ -208,6 +210,40 @@ impl Predictions {
             None => None,
         }
     }
+
+    /// Puts the model's prediction of `active` (head `head`) on the visible slice into the
+    /// document's prediction layer, or takes a prediction that is gone out of it.
+    pub(super) fn show(&mut self, doc: &mut Document, active: ClassId, head: Option<HeadIndex>) {
+        let z = doc.view.cursor.z;
+        match self.next_shown(active, head, z) {
+            Some(Some(p)) => {
+                let probabilities: Vec<f32> = p.iter().map(|&v| f32::from(v) / 255.0).collect();
+                doc.prediction = None; // the model's layer replaces a loaded probability map
+                doc.probabilities = Some((z, Arc::new(probabilities)));
+                doc.gpu.prediction = None;
+            }
+            Some(None) => {
+                doc.probabilities = None;
+                doc.clear_prediction = true;
+            }
+            None => {}
+        }
+    }
+}
+
+/// The slices with a person's masks, per head: where streaming starts.
+pub(super) fn seeds(doc: &Document, heads: &Heads) -> Vec<Seed> {
+    let (w, h) = (doc.volume.width(), doc.volume.height());
+    super::training::reviewed_slices(doc, heads)
+        .into_iter()
+        .map(|z| Seed {
+            z,
+            masks: heads
+                .iter()
+                .map(|(_, class)| Some(doc.masks.mask(class, z).map_or_else(|| BitPlane::new(w, h), |m| m.to_plane())))
+                .collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! missing (a file written by an older version) takes its default, and an unreadable file is
 //! the same as none (the user is asked again), since nothing in it is the user's work.
 
+use super::ModelError;
 use std::path::{Path, PathBuf};
 
 use crate::model::Sam4emConfig;
@@ -44,22 +45,27 @@ impl ModelSettings {
     }
 
     /// The model configuration file, parsed (`None` when there is none).
-    pub(super) fn read_config(&self) -> Result<Option<Sam4emConfig>, String> {
+    pub(super) fn read_config(&self) -> Result<Option<Sam4emConfig>, ModelError> {
         let Some(p) = &self.config else { return Ok(None) };
         let text = std::fs::read_to_string(p)
-            .map_err(|e| format!("cannot read the model configuration: {e}: {}", p.display()))?;
-        Sam4emConfig::from_reference_json(&text).map(Some).map_err(|e| format!("{e}: {}", p.display()))
+            .map_err(|e| ModelError::ReadConfig { path: p.clone(), problem: e.to_string() })?;
+        Sam4emConfig::from_reference_json(&text)
+            .map(Some)
+            .map_err(|e| ModelError::ReadConfig { path: p.clone(), problem: e.to_string() })
     }
 
     /// Writes the settings to `config_dir` (nowhere when there is none).
-    pub(super) fn save(&self, config_dir: Option<&Path>) -> Result<(), String> {
+    pub(super) fn save(&self, config_dir: Option<&Path>) -> Result<(), ModelError> {
         let Some(path) = Self::path(config_dir) else { return Ok(()) };
+        let failed = |path: &Path, e: &dyn std::fmt::Display| ModelError::SaveSettings {
+            path: path.to_owned(),
+            problem: e.to_string(),
+        };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot save the model choice: {e}: {}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| failed(dir, &e))?;
         }
-        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        std::fs::write(&path, text).map_err(|e| format!("cannot save the model choice: {e}: {}", path.display()))
+        let text = serde_json::to_string_pretty(self).map_err(|e| failed(&path, &e))?;
+        std::fs::write(&path, text).map_err(|e| failed(&path, &e))
     }
 }
 

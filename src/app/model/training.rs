@@ -3,6 +3,7 @@
 //! each (the pixels a person vouched for), the memory plan, the job for the `trainer` worker,
 //! and the run's live view (loss, held-out Dice, pause and stop).
 
+use super::ModelError;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -90,7 +91,7 @@ impl Training {
         available: Option<Available>,
         epochs: usize,
         version: u64,
-    ) -> Result<Plan, String> {
+    ) -> Result<Plan, ModelError> {
         let z_now = doc.view.cursor.z;
         let mut queued: Vec<SliceIndex> =
             reviewed_slices(doc, heads).into_iter().filter(|z| !self.held_out.contains(z)).collect();
@@ -99,7 +100,7 @@ impl Training {
         queued.sort_unstable();
         let samples: Vec<PendingSample> = queued.iter().map(|&z| pending(doc, heads, z)).collect();
         if samples.is_empty() {
-            return Err("nothing to learn from: correct or accept at least one slice first (A accepts a slice)".into());
+            return Err(ModelError::NothingToLearn);
         }
         let validation: Vec<PendingSample> = self.held_out.iter().map(|&z| pending(doc, heads, z)).collect();
         // Memory: the batch is the longest run of consecutive queued slices, up to 8; the run
@@ -111,7 +112,7 @@ impl Training {
         let memory = crate::train::memory::plan(ActivationsChoice::Auto, batch, false, available, &|b| {
             memory_model.footprint(classes, b)
         })
-        .map_err(|refusal| refusal.sentence)?;
+        .map_err(|refusal| ModelError::DoesNotFit(refusal.sentence))?;
         // The paper's optimiser (the configuration's, which every SAM4EM configuration shares).
         let optimizer = crate::model::config::OptimizerConfig {
             name: "AdamW".into(),

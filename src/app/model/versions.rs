@@ -2,6 +2,7 @@
 //! (`vNNN.safetensors`, written by the trainer), which one the `inference` worker uses, and the
 //! rows of the panel's version list. Version 0 is the bare base model.
 
+use super::ModelError;
 use std::path::{Path, PathBuf};
 
 use super::super::document::Document;
@@ -62,15 +63,11 @@ impl Versions {
     /// inside for the base model), `Ok(None)` when it already uses it, an error when the
     /// project has no such version.
     #[allow(clippy::option_option)]
-    pub(super) fn choose(&mut self, version: u64) -> Result<Option<Option<PathBuf>>, String> {
+    pub(super) fn choose(&mut self, version: u64) -> Result<Option<Option<PathBuf>>, ModelError> {
         if self.active == Some(version) {
             return Ok(None);
         }
-        let path = if version == 0 {
-            None
-        } else {
-            Some(self.path_of(version).ok_or_else(|| format!("no adapter version {version} in this project"))?)
-        };
+        let path = if version == 0 { None } else { Some(self.path_of(version).ok_or(ModelError::NoVersion(version))?) };
         self.active = Some(version);
         Ok(Some(path))
     }
