@@ -21,7 +21,8 @@ use crate::model::adapter::BaseCheckpoint;
 use crate::model::adapter::{AdapterSet, AdapterSetMeta};
 use crate::model::footprint::TrainingMemoryModel;
 use crate::model::metrics::{Overlap, StackMetrics};
-use crate::model::multi::{ModelSource, MultiModel, load};
+use crate::model::multi::MultiModel;
+use crate::model::source::{ModelSource, load};
 use crate::state::bitplane::BitPlane;
 use crate::state::{ClassTable, MaskVolume, SliceIndex, Volume};
 use crate::train::memory::{self as train_memory, ActivationsChoice, Available, gib};
@@ -282,7 +283,7 @@ pub fn load_model(args: &ModelArgs, classes: &[String], device: &Device) -> Resu
         (true, None) => vec!["mitochondria".to_string()],
     };
     let source = ModelSource { checkpoint: args.checkpoint.clone(), config, classes, device: device.clone() };
-    let (mut model, base, warning) = load(&source).map_err(anyhow::Error::msg)?;
+    let (mut model, base, warning) = load(&source)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }

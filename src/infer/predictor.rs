@@ -13,7 +13,7 @@ use burn::tensor::{ExecutionError, Tensor, TensorData};
 use lru::LruCache;
 
 use super::plan::{Pass, plan_passes};
-use crate::model::multi::{HeadIndex, MultiModel, sigmoid};
+use crate::model::multi::{HeadIndex, MultiModel};
 use crate::model::nn::BilinearResize;
 use crate::model::preprocess::{preprocess_u8, resize_nearest_u8};
 use crate::model::prompt::{BoxPrompt, PointPrompt};
@@ -486,4 +486,9 @@ impl Pending {
             }
         }
     }
+}
+
+/// A probability from a logit, on the host.
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }

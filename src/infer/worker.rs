@@ -15,8 +15,9 @@ use super::predictor::{Flow, Predictor, Progress, SlicePrediction, StackRequest}
 use crate::model::adapter::AdapterSet;
 use crate::model::adapter::BaseCheckpoint;
 use crate::model::footprint::TrainingMemoryModel;
-use crate::model::multi::{HeadIndex, ModelSource, MultiModel, load};
+use crate::model::multi::{HeadIndex, MultiModel};
 use crate::model::prompt::{BoxPrompt, PointPrompt};
+use crate::model::source::{ModelSource, load};
 use crate::state::SliceIndex;
 use crate::state::bitplane::BitPlane;
 use crate::worker::SharedImages;
@@ -245,10 +246,10 @@ impl WorkerState {
                     self.version = 0;
                     send(InferEvent::Loaded { classes: source.classes.clone(), base, warning, memory })
                 }
-                Err(message) => {
+                Err(e) => {
                     self.base = None;
                     self.predictor = None;
-                    send(InferEvent::LoadFailed(message))
+                    send(InferEvent::LoadFailed(e.to_string()))
                 }
             },
             InferCommand::UseAdapter { path, version } => {

@@ -28,6 +28,7 @@ pub mod pe;
 pub mod preprocess;
 pub mod prompt;
 pub mod sam4em;
+pub mod source;
 pub mod weights;
 
 pub use config::{HieraSize, Sam4emConfig};

@@ -11,7 +11,8 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use super::{Control, Ended, TrainConfig, TrainEvent, TrainSample, train};
 use crate::model::adapter::BaseCheckpoint;
 use crate::model::adapter::{AdapterSet, AdapterSetMeta};
-use crate::model::multi::{ModelSource, MultiModel, load};
+use crate::model::multi::MultiModel;
+use crate::model::source::{ModelSource, load};
 use crate::state::SliceIndex;
 use crate::state::bitplane::BitPlane;
 use crate::worker::SharedImages;
@@ -144,7 +145,7 @@ fn run(job: TrainJob, cached: &mut Option<(String, MultiModel)>, send: &dyn Fn(T
         send(TrainerEvent::Loading);
         match load(&job.source) {
             Ok((model, _, _)) => *cached = Some((key, model)),
-            Err(e) => return send(TrainerEvent::Failed(e)),
+            Err(e) => return send(TrainerEvent::Failed(e.to_string())),
         }
     }
     let Some((_, base)) = cached.as_ref() else { return };

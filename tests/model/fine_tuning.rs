@@ -11,9 +11,9 @@ use std::sync::Arc;
 use burn::tensor::Device;
 use sam4em::infer::{Flow, Predictor, Seed, StackRequest};
 use sam4em::io::{OpenOptions, open_stack};
-use sam4em::model::adapter::BaseCheckpoint;
-use sam4em::model::adapter::{AdapterSet, AdapterSetError, AdapterSetMeta, SET_FORMAT, SET_FORMAT_VERSION};
-use sam4em::model::multi::{MultiModel, from_sam2};
+use sam4em::model::adapter::{AdapterSet, AdapterSetError, AdapterSetMeta};
+use sam4em::model::multi::MultiModel;
+use sam4em::model::source::from_sam2;
 use sam4em::model::{Sam4emConfig, StateDict};
 use sam4em::state::SliceIndex;
 use sam4em::state::bitplane::BitPlane;
@@ -153,22 +153,7 @@ fn separation(probabilities: &[Vec<u8>], data: &Lucchi) -> f64 {
 }
 
 fn meta(model: &MultiModel) -> AdapterSetMeta {
-    AdapterSetMeta {
-        format: SET_FORMAT.into(),
-        format_version: SET_FORMAT_VERSION,
-        config: model.config().clone(),
-        base: BaseCheckpoint {
-            file_name: "sam2-micro.pt".into(),
-            bytes: 1,
-            sha256: "ab".repeat(32),
-            mapping: "both_stages".into(),
-        },
-        classes: model.class_names(),
-        version: 1,
-        parent_version: None,
-        created_unix_s: 0,
-        training: Default::default(),
-    }
+    crate::adapter_meta(model, "both_stages", 1, None)
 }
 
 fn config(model: &MultiModel, epochs: usize) -> TrainConfig {

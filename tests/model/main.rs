@@ -11,3 +11,27 @@ mod fine_tuning;
 mod model_api;
 mod model_golden;
 mod op_gradients;
+
+use sam4em::model::adapter::{AdapterSetMeta, BaseCheckpoint, SET_FORMAT, SET_FORMAT_VERSION};
+use sam4em::model::multi::MultiModel;
+
+/// Adapter-set metadata for `model` as a run numbered `version` (from `parent`) would write it,
+/// on a made-up base checkpoint mapped with `mapping`.
+fn adapter_meta(model: &MultiModel, mapping: &str, version: u64, parent: Option<u64>) -> AdapterSetMeta {
+    AdapterSetMeta {
+        format: SET_FORMAT.into(),
+        format_version: SET_FORMAT_VERSION,
+        config: model.config().clone(),
+        base: BaseCheckpoint {
+            file_name: "sam2-micro.pt".into(),
+            bytes: 1,
+            sha256: "ab".repeat(32),
+            mapping: mapping.into(),
+        },
+        classes: model.class_names(),
+        version,
+        parent_version: parent,
+        created_unix_s: 0,
+        training: Default::default(),
+    }
+}

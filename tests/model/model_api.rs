@@ -5,9 +5,7 @@
 use crate::common;
 
 use burn::tensor::{Device, Tensor};
-use sam4em::model::adapter::{
-    AdapterSet, AdapterSetError, AdapterSetMeta, BaseCheckpoint, SET_FORMAT, SET_FORMAT_VERSION, in_adapter,
-};
+use sam4em::model::adapter::{AdapterSet, AdapterSetError, AdapterSetMeta, in_adapter};
 use sam4em::model::multi::MultiModel;
 use sam4em::model::nn::{from_vec, to_vec};
 use sam4em::model::prompt::{BoxPrompt, PointPrompt};
@@ -30,22 +28,7 @@ fn input(dir: &std::path::Path, device: &Device) -> Tensor<4> {
 }
 
 fn meta(model: &MultiModel) -> AdapterSetMeta {
-    AdapterSetMeta {
-        format: SET_FORMAT.into(),
-        format_version: SET_FORMAT_VERSION,
-        config: model.config().clone(),
-        base: BaseCheckpoint {
-            file_name: "sam2-micro.pt".into(),
-            bytes: 1,
-            sha256: "ab".repeat(32),
-            mapping: "stage2_only".into(),
-        },
-        classes: model.class_names(),
-        version: 3,
-        parent_version: Some(2),
-        created_unix_s: 0,
-        training: Default::default(),
-    }
+    crate::adapter_meta(model, "stage2_only", 3, Some(2))
 }
 
 /// Head 0's stage-1 logits of the reference input's first slice, prompted by an empty mask.

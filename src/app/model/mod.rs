@@ -39,7 +39,7 @@ use crate::io::session::ModelRef;
 use crate::model::adapter::BaseCheckpoint;
 use crate::model::device::{Precision, device_at, half_precision_available};
 use crate::model::footprint::TrainingMemoryModel;
-use crate::model::multi::ModelSource;
+use crate::model::source::ModelSource;
 use crate::state::bitplane::BitPlane;
 use crate::state::{ClassId, ClassTable, SliceIndex, Volume};
 use crate::train::Control;

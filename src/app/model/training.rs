@@ -193,7 +193,6 @@ impl Training {
             TrainerEvent::Finished { path, meta } => {
                 self.run = None;
                 let t = &meta.training;
-                let dice: Vec<String> = t.validation_dice.iter().map(|(c, d)| format!("{c} {d:.3}")).collect();
                 self.last_run = Some(format!(
                     "v{}: {} ({} steps, {:.0} s, loss {:.4}{})",
                     meta.version,
@@ -201,7 +200,7 @@ impl Training {
                     t.steps,
                     t.seconds,
                     t.final_loss,
-                    if dice.is_empty() { String::new() } else { format!(", held-out Dice {}", dice.join(", ")) }
+                    t.dice_summary().map(|d| format!(", held-out Dice {d}")).unwrap_or_default()
                 ));
                 return Some((*meta, path));
             }

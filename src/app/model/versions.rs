@@ -101,21 +101,18 @@ impl Versions {
             label: "base (no adapter)".into(),
             detail: "the SAM 2 checkpoint with SAM4EM's fresh heads".into(),
         })
-        .chain(self.list.iter().map(|(m, p)| {
-            let dice: Vec<String> = m.training.validation_dice.iter().map(|(c, d)| format!("{c} {d:.3}")).collect();
-            VersionRow {
-                version: m.version,
-                label: format!("v{} · {} steps · loss {:.3}", m.version, m.training.steps, m.training.final_loss),
-                detail: format!(
-                    "{} slices {:?}; held-out Dice {}; {:.0} s on {}; {}",
-                    m.training.slices.len(),
-                    m.training.slices,
-                    if dice.is_empty() { "none".into() } else { dice.join(", ") },
-                    m.training.seconds,
-                    m.training.device,
-                    p.display()
-                ),
-            }
+        .chain(self.list.iter().map(|(m, p)| VersionRow {
+            version: m.version,
+            label: format!("v{} · {} steps · loss {:.3}", m.version, m.training.steps, m.training.final_loss),
+            detail: format!(
+                "{} slices {:?}; held-out Dice {}; {:.0} s on {}; {}",
+                m.training.slices.len(),
+                m.training.slices,
+                m.training.dice_summary().unwrap_or_else(|| "none".into()),
+                m.training.seconds,
+                m.training.device,
+                p.display()
+            ),
         }))
         .collect()
     }
