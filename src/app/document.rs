@@ -1,6 +1,8 @@
 //! The open stack and everything shown of it: which slice, orthogonal planes and prediction
 //! are loaded, what the GPU holds (so textures are written only when their content changes),
-//! the edits waiting for a dirty-rectangle upload, and what the status bar reports.
+//! the edits waiting for a dirty-rectangle upload, the journal they go to, and what the status
+//! bar reports of the voxel under the pointer. May use `state`, `io::session`, `render` and
+//! `ui`'s view types; failures go to the notices it is handed.
 
 use std::sync::Arc;
 

@@ -1,12 +1,12 @@
 //! Editing: the proofreading commands (tool panel, shortcuts, pointer events in the views,
 //! scripted rectangles) applied to the open document's masks, each committed step journalled.
 //! May touch the document, the tool state, the model's predictions (Accept prediction, the
-//! refine tool) and the notices; nothing of the files or the window.
+//! refine tool) and the notices; the file shortcuts it passes on as the files' commands.
 
 use eframe::egui;
 
 use super::StudioApp;
-use super::command::DialogKind;
+use super::command::{AppCommand, DialogKind};
 use super::document::Document;
 use super::jobs::{self, JobResult};
 use crate::render;
@@ -100,18 +100,10 @@ impl StudioApp {
                 self.active_class = c;
                 return;
             }
-            EditAction::Save => {
-                self.save_session();
-                return;
-            }
-            EditAction::SaveAsDialog => {
-                self.pick(DialogKind::SaveProjectAs, ctx);
-                return;
-            }
-            EditAction::OpenProjectDialog => {
-                self.pick(DialogKind::OpenProject, ctx);
-                return;
-            }
+            // The file shortcuts (Ctrl+S, Ctrl+Shift+S, Ctrl+O) are the files' commands.
+            EditAction::Save => return self.apply(AppCommand::Save, ctx),
+            EditAction::SaveAsDialog => return self.apply(AppCommand::Pick(DialogKind::SaveProjectAs), ctx),
+            EditAction::OpenProjectDialog => return self.apply(AppCommand::Pick(DialogKind::OpenProject), ctx),
         };
         match outcome {
             Ok(o) => doc.apply_outcome(o, &mut self.notices),
@@ -162,17 +154,6 @@ impl StudioApp {
         match self.tools.handle_in(event, target, at) {
             Ok(o) => doc.apply_outcome(o, &mut self.notices),
             Err(e) => self.notices.push(Notice::from_error(&e).context(self.tools.tool.label())),
-        }
-    }
-
-    /// Writes the journalled edits into the project's files (the journal starts empty again).
-    pub(super) fn save_session(&mut self) {
-        let Some(doc) = &mut self.doc else { return };
-        if let Some(session) = &mut doc.session {
-            match session.save(&doc.masks, &self.classes) {
-                Ok(()) => self.notices.info(format!("saved {}", session.dir().display())),
-                Err(e) => self.notices.push(Notice::from_error(&e).context("save")),
-            }
         }
     }
 

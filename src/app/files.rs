@@ -252,4 +252,15 @@ impl StudioApp {
             Err(e) => self.notices.push(Notice::from_error(&e).context("save as")),
         }
     }
+
+    /// Writes the journalled edits into the project's files (the journal starts empty again).
+    pub(super) fn save_session(&mut self) {
+        let Some(doc) = &mut self.doc else { return };
+        if let Some(session) = &mut doc.session {
+            match session.save(&doc.masks, &self.classes) {
+                Ok(()) => self.notices.info(format!("saved {}", session.dir().display())),
+                Err(e) => self.notices.push(Notice::from_error(&e).context("save")),
+            }
+        }
+    }
 }

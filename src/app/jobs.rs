@@ -1,5 +1,8 @@
-//! One-shot background jobs (named threads): opening a stack with what comes with it,
-//! importing a label map, opening a probability map, native file dialogs.
+//! One-shot background jobs (named threads): opening a stack with what comes with it (its
+//! automatic session, restored or started), importing a label map, opening a probability map,
+//! thresholding predictions to accept, and the native file dialogs `files` asks for. Each
+//! sends one [`JobResult`] back, failures as a typed [`JobError`] naming the file. Runs off the
+//! UI thread on plain data: may use `io`, `state` and the notices' types, never the app.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! pieces, and routes. Every input becomes an [`AppCommand`] ([`command`]) applied by
 //! [`StudioApp::apply`] to the room that owns what it changes:
 //!
-//! - [`editing`](self): the proofreading tools and review commands on the open document;
+//! - `editing`: the proofreading tools and review commands on the open document;
 //! - `files`: opening, importing, exporting, saving, file dialogs and their jobs' results;
 //! - `model`: the model in the loop (its own rooms, each owning its state);
 //! - `ui`: the frame's layout, turning clicks and keys into commands;
