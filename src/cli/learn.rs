@@ -26,7 +26,7 @@ use crate::model::source::{ModelSource, load};
 use crate::state::bitplane::BitPlane;
 use crate::state::{ClassTable, MaskVolume, SliceIndex, Volume};
 use crate::train::memory::{self as train_memory, ActivationsChoice, Available, gib};
-use crate::train::{Control, Schedule, TrainConfig, TrainEvent, TrainSample, train};
+use crate::train::{Control, Ended, Schedule, TrainConfig, TrainEvent, TrainSample, train};
 
 /// Where the model comes from (shared by `predict` and `train`).
 #[derive(Debug, Args)]
@@ -511,6 +511,10 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
         }
     })?;
     progress.finish_and_clear();
+    // A run that diverged writes nothing: the adapter the user had stays theirs.
+    if let Ended::NonFinite { .. } = outcome.ended {
+        bail!("{}; no adapter written to {}", outcome.ended, a.out.display());
+    }
 
     let peak_rss = train_memory::rss().map(|(_, peak)| peak);
     let parent = loaded.adapter.as_ref().map(|m| m.version);

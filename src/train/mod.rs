@@ -2,7 +2,8 @@
 //! and which pixels the person vouched for), the bounded queue they wait in, and the training
 //! loop (burn autodiff, AdamW, the reference's BCE + Dice loss restricted to vouched pixels,
 //! batches of consecutive slices with the slice memory carried through them), with held-out
-//! Dice, pause/stop and a guard that keeps the last good weights when the loss turns NaN.
+//! Dice, pause/stop and a guard that keeps the last good weights when the loss or the weights
+//! turn NaN (every update is checked, the last one included).
 //!
 //! Depends on `model` and `state`; knows nothing of the UI.
 
@@ -17,12 +18,12 @@ use std::time::{Duration, Instant};
 use burn::tensor::{Tensor, TensorData};
 
 use crate::model::adapter::BaseCheckpoint;
-use crate::model::adapter::{AdapterSet, AdapterSetMeta, SET_FORMAT, SET_FORMAT_VERSION, TrainingRecord};
+use crate::model::adapter::{AdapterSet, AdapterSetMeta, SET_FORMAT, SET_FORMAT_VERSION, TrainingRecord, in_adapter};
 use crate::model::backprop::{Activations, batch_gradients};
 use crate::model::config::OptimizerConfig;
 use crate::model::loss::masked_sam4em_loss;
 use crate::model::metrics::Overlap;
-use crate::model::multi::MultiModel;
+use crate::model::multi::{MultiModel, is_shared};
 use crate::model::optim::{AdamW, prepare_for_training};
 use crate::model::preprocess::{normalise, resize_linear_u8, resize_nearest_u8};
 use crate::model::{StreamMode, sam4em::logit};
@@ -219,9 +220,10 @@ pub enum Ended {
     Finished,
     /// Stopped on request; the weights of the last completed step are kept.
     Stopped,
-    /// The loss became NaN or infinite at this step; the weights are restored to those of the
-    /// last step whose loss was finite (as they were before its update).
-    NonFiniteLoss {
+    /// The loss, or the weights after the update, became NaN or infinite at this step; the
+    /// weights are restored to those from before the last update that kept them finite. No
+    /// adapter is written from such a run (the version in use stays).
+    NonFinite {
         /// The step.
         step: u64,
     },
@@ -232,9 +234,10 @@ impl std::fmt::Display for Ended {
         match self {
             Ended::Finished => write!(f, "finished"),
             Ended::Stopped => write!(f, "stopped by the user"),
-            Ended::NonFiniteLoss { step } => {
-                write!(f, "stopped: the loss became NaN or infinite at step {step}; the last good weights were kept")
-            }
+            Ended::NonFinite { step } => write!(
+                f,
+                "stopped: the loss or the weights became NaN or infinite at step {step} (try a lower learning rate)"
+            ),
         }
     }
 }
@@ -473,7 +476,7 @@ pub fn train(
             let step = outcome.steps + 1;
             let Some(grads) = result.grads else {
                 *model = last_good.take().unwrap_or(snapshot);
-                outcome.ended = Ended::NonFiniteLoss { step };
+                outcome.ended = Ended::NonFinite { step };
                 break 'epochs;
             };
             last_good = Some(snapshot);
@@ -499,8 +502,28 @@ pub fn train(
             on_event(TrainEvent::Validation { epoch, dice });
         }
     }
+    // Every update so far showed in the next step's loss but the last one: check its weights.
+    // (After a non-finite loss `last_good` is already spent on restoring.)
+    if let Some(before_last) = last_good
+        && !trained_weights_finite(model)
+    {
+        *model = before_last;
+        outcome.ended = Ended::NonFinite { step: outcome.steps };
+        outcome.steps -= 1;
+        outcome.losses.pop();
+    }
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+/// Whether every tensor training changes (the LoRA factors and trainable encoder tensors, every
+/// head) holds finite values.
+fn trained_weights_finite(model: &mut MultiModel) -> bool {
+    let finite = |dict: std::collections::BTreeMap<String, crate::model::HostTensor>| {
+        dict.values().all(|t| t.data.iter().all(|v| v.is_finite()))
+    };
+    finite(model.encoder.state_dict(&|k, kind| is_shared(k) && in_adapter(k, kind)))
+        && model.heads.iter_mut().all(|h| finite(h.model.state_dict(&|k, kind| !is_shared(k) && in_adapter(k, kind))))
 }
 
 /// What a finished run is recorded with in its adapter set, beside the run's own figures.

@@ -184,11 +184,12 @@ fn run(job: TrainJob, cached: &mut Option<(String, MultiModel)>, send: &dyn Fn(T
         Ok(o) => o,
         Err(e) => return send(TrainerEvent::Failed(e.to_string())),
     };
+    // A run that diverged writes no version: the one in use stays.
+    if let Ended::NonFinite { .. } = outcome.ended {
+        return send(TrainerEvent::Failed(outcome.ended.to_string()));
+    }
     if outcome.steps == 0 {
-        return send(TrainerEvent::Failed(match outcome.ended {
-            Ended::NonFiniteLoss { .. } => outcome.ended.to_string(),
-            _ => "training stopped before its first step; no new version".into(),
-        }));
+        return send(TrainerEvent::Failed("training stopped before its first step; no new version".into()));
     }
     let set = super::adapter_set(
         &mut model,

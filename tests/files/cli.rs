@@ -431,6 +431,20 @@ fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
     );
     assert!(!refused.exists(), "a refused run writes nothing");
 
+    // A run that diverges (a NaN learning rate makes the first update NaN) writes no adapter:
+    // one line says at which step and what to try.
+    let diverged = tmp.path().join("diverged.safetensors");
+    let div_s = s(&diverged);
+    let mut nan = args.clone();
+    *nan.iter_mut().find(|a| **a == out_s.as_str()).unwrap() = &div_s;
+    nan.extend(["--lr", "NaN"]);
+    let o = sam4em(&nan);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = err.trim_end().lines().last().unwrap_or_default();
+    assert!(err.contains("became NaN or infinite at step 2") && err.contains("no adapter written"), "{}", stderr(&o));
+    assert!(!diverged.exists(), "a diverged run writes nothing");
+
     // predict with the adapter (its configuration and classes come with it), seeded on slice 0.
     let pred = tmp.path().join("pred");
     let seed = format!("mitochondria={}", s(&lab));

@@ -244,8 +244,24 @@ fn a_nan_loss_stops_training_and_keeps_the_last_good_weights() {
     // A NaN learning rate makes the first update NaN: step 1's loss is finite, step 2's not.
     c.optimizer.lr = f64::NAN;
     let outcome = train(&mut model, &samples(&data, 30), &[], &c, &Control::default(), &mut |_| {}).unwrap();
-    assert_eq!(outcome.ended, Ended::NonFiniteLoss { step: 2 });
+    assert_eq!(outcome.ended, Ended::NonFinite { step: 2 });
     assert_eq!(outcome.steps, 1);
+    let after = predict(&model.to_device(&Device::flex()).unwrap(), &data, 30);
+    assert_eq!(after, before, "the weights from before the NaN update are back");
+}
+
+#[test]
+fn a_nan_last_update_is_caught_too() {
+    let Some((shared, dir)) = fixtures() else { return };
+    let data = lucchi(&shared, 30..31);
+    let mut model = micro(&dir, &Device::flex().autodiff());
+    let before = predict(&model.to_device(&Device::flex()).unwrap(), &data, 30);
+    // One slice, one epoch: a single step whose loss is finite and whose update is NaN. No
+    // later loss would show it; the end of the run checks the weights.
+    let mut c = config(&model, 1);
+    c.optimizer.lr = f64::NAN;
+    let outcome = train(&mut model, &samples(&data, 30), &[], &c, &Control::default(), &mut |_| {}).unwrap();
+    assert_eq!((outcome.ended.clone(), outcome.steps, outcome.losses.len()), (Ended::NonFinite { step: 1 }, 0, 0));
     let after = predict(&model.to_device(&Device::flex()).unwrap(), &data, 30);
     assert_eq!(after, before, "the weights from before the NaN update are back");
 }
