@@ -1,5 +1,5 @@
 // The prediction layer: a model's foreground probability per pixel (0..1), tinted where it
-// reaches the threshold. Hard mode paints every such pixel at the layer opacity; soft mode
+// is above the threshold. Hard mode paints every such pixel at the layer opacity; soft mode
 // scales the opacity by the probability, so confident pixels stand out from marginal ones.
 // Probabilities are linearly interpolated when magnification is linear.
 //
@@ -20,7 +20,8 @@ fn fs_prediction(in: VertexOut) -> @location(0) vec4<f32> {
         let b = bilinear(in.image);
         p = bilinear_mix(b, load_probability(b.t00), load_probability(b.t10), load_probability(b.t01), load_probability(b.t11));
     }
-    if (p < view.prediction.x) {
+    // Foreground is above the threshold, as everywhere (state::probability_cut).
+    if (p <= view.prediction.x) {
         discard;
     }
     let alpha = view.prediction.y * select(1.0, clamp(p, 0.0, 1.0), view.prediction.z > 0.5);

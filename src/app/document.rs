@@ -56,6 +56,9 @@ pub(super) struct Document {
     pub(super) session: Option<Project>,
     /// The last journal append failed (and the user was told).
     pub(super) journal_failing: bool,
+    /// The prediction threshold as last set by default (the model's, once one is loaded): the
+    /// layer follows a new default until the user moves the slider.
+    threshold_default: f32,
     /// The prediction layer must be emptied at the next upload (the model has nothing for
     /// the class now shown).
     pub(super) clear_prediction: bool,
@@ -108,6 +111,7 @@ impl Document {
         let mut view =
             ViewerState::new([info.width, info.height, info.depth], z_aspect(info.voxel_size), contrast, classes.len());
         view.pixel_size_nm = info.voxel_size.map(|v| v.x_nm);
+        let threshold_default = view.prediction.threshold;
         Self {
             volume,
             masks,
@@ -130,6 +134,7 @@ impl Document {
             editor: Editor::default(),
             session,
             journal_failing: false,
+            threshold_default,
             clear_prediction: false,
         }
     }
@@ -185,6 +190,15 @@ impl Document {
             }
             Err(_) => {}
         }
+    }
+
+    /// The model's threshold becomes the prediction layer's (and Accept's), unless the user has
+    /// set one.
+    pub(super) fn default_threshold(&mut self, threshold: f32) {
+        if self.view.prediction.threshold == self.threshold_default {
+            self.view.prediction.threshold = threshold;
+        }
+        self.threshold_default = threshold;
     }
 
     /// A person's edit: sets `class` to `value` inside `rect` of slice `z` (one undo step).

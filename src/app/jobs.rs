@@ -336,10 +336,10 @@ pub(super) fn prediction_planes(
         .collect()
 }
 
-/// The pixels of a probability slice at or above `threshold`.
+/// The pixels of a probability slice above `threshold` (the rule of `state::probability_cut`).
 pub(super) fn threshold_plane(width: usize, height: usize, probabilities: &[f32], threshold: f32) -> BitPlane {
     let mut plane = BitPlane::new(width, height);
-    for (i, _) in probabilities.iter().enumerate().filter(|(_, p)| **p >= threshold) {
+    for (i, _) in probabilities.iter().enumerate().filter(|(_, p)| **p > threshold) {
         plane.set(i % width, i / width, true);
     }
     plane

@@ -82,7 +82,10 @@ impl StudioApp {
                         &mut doc.view,
                         &mut self.classes,
                         doc.data_range,
-                        doc.prediction.is_some(),
+                        // Any prediction on screen: a loaded map or the model's.
+                        doc.prediction.is_some()
+                            || doc.probabilities.is_some()
+                            || self.model.has_predictions(self.active_class),
                         &mut actions,
                     );
                     ui.separator();

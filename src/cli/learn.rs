@@ -346,7 +346,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
         max_warmup_slices: 32,
     };
     let threshold = a.threshold.unwrap_or(loaded.model.config().stream.cross_batch_threshold);
-    let cut = (threshold * 255.0) as u8;
+    let cut = crate::state::probability_cut(threshold as f32);
 
     let mut predictor = Predictor::new(&loaded.model, 4);
     let mut masks = MaskVolume::new(w, h, stack.depth());
@@ -360,7 +360,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
     predictor.predict(&request, &mut fetch, &mut |p, prog| {
         for (c, probs) in p.probabilities.iter().enumerate() {
             let mut plane = BitPlane::new(w, h);
-            for (i, _) in probs.iter().enumerate().filter(|(_, v)| **v > cut) {
+            for (i, _) in probs.iter().enumerate().filter(|(_, v)| i32::from(**v) > cut) {
                 plane.set(i % w, i / w, true);
             }
             let id = table.find(&classes[c]).expect("built from these names").id;

@@ -80,6 +80,8 @@ pub enum InferEvent {
         /// The sizes a training run's memory estimate needs (worked out here, off the UI
         /// thread).
         memory: Box<TrainingMemoryModel>,
+        /// The model's probability threshold (its configuration's, 0.4 in SAM4EM).
+        threshold: f32,
     },
     /// Loading failed (the message names the file).
     LoadFailed(String),
@@ -240,11 +242,12 @@ impl WorkerState {
             InferCommand::Load(source) => match load(&source) {
                 Ok((model, base, warning)) => {
                     let memory = Box::new(TrainingMemoryModel::new(model.config(), &model.device()));
+                    let threshold = model.config().stream.cross_batch_threshold as f32;
                     self.predictor = Some(Predictor::new(&model, CACHED_SLICES));
                     self.base = Some(model);
                     self.base_sha256 = Some(base.sha256.clone());
                     self.version = 0;
-                    send(InferEvent::Loaded { classes: source.classes.clone(), base, warning, memory })
+                    send(InferEvent::Loaded { classes: source.classes.clone(), base, warning, memory, threshold })
                 }
                 Err(e) => {
                     self.base = None;

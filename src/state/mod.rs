@@ -20,7 +20,7 @@ pub use mask::{
     TileWrite,
 };
 pub use palette::{Rgb, Rgba};
-pub use view::{Camera, Contrast, Cursor};
+pub use view::{Camera, Contrast, Cursor, probability_cut};
 pub use volume::{
     CacheStats, DType, Slice, SliceData, SliceError, SliceIndex, SliceSource, Volume, VolumeInfo, VoxelSize,
 };

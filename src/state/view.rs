@@ -106,6 +106,14 @@ impl Contrast {
 /// near for EM (0.35 % saturated each side).
 pub const AUTO_CONTRAST_PERCENTILES: (f64, f64) = (0.35, 99.65);
 
+/// The one rule a probability threshold follows everywhere (the prediction layer, Accept
+/// prediction, `sam4em predict`): a pixel is foreground when its probability is above the
+/// threshold, as in SAM4EM (`p > 0.4`). For probabilities stored as `u8` (`p = v / 255`), `v`
+/// is foreground when `i32::from(v) > probability_cut(threshold)`.
+pub fn probability_cut(threshold: f32) -> i32 {
+    (f64::from(threshold) * 255.0).floor() as i32
+}
+
 /// The sample values at the `low_pct` and `high_pct` percentiles of `data` (NaNs ignored).
 /// 8 and 16-bit data use an exact histogram; 32-bit data a sorted sample of at most 2^18
 /// values.
@@ -307,6 +315,22 @@ pub fn mask_bits_yz(masks: &MaskVolume, slots: &[ClassId], x: usize) -> Vec<u16>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_probability_at_the_threshold_is_not_foreground() {
+        use super::probability_cut;
+        // SAM4EM's rule, p > t: 102 / 255 is exactly 0.4, so it stays background at 0.4.
+        assert_eq!(probability_cut(0.4), 102);
+        assert_eq!(probability_cut(0.5), 127);
+        assert_eq!(probability_cut(0.0), 0);
+        assert_eq!(probability_cut(1.0), 255);
+        for v in 0..=255u8 {
+            for t in [0.1f32, 0.25, 0.4, 0.5, 0.75] {
+                let above = f32::from(v) / 255.0 > t;
+                assert_eq!(i32::from(v) > probability_cut(t), above, "v {v} t {t}");
+            }
+        }
+    }
+
     use super::*;
     use crate::state::{Provenance, SliceMask};
 

@@ -168,13 +168,16 @@ pub fn display_panel_ui(
     if has_prediction {
         let p = &mut state.prediction;
         ui.checkbox(&mut p.visible, "show (P)");
-        ui.add(egui::Slider::new(&mut p.threshold, 0.0..=1.0).text("threshold"));
+        ui.add(egui::Slider::new(&mut p.threshold, 0.0..=1.0).text("threshold")).on_hover_text(
+            "foreground above this probability: what the layer shows and Accept takes (default: the model's)",
+        );
         ui.add(egui::Slider::new(&mut p.opacity, 0.0..=1.0).text("opacity"));
         ui.horizontal(|ui| {
             ui.checkbox(&mut p.soft, "opacity follows probability");
             ui.color_edit_button_srgb(&mut p.tint);
         });
-    } else if ui.button("Open probability map…").clicked() {
+    }
+    if ui.button("Open probability map…").clicked() {
         actions.push(UiAction::OpenPredictionDialog);
     }
 }

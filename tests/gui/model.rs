@@ -107,6 +107,12 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     h.step();
     h.step();
     assert!(h.state().prediction_on_gpu(), "the model's prediction is shown");
+    // One threshold for the layer and Accept, the model's own by default, and its controls
+    // are there for the model's prediction as for a loaded map.
+    let model_threshold = config["stream"]["cross_batch_threshold"].as_f64().unwrap() as f32;
+    assert_eq!(h.state().viewer().unwrap().prediction.threshold, model_threshold);
+    h.get_by_role_and_label(eframe::egui::accesskit::Role::Slider, "threshold");
+    h.get_by_label("show (P)");
     let before = h.state().model_prediction(MITOCHONDRIA, z).unwrap();
     let [w, hgt, _] = h.state().viewer().unwrap().shape;
     assert_eq!(before.len(), w * hgt, "full-resolution probabilities");

@@ -83,6 +83,8 @@ pub(super) struct ModelCtl {
     /// The loaded checkpoint's identity and any warning about it.
     base: Option<BaseCheckpoint>,
     warning: Option<String>,
+    /// The loaded model's probability threshold (the prediction layer's default).
+    threshold: Option<f32>,
     /// The loaded model's sizes for training memory estimates.
     memory_model: Option<TrainingMemoryModel>,
     predictions: Predictions,
@@ -114,6 +116,7 @@ impl ModelCtl {
             heads: Heads::default(),
             base: None,
             warning: None,
+            threshold: None,
             memory_model: None,
             predictions: Predictions::default(),
             versions: Versions::default(),
@@ -504,7 +507,8 @@ impl ModelCtl {
         let current = self.inference.as_ref().map_or(0, InferenceWorker::generation);
         for e in events {
             match e {
-                InferEvent::Loaded { base, warning, memory, .. } => {
+                InferEvent::Loaded { base, warning, memory, threshold, .. } => {
+                    self.threshold = Some(threshold);
                     self.status = Status::Ready;
                     self.base = Some(base);
                     self.memory_model = Some(*memory);
@@ -570,6 +574,9 @@ impl ModelCtl {
             }
         }
         if let Some(doc) = doc {
+            if let Some(t) = self.threshold {
+                doc.default_threshold(t);
+            }
             self.predictions.show(doc, active, self.heads.head_of(active));
         }
     }

@@ -90,14 +90,14 @@ impl Predictions {
         threshold: f32,
         width: usize,
     ) -> Vec<(SliceIndex, BitPlane)> {
-        let cut = (threshold * 255.0).round() as u8;
+        let cut = crate::state::probability_cut(threshold);
         slices
             .iter()
             .filter_map(|&z| {
                 let p = self.get(head, z)?;
                 let height = p.len() / width.max(1);
                 let mut plane = BitPlane::new(width, height);
-                for (i, _) in p.iter().enumerate().filter(|(_, v)| **v >= cut) {
+                for (i, _) in p.iter().enumerate().filter(|(_, v)| i32::from(**v) > cut) {
                     plane.set(i % width, i / width, true);
                 }
                 Some((z, plane))
