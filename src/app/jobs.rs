@@ -176,9 +176,7 @@ pub(super) fn open_project_job(dir: &Path, relocated: Option<PathBuf>) -> Result
         }
     };
     let mut notes = vec![Notice::info(format!("project {}", project.dir().display()))];
-    if recovery.replayed_records > 0 || recovery.torn_tail_dropped {
-        notes.push(Notice::info(recovery.to_string()));
-    }
+    notes.extend(recovery_notice(&recovery));
     let classes = Some(project.classes().clone());
     Ok(Opened {
         request: OpenRequest::stack(project.dir()),
@@ -189,6 +187,17 @@ pub(super) fn open_project_job(dir: &Path, relocated: Option<PathBuf>) -> Result
         session: Some(project),
         classes,
     })
+}
+
+/// What the user is told about a journal's replay: nothing when there was nothing to
+/// replay, a warning when whole edits were lost to a damaged record.
+fn recovery_notice(recovery: &session::Recovery) -> Option<Notice> {
+    let text = recovery.to_string();
+    if recovery.lost_edits() {
+        Some(Notice::warning(text))
+    } else {
+        (recovery.replayed_records > 0 || recovery.torn_tail_dropped).then(|| Notice::info(text))
+    }
 }
 
 /// Opens a stack and imports what comes with it (runs on a job thread). Edits to a stack
@@ -280,7 +289,8 @@ fn autosession(
                 let same = (s.width, s.height, s.depth, s.dtype)
                     == (volume.width(), volume.height(), volume.depth(), volume.info().dtype);
                 if same && op.masks.classes().next().is_some() {
-                    notes.push(Notice::info(format!("edits restored from the last session ({})", op.recovery)));
+                    notes.push(Notice::info("edits restored from the last session"));
+                    notes.extend(recovery_notice(&op.recovery));
                     let classes = op.project.classes().clone();
                     return (Some(op.project), Some((op.masks, classes)));
                 }

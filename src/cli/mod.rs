@@ -486,12 +486,15 @@ fn export(a: &ExportArgs) -> Result<()> {
 
 /// `sam4em export --project DIR`: the project's masks as the app would show them.
 fn export_project(a: &ExportArgs, dir: &Path) -> Result<()> {
-    let opened = io::session::Project::open(dir)?;
+    // Read-only: an export never rewrites the project (not even a damaged journal).
+    let opened = io::session::Project::open_read_only(dir)?;
     let classes = match &a.classes {
         Some(path) => load_classes(Some(path))?,
         None => opened.project.classes().clone(),
     };
-    if opened.recovery.replayed_records > 0 || opened.recovery.torn_tail_dropped {
+    if opened.recovery.lost_edits() {
+        eprintln!("warning: {}: {}", dir.display(), opened.recovery);
+    } else if opened.recovery.replayed_records > 0 || opened.recovery.torn_tail_dropped {
         eprintln!("note: {}", opened.recovery);
     }
     io::export::preflight(&classes, &a.out, &formats(&a.format))?;

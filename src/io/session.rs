@@ -37,7 +37,11 @@
 //! A journal record is handed to the OS with one `write_all` (no user-space buffer holds it
 //! back), so it survives the process being killed; [`Project::set_sync_appends`] also asks the
 //! disk to persist each record (power loss). Opening replays every complete record over the
-//! saved slices; a torn or damaged last record ends the replay and is cut off.
+//! saved slices. The first record that is incomplete or fails its checksum ends the replay:
+//! the journal as it was is copied beside it (`journal.s4j.damaged-<unix seconds>`) and then
+//! cut back to its good part, and [`Recovery`] says what was lost (an incomplete last edit, or
+//! a damaged record and the intact ones after it). [`Project::open_read_only`] replays the
+//! same way and writes nothing.
 //!
 //! Depends on `state` (and the `io` error/atomic helpers) only.
 
@@ -232,21 +236,46 @@ pub struct ProjectFile {
 }
 
 /// What opening a project recovered from its journal.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
     /// Journal records (commits, undos, redos since the last save) replayed.
     pub replayed_records: usize,
-    /// Whether a torn or damaged record ended the journal and was cut off.
+    /// Whether an incomplete or damaged record ended the replay (and, unless the project was
+    /// opened read-only, was cut off the journal with everything after it).
     pub torn_tail_dropped: bool,
-    /// Bytes cut off the journal's end.
+    /// Bytes not replayed, from the first bad record to the journal's end.
     pub dropped_bytes: u64,
+    /// Intact records found after a damaged one, not replayed (each edit depends on those
+    /// before it): 0 when only the last record was incomplete.
+    pub lost_records: usize,
+    /// Where the journal as it was before the cut is kept (`None`: nothing was cut).
+    pub kept_as: Option<PathBuf>,
+}
+
+impl Recovery {
+    /// Whether edits that had been saved to the journal whole were lost (a damaged record
+    /// with intact ones after it), as opposed to an edit cut short by a crash.
+    pub fn lost_edits(&self) -> bool {
+        self.lost_records > 0
+    }
 }
 
 impl std::fmt::Display for Recovery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "recovered {} edits since the last save", self.replayed_records)?;
-        if self.torn_tail_dropped {
+        if self.lost_records > 0 {
+            write!(
+                f,
+                "; journal record {} is damaged: it and the {} edits after it ({} bytes) were not replayed",
+                self.replayed_records + 1,
+                self.lost_records,
+                self.dropped_bytes
+            )?;
+        } else if self.torn_tail_dropped {
             write!(f, "; an incomplete last edit ({} bytes) was dropped", self.dropped_bytes)?;
+        }
+        if let Some(kept) = &self.kept_as {
+            write!(f, "; the journal as it was is kept as {}", kept.display())?;
         }
         Ok(())
     }
@@ -269,7 +298,8 @@ pub struct OpenedProject {
 pub struct Project {
     dir: PathBuf,
     file: ProjectFile,
-    journal: File,
+    /// `None` when opened read-only.
+    journal: Option<File>,
     journal_len_bytes: u64,
     /// Slices whose file is out of date.
     dirty: BTreeSet<(ClassId, SliceIndex)>,
@@ -294,7 +324,7 @@ impl Project {
             saved_at_unix_s: 0,
         };
         let mut project = Project {
-            journal: fresh_journal(&dir)?,
+            journal: Some(fresh_journal(&dir)?),
             journal_len_bytes: JOURNAL_HEADER_BYTES as u64,
             dir,
             file,
@@ -307,19 +337,38 @@ impl Project {
     }
 
     /// Opens the project in `dir`: loads its saved slices, replays the journal over them and
-    /// cuts a torn last record off the journal so new edits follow good data.
+    /// cuts a bad record off the journal (keeping a copy of it as it was) so new edits follow
+    /// good data.
     pub fn open(dir: &Path) -> Result<OpenedProject, SessionError> {
+        Self::open_with(dir, true)
+    }
+
+    /// Opens the project in `dir` to read it (export, listing): the same masks as
+    /// [`Project::open`], and nothing in the folder is written, not even a damaged journal
+    /// cut back. Saving or journalling the result is refused.
+    pub fn open_read_only(dir: &Path) -> Result<OpenedProject, SessionError> {
+        Self::open_with(dir, false)
+    }
+
+    fn open_with(dir: &Path, writable: bool) -> Result<OpenedProject, SessionError> {
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
         let file = read_project_file(&dir.join(PROJECT_FILE))?;
         let s = &file.stack;
         let mut masks = MaskVolume::new(s.width, s.height, s.depth);
         load_slices(&dir, &file.classes, &mut masks)?;
         let mut dirty = BTreeSet::new();
-        let (recovery, journal_len_bytes) = replay_journal(&dir, &file.classes, &mut masks, &mut dirty)?;
+        let (recovery, journal_len_bytes) = replay_journal(&dir, &file.classes, &mut masks, &mut dirty, writable)?;
         let path = dir.join(JOURNAL_FILE);
-        let mut journal =
-            OpenOptions::new().write(true).open(&path).map_err(|e| write_err("journal", &path, describe_io(&e)))?;
-        journal.seek(SeekFrom::Start(journal_len_bytes)).map_err(|e| write_err("journal", &path, describe_io(&e)))?;
+        let journal = if writable {
+            let mut journal =
+                OpenOptions::new().write(true).open(&path).map_err(|e| write_err("journal", &path, describe_io(&e)))?;
+            journal
+                .seek(SeekFrom::Start(journal_len_bytes))
+                .map_err(|e| write_err("journal", &path, describe_io(&e)))?;
+            Some(journal)
+        } else {
+            None
+        };
         let project = Project {
             dir,
             file,
@@ -372,13 +421,15 @@ impl Project {
         record.extend_from_slice(&len.to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         record.extend_from_slice(&payload);
+        let (sync, good_len) = (self.sync_appends, self.journal_len_bytes);
+        let journal = self.writable_journal()?;
         // One write of the whole record: no buffer of ours holds part of it back.
-        let result = self.journal.write_all(&record).and_then(|()| self.journal.flush());
-        let result = result.and_then(|()| if self.sync_appends { self.journal.sync_data() } else { Ok(()) });
+        let result = journal.write_all(&record).and_then(|()| journal.flush());
+        let result = result.and_then(|()| if sync { journal.sync_data() } else { Ok(()) });
         if let Err(e) = result {
             // Leave no partial record for later ones to follow.
-            let _ = self.journal.set_len(self.journal_len_bytes);
-            let _ = self.journal.seek(SeekFrom::Start(self.journal_len_bytes));
+            let _ = journal.set_len(good_len);
+            let _ = journal.seek(SeekFrom::Start(good_len));
             return Err(write_err("journal", &path, describe_io(&e)));
         }
         self.journal_len_bytes += record.len() as u64;
@@ -421,7 +472,7 @@ impl Project {
             self.unjournalled.clear();
         }
         let path = self.dir.join(JOURNAL_FILE);
-        self.journal.sync_data().map_err(|e| write_err("journal", &path, describe_io(&e)))?;
+        self.writable_journal()?.sync_data().map_err(|e| write_err("journal", &path, describe_io(&e)))?;
         for &(class, z) in &self.dirty {
             if classes.get(class).is_some() {
                 write_slice(&self.dir, class, z, masks.entry(class, z))?;
@@ -429,7 +480,7 @@ impl Project {
         }
         self.file.classes = classes.clone();
         self.write_project_file()?;
-        self.journal = fresh_journal(&self.dir)?;
+        self.journal = Some(fresh_journal(&self.dir)?);
         self.journal_len_bytes = JOURNAL_HEADER_BYTES as u64;
         self.dirty.clear();
         remove_dropped_classes(&self.dir, classes);
@@ -467,7 +518,7 @@ impl Project {
                 *self = Project {
                     dir: new_dir,
                     file,
-                    journal,
+                    journal: Some(journal),
                     journal_len_bytes: JOURNAL_HEADER_BYTES as u64,
                     dirty: BTreeSet::new(),
                     unjournalled: BTreeSet::new(),
@@ -571,7 +622,14 @@ impl Project {
     }
 
     fn write_project_file(&mut self) -> Result<(), SessionError> {
+        self.writable_journal()?;
         write_project_json(&self.dir, &mut self.file)
+    }
+
+    /// The journal to append to; an error for a project opened read-only.
+    fn writable_journal(&mut self) -> Result<&mut File, SessionError> {
+        let path = self.dir.join(JOURNAL_FILE);
+        self.journal.as_mut().ok_or_else(|| write_err("journal", &path, "the project was opened read-only"))
     }
 }
 
@@ -729,19 +787,84 @@ fn load_slices(dir: &Path, classes: &ClassTable, masks: &mut MaskVolume) -> Resu
     Ok(())
 }
 
-/// Replays the journal over `masks`; cuts off a torn tail. Returns the report and the length
-/// of the good part.
+/// Where each record of a journal's bytes (after the header) lies, as far as they are intact.
+#[derive(Debug, PartialEq, Eq)]
+struct JournalScan {
+    /// Payload ranges of the intact records before the first bad one.
+    good: Vec<std::ops::Range<usize>>,
+    /// Where the first bad (incomplete or damaged) record starts, if any.
+    bad_at: Option<usize>,
+    /// Intact records found after the bad one by following its length field (0 when its
+    /// length cannot be trusted or nothing intact follows).
+    intact_after: usize,
+}
+
+/// The record at `pos` of `data`: its payload range when it is complete and its checksum
+/// holds; `Err(true)` when it runs past the end (cut short), `Err(false)` when damaged.
+fn record_at(data: &[u8], pos: usize) -> Result<std::ops::Range<usize>, bool> {
+    let rest = &data[pos..];
+    if rest.len() < 8 {
+        return Err(true);
+    }
+    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    if len > rest.len() - 8 {
+        return Err(true);
+    }
+    if len < 4 || crc32fast::hash(&rest[8..8 + len]) != crc {
+        return Err(false);
+    }
+    Ok(pos + 8..pos + 8 + len)
+}
+
+/// Splits a journal's records into the intact ones before the first bad record and counts
+/// the intact ones after it.
+fn scan_journal(data: &[u8]) -> JournalScan {
+    let mut scan = JournalScan { good: Vec::new(), bad_at: None, intact_after: 0 };
+    let mut pos = JOURNAL_HEADER_BYTES;
+    while pos < data.len() {
+        match record_at(data, pos) {
+            Ok(payload) => {
+                pos = payload.end;
+                scan.good.push(payload);
+            }
+            Err(cut_short) => {
+                scan.bad_at = Some(pos);
+                if !cut_short {
+                    // Damaged, not cut short: its length field may still say where the next
+                    // record starts.
+                    let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+                    let mut next = pos + 8 + len;
+                    while next < data.len() {
+                        let Ok(payload) = record_at(data, next) else { break };
+                        next = payload.end;
+                        scan.intact_after += 1;
+                    }
+                }
+                break;
+            }
+        }
+    }
+    scan
+}
+
+/// Replays the journal over `masks`, up to its first bad record. With `writable`, a missing
+/// journal is started afresh and a bad record is cut off with everything after it, after the
+/// journal as it was is copied beside it. Returns the report and the length of the good part.
 fn replay_journal(
     dir: &Path,
     classes: &ClassTable,
     masks: &mut MaskVolume,
     dirty: &mut BTreeSet<(ClassId, SliceIndex)>,
+    writable: bool,
 ) -> Result<(Recovery, u64), SessionError> {
     let path = dir.join(JOURNAL_FILE);
     let data = match fs::read(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // No journal: nothing to replay (e.g. deleted by hand); start a new one.
-            drop(fresh_journal(dir)?);
+            if writable {
+                drop(fresh_journal(dir)?);
+            }
             return Ok((Recovery::default(), JOURNAL_HEADER_BYTES as u64));
         }
         r => r.map_err(|e| read_err("journal", &path, describe_io(&e)))?,
@@ -754,44 +877,37 @@ fn replay_journal(
             format!("{problem} (bad header; move the file away to open the project as last saved)"),
         ));
     }
+    let scan = scan_journal(&data);
     let mut recovery = Recovery::default();
-    let mut pos = JOURNAL_HEADER_BYTES;
-    while pos < data.len() {
-        let rest = &data[pos..];
-        let record = (rest.len() >= 8).then(|| {
-            let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-            let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-            (len, crc)
-        });
-        // A record that runs past the end or fails its checksum was being written when the
-        // program stopped: it and anything after it are dropped.
-        let payload = match record {
-            Some((len, crc)) if len >= 4 && len <= rest.len() - 8 && crc32fast::hash(&rest[8..8 + len]) == crc => {
-                &rest[8..8 + len]
-            }
-            _ => {
-                recovery.torn_tail_dropped = true;
-                break;
-            }
-        };
-        let n = recovery.replayed_records + 1;
-        let writes = decode_writes(payload).map_err(|p| read_err("journal", &path, format!("record {n}: {p}")))?;
+    for (i, payload) in scan.good.iter().enumerate() {
+        let n = i + 1;
+        let writes = decode_writes(&data[payload.clone()])
+            .map_err(|p| read_err("journal", &path, format!("record {n}: {p}")))?;
         for w in writes.iter().filter(|w| classes.get(w.class).is_some()) {
             masks.apply(w).map_err(|e| read_err("journal", &path, format!("record {n}: {e}")))?;
             dirty.insert((w.class, w.z));
         }
         recovery.replayed_records = n;
-        pos += 8 + payload.len();
     }
-    if recovery.torn_tail_dropped {
-        recovery.dropped_bytes = (data.len() - pos) as u64;
-        let cut = OpenOptions::new().write(true).open(&path).and_then(|f| {
-            f.set_len(pos as u64)?;
-            f.sync_data()
-        });
-        cut.map_err(|e| write_err("journal", &path, describe_io(&e)))?;
+    let good_len = scan.good.last().map_or(JOURNAL_HEADER_BYTES, |r| r.end);
+    if let Some(bad_at) = scan.bad_at {
+        recovery.torn_tail_dropped = true;
+        recovery.dropped_bytes = (data.len() - bad_at) as u64;
+        recovery.lost_records = scan.intact_after;
+        if writable {
+            // Keep what is about to be cut: the damaged bytes may still be worth a look.
+            let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let kept = dir.join(format!("{JOURNAL_FILE}.damaged-{secs}"));
+            fs::write(&kept, &data).map_err(|e| write_err("copy of the damaged journal", &kept, describe_io(&e)))?;
+            let cut = OpenOptions::new().write(true).open(&path).and_then(|f| {
+                f.set_len(good_len as u64)?;
+                f.sync_data()
+            });
+            cut.map_err(|e| write_err("journal", &path, describe_io(&e)))?;
+            recovery.kept_as = Some(kept);
+        }
     }
-    Ok((recovery, pos as u64))
+    Ok((recovery, good_len as u64))
 }
 
 /// A write that sets every tile and the meta of a slice to its current content.

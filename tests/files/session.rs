@@ -269,12 +269,18 @@ fn torn_journal_tail_is_dropped_and_cut_off() {
     file.set_len(good_len + (full_len - good_len) / 2).unwrap();
     drop(file);
 
+    let torn = fs::read(&journal).unwrap();
     let OpenedProject { mut project, masks: mut reopened, recovery } = open(&f.dir);
     assert_eq!(recovery.replayed_records, 2);
     assert!(recovery.torn_tail_dropped);
     assert_eq!(recovery.dropped_bytes, (full_len - good_len) / 2);
+    assert_eq!(recovery.lost_records, 0, "only the edit being written is lost");
+    assert!(recovery.to_string().contains("an incomplete last edit"), "{recovery}");
     assert_same(&reopened, &after_two);
     assert_eq!(fs::metadata(&journal).unwrap().len(), good_len, "journal cut back to its good part");
+    let kept = recovery.kept_as.clone().expect("a copy is kept");
+    assert_eq!(fs::read(&kept).unwrap(), torn, "the copy is the journal as it was");
+    assert_eq!(kept.parent(), journal.parent());
 
     // New edits follow the good records and are found again.
     let mut ed = Editor::default();
@@ -302,6 +308,53 @@ fn damaged_last_record_ends_the_replay() {
     let opened = open(&f.dir);
     assert_eq!((opened.recovery.replayed_records, opened.recovery.torn_tail_dropped), (1, true));
     assert_same(&opened.masks, &after_one);
+}
+
+#[test]
+fn a_damaged_record_in_the_middle_keeps_a_copy_replays_what_precedes_and_says_what_was_lost() {
+    let f = fixture();
+    let (mut project, mut masks) = create(&f);
+    let mut ed = Editor::default();
+    project.append(&stroke(&mut ed, &mut masks, 1, 0, rect(5, 5, 50, 50), true)).unwrap();
+    let after_one = masks.clone();
+    let journal = f.dir.join("journal.s4j");
+    let one_len = fs::metadata(&journal).unwrap().len() as usize;
+    project.append(&stroke(&mut ed, &mut masks, 1, 1, rect(5, 5, 50, 50), true)).unwrap();
+    project.append(&stroke(&mut ed, &mut masks, 2, 2, rect(1, 1, 9, 9), true)).unwrap();
+    project.append(&stroke(&mut ed, &mut masks, 3, 3, rect(1, 1, 9, 9), true)).unwrap();
+    drop(project);
+    // A bit flips inside record 2's payload (a bad sector, a bad copy): records 3 and 4 are
+    // intact but follow it.
+    let mut bytes = fs::read(&journal).unwrap();
+    bytes[one_len + 20] ^= 0x01;
+    fs::write(&journal, &bytes).unwrap();
+    let project_json = fs::read(f.dir.join("project.json")).unwrap();
+
+    // Read-only (an export): the same masks, and nothing in the folder changes.
+    let ro = Project::open_read_only(&f.dir).unwrap();
+    assert_eq!((ro.recovery.replayed_records, ro.recovery.lost_records), (1, 2));
+    assert_eq!(ro.recovery.kept_as, None);
+    assert_same(&ro.masks, &after_one);
+    let mut ro_project = ro.project;
+    let e = ro_project.append(&stroke(&mut ed, &mut masks, 1, 5, rect(1, 1, 2, 2), true)).unwrap_err();
+    assert!(e.to_string().contains("read-only"), "{e}");
+    assert_eq!(fs::read(&journal).unwrap(), bytes, "a read-only open never rewrites the journal");
+    assert_eq!(fs::read(f.dir.join("project.json")).unwrap(), project_json);
+    let entries = || fs::read_dir(&f.dir).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>();
+    assert!(!entries().iter().any(|n| n.to_string_lossy().contains("damaged")), "{:?}", entries());
+
+    // For editing: what precedes the damage is replayed, the user is told which records were
+    // lost, and the journal as it was is kept beside the cut one.
+    let OpenedProject { masks: reopened, recovery, .. } = open(&f.dir);
+    assert_same(&reopened, &after_one);
+    assert_eq!((recovery.replayed_records, recovery.lost_records), (1, 2));
+    assert!(recovery.lost_edits());
+    let text = recovery.to_string();
+    assert!(text.contains("journal record 2 is damaged: it and the 2 edits after it"), "{text}");
+    let kept = recovery.kept_as.clone().unwrap();
+    assert!(text.contains(&kept.display().to_string()), "{text}");
+    assert_eq!(fs::read(&kept).unwrap(), bytes);
+    assert_eq!(fs::metadata(&journal).unwrap().len() as usize, one_len, "cut after record 1");
 }
 
 #[test]
