@@ -215,8 +215,9 @@ impl StudioApp {
         let masks = doc.masks.clone();
         let classes = self.classes.clone();
         let voxel_size = doc.volume.info().voxel_size;
+        let adapter = self.model.adapter_in_use();
         self.jobs.spawn("mask-export", ctx, move || {
-            let opts = crate::io::ExportOptions { voxel_size, ..Default::default() };
+            let opts = crate::io::ExportOptions { voxel_size, adapter, ..Default::default() };
             let formats = [crate::io::ExportFormat::Tiff, crate::io::ExportFormat::Labels];
             JobResult::Exported(
                 crate::io::export_masks(&masks, &classes, &dir, &formats, &opts).map(|r| r.outputs).map_err(Into::into),

@@ -481,7 +481,7 @@ fn export(a: &ExportArgs) -> Result<()> {
         voxel_size = voxel_size.or(report.voxel_size);
     }
 
-    write_export(a, &masks, &classes, voxel_size)
+    write_export(a, &masks, &classes, voxel_size, None)
 }
 
 /// `sam4em export --project DIR`: the project's masks as the app would show them.
@@ -507,13 +507,20 @@ fn export_project(a: &ExportArgs, dir: &Path) -> Result<()> {
             .and_then(|p| io::open_stack(&p, &OpenOptions { cache_budget_bytes: 0, ..Default::default() }).ok())
             .and_then(|v| v.info().voxel_size),
     };
-    write_export(a, &opened.masks, &classes, voxel_size)
+    let adapter = opened.project.model().adapter.as_ref().map(|p| p.display().to_string());
+    write_export(a, &opened.masks, &classes, voxel_size, adapter)
 }
 
 /// Writes the export `a` asks for and reports it: foreground voxels per class, overlaps in
 /// the label map, the files written.
-fn write_export(a: &ExportArgs, masks: &MaskVolume, classes: &ClassTable, voxel_size: Option<VoxelSize>) -> Result<()> {
-    let opts = ExportOptions { compression: a.compression.into(), voxel_size };
+fn write_export(
+    a: &ExportArgs,
+    masks: &MaskVolume,
+    classes: &ClassTable,
+    voxel_size: Option<VoxelSize>,
+    adapter: Option<String>,
+) -> Result<()> {
+    let opts = ExportOptions { compression: a.compression.into(), voxel_size, adapter };
     let report = io::export_masks(masks, classes, &a.out, &formats(&a.format), &opts)?;
     for c in classes.iter() {
         let px: u64 = masks.slices(c.id).map(|(_, e)| e.mask.count_ones()).sum();

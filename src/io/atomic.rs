@@ -26,8 +26,35 @@ fn parent_of(target: &Path) -> Result<&Path, IoError> {
     Ok(parent)
 }
 
-fn hidden_prefix(target: &Path) -> String {
+pub(crate) fn hidden_prefix(target: &Path) -> String {
     format!(".{}.", target.file_name().unwrap_or_default().to_string_lossy())
+}
+
+/// A temporary's builder whose files and folders get the mode any program's output gets (0666
+/// or 0777 less the user's umask), not tempfile's owner-only 0600 / 0700: what we write is the
+/// user's, and a colleague on the lab server can read it like anything else they make.
+pub(crate) fn staging(prefix: &str, dir: bool) -> tempfile::Builder<'_, 'static> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(prefix).suffix(".partial");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(if dir { 0o777 } else { 0o666 }));
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    b
+}
+
+/// Asks the disk to persist a folder's entries (the renames into it): without it, a power
+/// loss right after an export can leave a folder that lacks files already reported written.
+pub(crate) fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
 }
 
 impl StagedWrites {
@@ -47,9 +74,7 @@ impl StagedWrites {
             return Err(IoError::write(target, "a folder of that name is in the way"));
         }
         let parent = parent_of(target)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&hidden_prefix(target))
-            .suffix(".partial")
+        let mut tmp = staging(&hidden_prefix(target), false)
             .tempfile_in(parent)
             .map_err(|e| IoError::write(target, describe_io(&e)))?;
         {
@@ -69,9 +94,7 @@ impl StagedWrites {
             return Err(IoError::write(target, "a file of that name is in the way"));
         }
         let parent = parent_of(target)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(&hidden_prefix(target))
-            .suffix(".partial")
+        let tmp = staging(&hidden_prefix(target), true)
             .tempdir_in(parent)
             .map_err(|e| IoError::write(target, describe_io(&e)))?;
         fill(tmp.path())?;
@@ -109,6 +132,10 @@ impl StagedWrites {
                 let _ = std::fs::remove_dir_all(aside);
             }
             done.push(target);
+        }
+        let folders: std::collections::BTreeSet<&Path> = done.iter().filter_map(|p| p.parent()).collect();
+        for folder in folders {
+            sync_dir(folder);
         }
         Ok(done)
     }

@@ -57,6 +57,9 @@ pub struct ExportOptions {
     pub compression: TiffCompression,
     /// Voxel size to record; `None` writes no calibration.
     pub voxel_size: Option<VoxelSize>,
+    /// The model adapter the masks' predictions came from (version and file), recorded in
+    /// the manifest; `None`: none in use.
+    pub adapter: Option<String>,
 }
 
 /// What an export wrote.
@@ -70,6 +73,95 @@ pub struct ExportReport {
 
 /// File name of the label map inside the output folder.
 pub const LABELS_FILE: &str = "labels.tif";
+/// What an export wrote, written last: a folder with this file, whose files match it, holds
+/// a complete export.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Format tag of [`MANIFEST_FILE`].
+pub const MANIFEST_FORMAT: &str = "sam4em-export";
+
+/// [`MANIFEST_FILE`]: every file of one export with its size and sha256, so that a reader can
+/// tell a complete export from a torn one (no manifest, or files that do not match it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// Always [`MANIFEST_FORMAT`].
+    pub format: String,
+    /// 1.
+    pub format_version: u32,
+    /// When the export finished, seconds since the Unix epoch.
+    pub created_unix_s: u64,
+    /// The adapter the masks' predictions came from, if any.
+    pub adapter: Option<String>,
+    /// Every file, relative to the export folder (`/`-separated), sorted.
+    pub files: Vec<ManifestEntry>,
+}
+
+/// One file of a [`Manifest`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestEntry {
+    /// Relative path.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// sha256 of its content, lowercase hex.
+    pub sha256: String,
+}
+
+impl Manifest {
+    /// Reads `dir`'s manifest and checks every file it names against it: the manifest when
+    /// the export is complete, an error naming the first file that is missing or differs.
+    pub fn verify(dir: &Path) -> Result<Manifest, IoError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| IoError::read(&path, format!("no complete export here: {}", describe_io(&e))))?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| IoError::read(&path, e.to_string()))?;
+        for f in &manifest.files {
+            let file = dir.join(&f.path);
+            let (bytes, sha256) = file_digest(&file)?;
+            if (bytes, sha256.as_str()) != (f.bytes, f.sha256.as_str()) {
+                return Err(IoError::read(&file, "differs from the export's manifest (a torn or later export)"));
+            }
+        }
+        Ok(manifest)
+    }
+}
+
+/// Size and sha256 (lowercase hex) of a file.
+fn file_digest(path: &Path) -> Result<(u64, String), IoError> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path).map_err(|e| IoError::read(path, describe_io(&e)))?;
+    let mut hasher = sha2::Sha256::new();
+    let bytes = std::io::copy(&mut f, &mut hasher).map_err(|e| IoError::read(path, describe_io(&e)))?;
+    Ok((bytes, format!("{:x}", hasher.finalize())))
+}
+
+/// The manifest of the outputs written into `dir` (files, and the files of folders).
+fn manifest(dir: &Path, outputs: &[PathBuf], opts: &ExportOptions) -> Result<Manifest, IoError> {
+    let mut files = Vec::new();
+    for out in outputs {
+        let mut paths = vec![out.clone()];
+        if out.is_dir() {
+            paths = std::fs::read_dir(out)
+                .map_err(|e| IoError::read(out, describe_io(&e)))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+        }
+        for p in paths {
+            let (bytes, sha256) = file_digest(&p)?;
+            let rel = p.strip_prefix(dir).unwrap_or(&p);
+            let path = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            files.push(ManifestEntry { path, bytes, sha256 });
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Manifest {
+        format: MANIFEST_FORMAT.into(),
+        format_version: 1,
+        created_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        adapter: opts.adapter.clone(),
+        files,
+    })
+}
 
 /// The sidecar of a label-map TIFF: `labels.tif` → `labels.classes.json`.
 pub fn classes_sidecar(label_map: &Path) -> PathBuf {
@@ -288,14 +380,19 @@ pub fn planned_outputs(classes: &ClassTable, out_dir: &Path, formats: &[ExportFo
     out
 }
 
-/// Checks before any work that an export can be written: creates `out_dir`, proves it is
-/// writable, and finds outputs blocked by a file or folder of the wrong kind. Long imports call
-/// this first so that a bad `--out` fails in a second, not after minutes.
+/// Checks before any work that an export can be written: proves `out_dir` (or, when it does
+/// not exist yet, the folder it goes into, created when missing) is writable, and finds
+/// outputs blocked by a file or folder of the wrong kind. Long imports call this first so that
+/// a bad `--out` fails in a second, not after minutes.
 pub fn preflight(classes: &ClassTable, out_dir: &Path, formats: &[ExportFormat]) -> Result<(), IoError> {
-    std::fs::create_dir_all(out_dir).map_err(|e| IoError::write(out_dir, describe_io(&e)))?;
+    if out_dir.exists() && !out_dir.is_dir() {
+        return Err(IoError::write(out_dir, "a file of that name is in the way"));
+    }
+    let writable = if out_dir.is_dir() { out_dir } else { parent_dir(out_dir) };
+    std::fs::create_dir_all(writable).map_err(|e| IoError::write(out_dir, describe_io(&e)))?;
     tempfile::Builder::new()
         .prefix(".sam4em-write-test.")
-        .tempfile_in(out_dir)
+        .tempfile_in(writable)
         .map_err(|e| IoError::write(out_dir, describe_io(&e)))?;
     for (target, is_dir) in planned_outputs(classes, out_dir, formats) {
         if is_dir && target.exists() && !target.is_dir() {
@@ -308,8 +405,19 @@ pub fn preflight(classes: &ClassTable, out_dir: &Path, formats: &[ExportFormat])
     Ok(())
 }
 
-/// Exports every class of `classes` into `out_dir` in each of `formats`; creates `out_dir` if
-/// needed. Nothing is replaced unless every output was written.
+/// The folder `path` goes into (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Exports every class of `classes` into `out_dir` in each of `formats`, with a
+/// [`MANIFEST_FILE`] written last.
+///
+/// A new folder is built whole as a hidden sibling and renamed into place: it appears
+/// complete or not at all. Into an existing folder, the old manifest goes first, then every
+/// output replaces its old file atomically (nothing is replaced unless every output was
+/// written), then the new manifest: a reader that finds no manifest, or files that differ from
+/// it ([`Manifest::verify`]), is looking at a torn export. The folder is synced at the end.
 pub fn export_masks(
     masks: &MaskVolume,
     classes: &ClassTable,
@@ -318,6 +426,61 @@ pub fn export_masks(
     opts: &ExportOptions,
 ) -> Result<ExportReport, IoError> {
     preflight(classes, out_dir, formats)?;
+    if out_dir.is_dir() {
+        let manifest_path = out_dir.join(MANIFEST_FILE);
+        match std::fs::remove_file(&manifest_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(IoError::write(&manifest_path, describe_io(&e)));
+            }
+            _ => {}
+        }
+        let mut report = stage_outputs(masks, classes, out_dir, formats, opts)?;
+        write_manifest(out_dir, &report.outputs, opts)?;
+        report.outputs.push(manifest_path);
+        super::atomic::sync_dir(out_dir);
+        return Ok(report);
+    }
+    let parent = parent_dir(out_dir);
+    let prefix = super::atomic::hidden_prefix(out_dir);
+    let tmp = super::atomic::staging(&prefix, true)
+        .tempdir_in(parent)
+        .map_err(|e| IoError::write(out_dir, describe_io(&e)))?;
+    let mut report = stage_outputs(masks, classes, tmp.path(), formats, opts)?;
+    write_manifest(tmp.path(), &report.outputs, opts)?;
+    report.outputs.push(tmp.path().join(MANIFEST_FILE));
+    super::atomic::sync_dir(tmp.path());
+    let staged = tmp.keep();
+    if let Err(e) = std::fs::rename(&staged, out_dir) {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(IoError::write(out_dir, describe_io(&e)));
+    }
+    super::atomic::sync_dir(parent);
+    for p in &mut report.outputs {
+        if let Ok(rel) = p.strip_prefix(&staged) {
+            *p = out_dir.join(rel);
+        }
+    }
+    Ok(report)
+}
+
+/// Writes [`MANIFEST_FILE`] of the `outputs` in `dir`, atomically.
+fn write_manifest(dir: &Path, outputs: &[PathBuf], opts: &ExportOptions) -> Result<(), IoError> {
+    let m = manifest(dir, outputs, opts)?;
+    let text = serde_json::to_string_pretty(&m).map_err(|e| IoError::write(&dir.join(MANIFEST_FILE), e.to_string()))?;
+    super::atomic::write_file_atomic(&dir.join(MANIFEST_FILE), |w| {
+        w.write_all(text.as_bytes()).map_err(|e| e.to_string())
+    })
+}
+
+/// Writes every output of the export into `out_dir` (each through a temporary renamed into
+/// place once all are written).
+fn stage_outputs(
+    masks: &MaskVolume,
+    classes: &ClassTable,
+    out_dir: &Path,
+    formats: &[ExportFormat],
+    opts: &ExportOptions,
+) -> Result<ExportReport, IoError> {
     let mut staged = StagedWrites::new();
 
     let mut report = ExportReport::default();

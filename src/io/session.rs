@@ -52,7 +52,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::atomic::write_file_atomic;
+use super::atomic::{sync_dir, write_file_atomic};
 use super::error::{IoError, describe_io};
 use crate::state::mask::TILE_PX;
 use crate::state::{
@@ -700,15 +700,6 @@ fn fresh_journal(dir: &Path) -> Result<File, SessionError> {
 }
 
 /// Best effort: makes renames in `dir` durable (power loss); only Unix can open a folder.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-}
-
 fn slice_path(dir: &Path, class: ClassId, z: SliceIndex) -> PathBuf {
     dir.join(MASKS_DIR).join(class.0.to_string()).join(format!("{:06}.s4m", z.0))
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use sam4em::io::export::{LABELS_FILE, classes_sidecar};
+use sam4em::io::export::{LABELS_FILE, MANIFEST_FILE, Manifest, classes_sidecar};
 use sam4em::io::{
     ExportFormat, ExportOptions, OpenOptions, TiffCompression, export_masks, import_binary_masks, import_label_map,
     open_stack, parse_label_mapping, sidecar_mapping,
@@ -65,10 +65,11 @@ fn export_then_import_is_bit_identical_in_every_format() {
     for compression in
         [TiffCompression::Deflate, TiffCompression::None, TiffCompression::Lzw, TiffCompression::Packbits]
     {
-        let opts = ExportOptions { compression, voxel_size: Some(voxel) };
+        let opts = ExportOptions { compression, voxel_size: Some(voxel), adapter: None };
         let formats = [ExportFormat::Tiff, ExportFormat::Png, ExportFormat::Labels];
         let report = export_masks(&masks, &classes, out.path(), &formats, &opts).unwrap();
-        assert_eq!(report.outputs.len(), 3 + 3 + 2, "{:?}", report.outputs);
+        // Three TIFFs, three PNG folders, the label map and its sidecar, the manifest.
+        assert_eq!(report.outputs.len(), 3 + 3 + 2 + 1, "{:?}", report.outputs);
         let read = OpenOptions::default();
         for c in classes.iter() {
             // Binary TIFF: uint8 0/255, calibrated.
@@ -115,7 +116,17 @@ fn export_then_import_is_bit_identical_in_every_format() {
     names.sort();
     assert_eq!(
         names,
-        ["glia", "glia.tif", "labels.classes.json", "labels.tif", "mitochondria", "mitochondria.tif", "psd", "psd.tif"]
+        [
+            "glia",
+            "glia.tif",
+            "labels.classes.json",
+            "labels.tif",
+            "manifest.json",
+            "mitochondria",
+            "mitochondria.tif",
+            "psd",
+            "psd.tif"
+        ]
     );
     assert_eq!(std::fs::read_dir(out.path().join("psd")).unwrap().count(), 5);
 }
@@ -204,4 +215,73 @@ fn masks_must_match_the_stack_shape() {
         .to_string();
     assert!(err.contains("masks are 70x45 px x 5 slices but the stack is 70x45 px x 6 slices"), "{err}");
     assert!(Path::new(&err.rsplit(": ").next().unwrap()).ends_with("glia.tif"), "{err}");
+}
+
+/// The mode a new file gets in `dir` from this process (0666 less the umask), as any program's.
+#[cfg(unix)]
+fn normal_file_mode(dir: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let probe = dir.join("probe");
+    std::fs::File::create(&probe).unwrap();
+    let mode = std::fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
+    std::fs::remove_file(probe).unwrap();
+    mode
+}
+
+#[test]
+fn a_new_folder_appears_whole_with_a_manifest_and_normal_permissions() {
+    let masks = sample_masks();
+    let parent = tempfile::tempdir().unwrap();
+    let out = parent.path().join("export");
+    let opts = ExportOptions { adapter: Some("v3 (adapters/v003.safetensors)".into()), ..Default::default() };
+    let formats = [ExportFormat::Tiff, ExportFormat::Png, ExportFormat::Labels];
+    let report = export_masks(&masks, &ClassTable::default(), &out, &formats, &opts).unwrap();
+    assert!(report.outputs.iter().all(|p| p.starts_with(&out)), "{:?}", report.outputs);
+    assert!(report.outputs.iter().all(|p| p.exists()), "{:?}", report.outputs);
+    // Built as a hidden sibling and renamed into place: nothing else is left beside it.
+    let beside: Vec<_> = std::fs::read_dir(parent.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["export"]);
+    let manifest = Manifest::verify(&out).unwrap();
+    assert_eq!(manifest.adapter.as_deref(), Some("v3 (adapters/v003.safetensors)"));
+    let names: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    assert!(names.contains(&"glia.tif") && names.contains(&LABELS_FILE), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("mitochondria/") && n.ends_with(".png")), "{names:?}");
+    assert!(manifest.files.iter().all(|f| f.sha256.len() == 64 && f.bytes > 0));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let normal = normal_file_mode(parent.path());
+        for f in &manifest.files {
+            let mode = std::fs::metadata(out.join(&f.path)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, normal, "{}: {mode:o}, a new file here gets {normal:o}", f.path);
+        }
+        let dir_mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode & 0o444, normal & 0o444, "the folder is as readable as the files: {dir_mode:o}");
+    }
+}
+
+#[test]
+fn a_torn_or_changed_export_is_told_from_a_complete_one() {
+    let masks = sample_masks();
+    let out = tempfile::tempdir().unwrap();
+    let classes = ClassTable::default();
+    std::fs::write(out.path().join("notes.txt"), b"the user's own file").unwrap();
+    export_masks(&masks, &classes, out.path(), &[ExportFormat::Tiff], &ExportOptions::default()).unwrap();
+    let first = Manifest::verify(out.path()).unwrap();
+    assert!(!first.files.iter().any(|f| f.path == "notes.txt"), "only the export's files are listed");
+    // Exporting again into the same folder: every file replaced, a fresh manifest last.
+    let mut more = masks.clone();
+    more.put(ClassId(1), SliceIndex(0), mask_from(70, 45, |_, _| true), Provenance::User).unwrap();
+    export_masks(&more, &classes, out.path(), &[ExportFormat::Tiff], &ExportOptions::default()).unwrap();
+    let second = Manifest::verify(out.path()).unwrap();
+    assert_ne!(first.files, second.files);
+    assert_eq!(std::fs::read(out.path().join("notes.txt")).unwrap(), b"the user's own file");
+    // A file that no longer matches (a torn later export, a hand edit) is named.
+    std::fs::write(out.path().join("glia.tif"), b"half").unwrap();
+    let err = Manifest::verify(out.path()).unwrap_err().to_string();
+    assert!(err.contains("glia.tif") && err.contains("differs from the export's manifest"), "{err}");
+    // No manifest: not a complete export.
+    std::fs::remove_file(out.path().join(MANIFEST_FILE)).unwrap();
+    let err = Manifest::verify(out.path()).unwrap_err().to_string();
+    assert!(err.contains("no complete export here"), "{err}");
 }

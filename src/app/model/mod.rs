@@ -620,6 +620,12 @@ impl ModelCtl {
         }
     }
 
+    /// The adapter version predictions come from, in words for an export's manifest (`None`:
+    /// the base model).
+    pub(super) fn adapter_in_use(&self) -> Option<String> {
+        self.versions.in_use_path().map(|p| format!("v{} ({})", self.versions.in_use(), p.display()))
+    }
+
     /// The official files the first-run dialog offers: (file, size, note).
     pub(super) fn official_choices() -> Vec<(String, String, String)> {
         settings::official_choices()
