@@ -93,6 +93,10 @@ pub struct Cli {
     /// App: save a PNG screenshot of the window once the stack is shown, then quit.
     #[arg(long, value_name = "PNG")]
     pub screenshot: Option<PathBuf>,
+    /// Largest decoded slice any file may declare, in GiB (default 2, or SAM4EM_MAX_SLICE_GIB):
+    /// a header asking for more is refused instead of exhausting memory.
+    #[arg(long, global = true, value_name = "GiB", value_parser = crate::io::options::parse_gib)]
+    pub max_slice_gib: Option<u64>,
 }
 
 /// `sam4em bench …`.
@@ -259,6 +263,9 @@ pub struct ClassesArgs {
 
 /// Runs a subcommand. `None` is the bare `sam4em [PATH]`.
 pub fn run(cli: Cli) -> Result<()> {
+    if let Some(bytes) = cli.max_slice_gib {
+        crate::io::options::set_default_max_slice_bytes(bytes);
+    }
     match &cli.command {
         Some(Command::Info(a)) => info(a),
         Some(Command::Export(a)) => export(a),

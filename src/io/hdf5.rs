@@ -56,12 +56,7 @@ fn is_numeric(t: &H5Type) -> bool {
 }
 
 /// Opens the image dataset of an HDF5 file (already read or opened for streaming).
-pub(super) fn open(
-    file: File,
-    path: &Path,
-    len: u64,
-    _opts: &OpenOptions,
-) -> Result<(VolumeInfo, Hdf5Source), IoError> {
+pub(super) fn open(file: File, path: &Path, len: u64, opts: &OpenOptions) -> Result<(VolumeInfo, Hdf5Source), IoError> {
     let mut names = Vec::new();
     list_datasets(&file, "", &mut names, 0).map_err(|e| h5_error(path, e))?;
     // (name, shape, type) of the numeric 2-D / 3-D datasets.
@@ -77,7 +72,11 @@ pub(super) fn open(
         .iter()
         .find_map(|p| candidates.iter().find(|(n, s, _)| n == p && s.len() == 3))
         .or_else(|| {
-            candidates.iter().filter(|(_, s, _)| s.len() == 3).max_by_key(|(_, s, _)| s.iter().product::<u64>())
+            candidates
+                .iter()
+                .filter(|(_, s, _)| s.len() == 3)
+                // Saturating: shapes come from the file and may be absurd.
+                .max_by_key(|(_, s, _)| s.iter().fold(1u64, |a, &d| a.saturating_mul(d)))
         })
         .or_else(|| candidates.first())
         .cloned();
@@ -102,6 +101,15 @@ pub(super) fn open(
         H5Type::I16 => return Err(IoError::unsupported(path, "bit depth: 16-bit signed integer (HDF5 dataset)")),
         _ => unreachable!("filtered to numeric types"),
     };
+    // The samples as stored and as decoded, whichever is wider, checked before any slice is
+    // read (a small compressed file may declare a huge shape).
+    let stored_bytes: u64 = match h5type {
+        H5Type::U8 | H5Type::I8 => 1,
+        H5Type::U16 | H5Type::I16 => 2,
+        H5Type::U32 | H5Type::I32 | H5Type::F32 => 4,
+        _ => 8,
+    };
+    opts.check_slice(path, width, height, stored_bytes.max(dtype.size_bytes() as u64))?;
     let ds = file.dataset(&name).map_err(|e| h5_error(path, e))?;
     let filters: Vec<&str> = ds
         .filters()

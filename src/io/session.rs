@@ -60,6 +60,9 @@ use crate::state::{
     SliceMeta, SliceWrite, Tile, TileWrite, VolumeInfo,
 };
 
+/// Most slices a project's stack may have (16.7 million): more is a damaged `project.json`.
+pub const MAX_PROJECT_DEPTH: usize = 1 << 24;
+
 /// Version of `project.json` this program writes and reads.
 pub const PROJECT_FORMAT: u32 = 1;
 /// The file that makes a folder a project.
@@ -659,6 +662,18 @@ fn read_project_file(path: &Path) -> Result<ProjectFile, SessionError> {
         let problem = format!("format {} is not supported (made by a newer version?)", file.format);
         return Err(read_err("project file", path, problem));
     }
+    // The stack's shape sizes the mask store: checked like a stack header before it is used.
+    let s = &file.stack;
+    if s.width == 0 || s.height == 0 || s.depth == 0 || s.depth > MAX_PROJECT_DEPTH {
+        let problem = format!(
+            "the stack is {}x{} px x {} slices: not a shape a project can have (1 to {MAX_PROJECT_DEPTH} slices)",
+            s.width, s.height, s.depth
+        );
+        return Err(read_err("project file", path, problem));
+    }
+    let limit = super::options::default_max_slice_bytes();
+    super::options::slice_bytes_within(s.width as u64, s.height as u64, s.dtype.size_bytes() as u64, limit)
+        .map_err(|problem| read_err("project file", path, problem))?;
     Ok(file)
 }
 

@@ -245,6 +245,7 @@ fn probe_png<R: std::io::BufRead + Seek>(reader: R, path: &Path, opts: &OpenOpti
     let dec = r.into_decoder().map_err(|e| IoError::read(path, format!("corrupt PNG: {e}")))?;
     let (w, h) = dec.dimensions();
     let dtype = png_dtype(dec.color_type(), path)?;
+    opts.check_slice(path, u64::from(w), u64::from(h), u64::from(dec.color_type().bytes_per_pixel()))?;
     Ok(Probe { width: w as usize, height: h as usize, dtype, voxel_size: None, format: "PNG" })
 }
 

@@ -95,9 +95,9 @@ impl PageFormat {
 
     /// Bytes of one uncompressed page (bit-packed pages counted at a byte per sample: an upper
     /// bound, as the size limit needs).
-    fn bytes_per_slice(&self) -> u64 {
-        let bytes_per_sample = u64::from(self.bits().unwrap_or(8)).div_ceil(8);
-        u64::from(self.width) * u64::from(self.height) * self.channels() as u64 * bytes_per_sample
+    /// Bytes of one decoded pixel (every channel).
+    fn bytes_per_pixel(&self) -> u64 {
+        u64::from(self.bits().unwrap_or(8)).div_ceil(8) * self.channels() as u64
     }
 }
 
@@ -216,17 +216,8 @@ pub(crate) fn open<R: Read + Seek + Send>(
     if format.width == 0 || format.height == 0 {
         return Err(err(format!("corrupt TIFF: page 0 is {}x{} px", format.width, format.height)));
     }
-    if format.bytes_per_slice() > opts.max_slice_bytes {
-        return Err(IoError::unsupported(
-            path,
-            format!(
-                "slice size: {}x{} px exceeds the {} MiB slice limit",
-                format.width,
-                format.height,
-                opts.max_slice_bytes >> 20
-            ),
-        ));
-    }
+    let slice_bytes =
+        opts.check_slice(path, u64::from(format.width), u64::from(format.height), format.bytes_per_pixel())?;
     let compression = dec.find_tag_unsigned::<u16>(Tag::Compression).ok().flatten();
     let tiled = dec.find_tag(Tag::TileWidth).ok().flatten().is_some();
     // A description that is not valid text is ignored: it only carries optional metadata.
@@ -283,9 +274,8 @@ pub(crate) fn open<R: Read + Seek + Send>(
         // ImageJ writes stacks over 4 GiB with a single IFD; the other pages follow the first
         // one's pixels back to back.
         Some(n) if n > 1 && pages.len() == 1 && compression.unwrap_or(1) == 1 => {
-            let slice_bytes = format.bytes_per_slice();
-            let contiguous = offsets0.windows(2).zip(&lengths0).all(|(w, l)| w[1] == w[0] + l);
-            if !contiguous || lengths0.iter().sum::<u64>() != slice_bytes {
+            let contiguous = offsets0.windows(2).zip(&lengths0).all(|(w, l)| w[0].checked_add(*l) == Some(w[1]));
+            if !contiguous || lengths0.iter().try_fold(0u64, |a, &l| a.checked_add(l)) != Some(slice_bytes) {
                 return Err(IoError::unsupported(path, "ImageJ large-stack layout with non-contiguous strips"));
             }
             let end =

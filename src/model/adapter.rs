@@ -311,5 +311,11 @@ fn parse_meta(bytes: &[u8], path: &Path) -> Result<AdapterSetMeta, AdapterSetErr
             meta.format, meta.format_version
         )));
     }
+    // The embedded configuration may build a model (`sam4em predict --adapter`): checked
+    // before any module is made from it, as a configuration file is.
+    meta.config.validate().map_err(|e| not(format!("its model configuration: {e}")))?;
+    if meta.classes.is_empty() || meta.classes.iter().any(String::is_empty) {
+        return Err(not("it names no classes, or a class without a name".into()));
+    }
     Ok(meta)
 }

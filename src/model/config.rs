@@ -298,6 +298,14 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The largest model input side a configuration may ask for (SAM 2 uses 1024; 4096 leaves
+/// room for experiments without letting a damaged file ask for terabytes).
+pub const MAX_IMAGE_SIZE: usize = 4096;
+/// The widest layer a configuration may ask for (SAM 2 Large's widest is 1152).
+pub const MAX_WIDTH: usize = 8192;
+/// The deepest trunk stage a configuration may ask for (SAM 2 Large's deepest has 36 blocks).
+pub const MAX_STAGE_DEPTH: usize = 256;
+
 impl Sam4emConfig {
     /// The paper's model on the given SAM 2 size: 512² input, neck PE temperature 1000, 8 memory
     /// slots of width 128, LoRA rank 100, batches of 8, thresholds 0.5/0.4, AdamW 5e-4.
@@ -357,7 +365,8 @@ impl Sam4emConfig {
         self.image_size / 4
     }
 
-    /// Checks the constraints the architecture relies on.
+    /// Checks the constraints the architecture relies on (every configuration, from a file or
+    /// from an adapter set, passes here before a module is built from it).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let h = &self.hiera;
@@ -374,6 +383,27 @@ impl Sam4emConfig {
         }
         if h.q_pool > 3 {
             return bad("q_pool can pool at most the three stage transitions".into());
+        }
+        if h.q_stride.contains(&0) || h.embed_dim == 0 || h.num_heads == 0 || h.stages.contains(&0) {
+            return bad("q_stride, embed_dim, num_heads and every stage's depth must be positive".into());
+        }
+        if h.stages.iter().any(|&s| s > MAX_STAGE_DEPTH) || h.embed_dim > MAX_WIDTH || h.num_heads > MAX_WIDTH {
+            return bad(format!(
+                "stages of more than {MAX_STAGE_DEPTH} blocks or widths over {MAX_WIDTH} are not a SAM 2 trunk"
+            ));
+        }
+        // Widths and heads multiply by these at each stage: a zero or absurd factor builds
+        // empty or enormous layers (checked before any tensor is made).
+        for (name, v) in [("dim_mul", h.dim_mul), ("head_mul", h.head_mul), ("mlp_ratio", h.mlp_ratio)] {
+            if !(v.is_finite() && (0.5..=8.0).contains(&v)) {
+                return bad(format!("{name} {v} is outside 0.5 to 8"));
+            }
+        }
+        if self.image_size > MAX_IMAGE_SIZE {
+            return bad(format!("image_size {} is larger than {MAX_IMAGE_SIZE}", self.image_size));
+        }
+        if h.blocks().iter().any(|b| b.dim_out == 0 || b.heads == 0 || b.dim_out > MAX_WIDTH) {
+            return bad(format!("a block would be empty or wider than {MAX_WIDTH} channels"));
         }
         for b in h.blocks() {
             if !b.dim_out.is_multiple_of(b.heads) {

@@ -174,6 +174,33 @@ fn bad_input_is_one_line_and_exit_code_2() {
     fails_cleanly(&["info", &s(&d.join("nope.tif"))], &d.join("nope.tif"), "No such file or directory");
     // The bare app command too.
     fails_cleanly(&[&s(&truncated)], &truncated, "truncated TIFF");
+    // One allocation policy: a header asking for more than the slice limit (here lowered with
+    // --max-slice-gib) is refused before anything is allocated, naming the shape and limit.
+    let tiles = common::test_data("tiff/u16_le_deflate_tiles.tif");
+    fails_cleanly(
+        &["info", &s(&tiles), "--max-slice-gib", "0.000001"],
+        &tiles,
+        "slice size: 40x24 px of 2 bytes (1920 bytes) exceeds the 1073 bytes slice limit",
+    );
+    // A project whose project.json declares an absurd stack shape.
+    let stack = sam4em::io::open_stack(&tiles, &Default::default()).unwrap();
+    let project = d.join("project");
+    sam4em::io::session::Project::create(
+        &project,
+        sam4em::io::StackRef::from_info(stack.info()),
+        &sam4em::state::ClassTable::default(),
+    )
+    .unwrap();
+    let json = project.join("project.json");
+    let text = std::fs::read_to_string(&json).unwrap().replace("\"width\": 40", "\"width\": 4000000000000");
+    assert!(text.contains("4000000000000"), "{text}");
+    std::fs::write(&json, text).unwrap();
+    fails_cleanly(
+        &["export", "--project", &s(&project), "--out", &s(&d.join("never"))],
+        &json,
+        "slice size: 4000000000000x24 px",
+    );
+    assert!(!d.join("never").exists());
 
     // An unwritable output: the target is a folder. Nothing that was there is touched.
     let labels = format!("{}/assets/sample/labels.tif", env!("CARGO_MANIFEST_DIR"));

@@ -353,3 +353,58 @@ fn hdf5_stacks_of_every_layout_and_type() {
     let err = open_err(&path).to_string();
     assert!(err.contains("no 2-D or 3-D numeric dataset") && err.contains("table"), "{err}");
 }
+
+#[test]
+fn every_reader_checks_header_sizes_against_one_slice_limit() {
+    use hdf5_pure::FileBuilder;
+    use sam4em::io::options::DEFAULT_MAX_SLICE_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    // 64 x 48 uint16 slices: 6144 bytes each. A limit of 6 KiB - 1 refuses them in HDF5 (whose
+    // reader ignored the limit before) and PNG, before anything is decoded, naming the file,
+    // the shape and the limit. (TIFF: `truncated_and_foreign_files_fail_cleanly`.)
+    let (d, h, w) = (2usize, 48usize, 64usize);
+    let data: Vec<u16> = (0..d * h * w).map(|i| i as u16).collect();
+    let mut b = FileBuilder::new();
+    b.create_dataset("raw")
+        .with_u16_data(&data)
+        .with_shape(&[d as u64, h as u64, w as u64])
+        .with_chunks(&[1, 16, 16])
+        .with_deflate(1);
+    let h5 = dir.path().join("stack.h5");
+    b.write(&h5).unwrap();
+    let png = dir.path().join("slice.png");
+    image::ImageBuffer::<image::Luma<u16>, _>::from_fn(w as u32, h as u32, |x, y| image::Luma([(x + y) as u16]))
+        .save(&png)
+        .unwrap();
+    let tight = OpenOptions { max_slice_bytes: 6 * 1024 - 1, ..Default::default() };
+    for path in [&h5, &png] {
+        let err = open_stack(path, &tight).unwrap_err().to_string();
+        assert!(
+            err.contains("slice size: 64x48 px of 2 bytes (6144 bytes) exceeds the 6143 bytes slice limit")
+                && err.contains("SAM4EM_MAX_SLICE_GIB")
+                && err.ends_with(&*path.file_name().unwrap().to_string_lossy()),
+            "{err}"
+        );
+        // At the limit it opens.
+        let exact = OpenOptions { max_slice_bytes: 6 * 1024, ..Default::default() };
+        open_stack(path, &exact).unwrap();
+    }
+    let tif = test_data("tiff/u16_le_deflate_tiles.tif");
+    let err = open_stack(&tif, &OpenOptions { max_slice_bytes: 1919, ..Default::default() }).unwrap_err().to_string();
+    assert!(
+        err.contains("40x24 px of 2 bytes (1920 bytes) exceeds the 1919 bytes") && err.ends_with("tiles.tif"),
+        "{err}"
+    );
+    // The default is 2 GiB: a 16384² float32 slice (1 GiB) passes, 100 GiB does not, and a
+    // shape whose size overflows 64 bits is refused, not wrapped.
+    assert_eq!(DEFAULT_MAX_SLICE_BYTES, 2 << 30);
+    let check = |w: u64, h: u64, b: u64| OpenOptions::default().check_slice(Path::new("x.h5"), w, h, b);
+    if std::env::var_os(sam4em::io::options::MAX_SLICE_ENV).is_none() {
+        assert_eq!(check(16384, 16384, 4).unwrap(), 1 << 30);
+        let err = check(80_000, 80_000, 1).unwrap_err().to_string();
+        assert!(err.contains("80000x80000 px") && err.contains("exceeds the 2 GiB slice limit"), "{err}");
+        assert!(err.ends_with("x.h5"), "{err}");
+    }
+    let err = check(u64::MAX, 3, 1).unwrap_err().to_string();
+    assert!(err.contains("more than 16 EiB"), "{err}");
+}

@@ -96,6 +96,28 @@ fn adapter_set_round_trip_restores_predictions_and_rejects_mismatches() {
     let err = AdapterSet::read(&dir.join("weights.safetensors")).unwrap_err();
     assert!(matches!(err, AdapterSetError::NotAnAdapterSet { .. }), "{err}");
     assert_eq!(logits(&b, &x), after, "a refused set changes nothing");
+
+    // A corrupt embedded configuration or class list is refused when the set is read, before
+    // any module could be built from it (`sam4em predict --adapter` builds from it).
+    type Damage = fn(&mut AdapterSetMeta);
+    let corrupt: [(&str, Damage); 4] = [
+        ("q_stride", |m| m.config.hiera.q_stride = [0, 0]),
+        ("dim_mul", |m| m.config.hiera.dim_mul = 0.0),
+        ("image_size", |m| m.config.image_size = 1 << 20),
+        ("no classes", |m| m.classes.clear()),
+    ];
+    for (what, damage) in corrupt {
+        let mut m = meta(&a);
+        damage(&mut m);
+        let bad = tmp.path().join(format!("bad-{}.safetensors", what.replace(' ', "-")));
+        AdapterSet::from_model(&mut a, m).save(&bad).unwrap();
+        for err in [AdapterSet::read(&bad).unwrap_err(), AdapterSet::read_meta(&bad).unwrap_err()] {
+            let text = err.to_string();
+            assert!(matches!(err, AdapterSetError::NotAnAdapterSet { .. }), "{what}: {text}");
+            assert!(text.contains(what) || (what == "no classes" && text.contains("no classes")), "{what}: {text}");
+            assert!(text.ends_with(&bad.display().to_string()), "{text}");
+        }
+    }
 }
 
 #[test]
