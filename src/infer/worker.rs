@@ -85,6 +85,12 @@ pub enum InferEvent {
     },
     /// Loading failed (the message names the file).
     LoadFailed(String),
+    /// The model's work failed on its GPU (a lost device, out of memory, a kernel error):
+    /// the model was dropped. The app loads it again on the CPU.
+    DeviceLost {
+        /// What burn or the driver said.
+        message: String,
+    },
     /// An adapter set is in use.
     AdapterInUse {
         /// Its version (0: none).
@@ -179,9 +185,15 @@ impl InferenceWorker {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(panic) => {
+                        let on_gpu = state.base.as_ref().is_some_and(|m| !crate::model::device::is_cpu(&m.device()));
                         state = WorkerState { base: None, base_sha256: None, predictor: None, version: 0 };
                         let message = crate::worker::panic_message(&*panic);
-                        if !send(InferEvent::LoadFailed(format!("the model crashed and was unloaded: {message}"))) {
+                        let event = if on_gpu {
+                            InferEvent::DeviceLost { message }
+                        } else {
+                            InferEvent::LoadFailed(format!("the model crashed and was unloaded: {message}"))
+                        };
+                        if !send(event) {
                             break;
                         }
                     }
@@ -278,8 +290,16 @@ impl WorkerState {
                 };
                 let mut fetch = |z: SliceIndex| images(z);
                 let mut alive = true;
+                let device = self.base.as_ref().map(MultiModel::device);
+                let mut lost = None;
                 let result = p.predict(&request, &mut fetch, &mut |prediction, progress| {
                     if current.load(Ordering::SeqCst) != generation {
+                        return Flow::Stop;
+                    }
+                    // Work on a lost GPU does not fail: its results are whatever the buffers
+                    // held. Nothing computed once wgpu reported the loss is sent.
+                    lost = device.as_ref().and_then(crate::model::device::device_lost);
+                    if lost.is_some() {
                         return Flow::Stop;
                     }
                     alive = send(InferEvent::Slice { generation, version, prediction, progress });
@@ -287,6 +307,11 @@ impl WorkerState {
                 });
                 if !alive {
                     return false;
+                }
+                if let Some(message) = lost.or_else(|| device.as_ref().and_then(crate::model::device::device_lost)) {
+                    self.base = None;
+                    self.predictor = None;
+                    return send(InferEvent::DeviceLost { message });
                 }
                 match result {
                     Ok(completed) => send(InferEvent::Finished { generation, completed }),
@@ -299,7 +324,13 @@ impl WorkerState {
                     return send(InferEvent::Failed { generation, message: "no model is loaded".into() });
                 };
                 let mut fetch = |z: SliceIndex| images(z);
-                match p.refine(z, class, &points, &boxes, prior.as_ref(), size, &mut fetch) {
+                let result = p.refine(z, class, &points, &boxes, prior.as_ref(), size, &mut fetch);
+                if let Some(message) = self.base.as_ref().and_then(|m| crate::model::device::device_lost(&m.device())) {
+                    self.base = None;
+                    self.predictor = None;
+                    return send(InferEvent::DeviceLost { message });
+                }
+                match result {
                     Ok(probabilities) => {
                         send(InferEvent::Refined { what, generation, version, z, class, probabilities })
                     }

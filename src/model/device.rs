@@ -16,7 +16,7 @@
 //! `Cargo.lock`, checked by a test) and, for the memory query, on `ash`, the Vulkan binding
 //! wgpu itself uses.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use burn::cubecl::wgpu::{WgpuBackend, WgpuDevice, WgpuDeviceKind};
 use burn::tensor::Device;
@@ -62,6 +62,7 @@ pub fn model_gpu() -> Result<&'static ModelGpu, &'static str> {
             // selector (burn-tensor's `wgpu_device`), and its client knows the compiler it chose.
             let selector = WgpuDevice::new(WgpuDeviceKind::DefaultDevice).on(WgpuBackend::Auto);
             let compiler = burn::cubecl::Device::Wgpu(selector).client().name();
+            watch_device_loss(&device, &setup.device);
             Ok(ModelGpu {
                 device,
                 instance: setup.instance,
@@ -73,6 +74,34 @@ pub fn model_gpu() -> Result<&'static ModelGpu, &'static str> {
         })
         .as_ref()
         .map_err(String::as_str)
+}
+
+/// The wgpu devices whose loss is watched, by the burn device on them: wgpu's reason once it
+/// reported the device lost.
+type Watched = Vec<(Device, Arc<Mutex<Option<String>>>)>;
+static WATCHED: Mutex<Watched> = Mutex::new(Vec::new());
+
+/// Watches `gpu`, the wgpu device under burn's `device`: once wgpu reports it lost (destroyed,
+/// reset by the driver, unplugged), [`device_lost`] says so. Needed because work submitted to
+/// a lost device does not fail in burn: reads come back with whatever the buffers held.
+pub fn watch_device_loss(device: &Device, gpu: &wgpu::Device) {
+    let reason = Arc::new(Mutex::new(None));
+    let set = Arc::clone(&reason);
+    gpu.set_device_lost_callback(move |why, message| {
+        if let Ok(mut r) = set.lock() {
+            *r = Some(format!("the GPU was lost ({why:?}{}{message})", if message.is_empty() { "" } else { ": " }));
+        }
+    });
+    if let Ok(mut w) = WATCHED.lock() {
+        w.push((device.clone(), reason));
+    }
+}
+
+/// Why `device`'s GPU is lost, if wgpu said so (always `None` for the CPU and for devices
+/// nobody watches).
+pub fn device_lost(device: &Device) -> Option<String> {
+    let watched = WATCHED.lock().ok()?;
+    watched.iter().find(|(d, _)| d == device).and_then(|(_, r)| r.lock().ok().and_then(|r| r.clone()))
 }
 
 /// [`model_gpu`]'s answer if it was asked already in this process; `None` before (asks
@@ -212,6 +241,13 @@ fn half_device(gpu: &ModelGpu) -> Result<&'static Device, PrecisionError> {
             let failed = |e: String| PrecisionError::Setup { gpu: gpu.summary(), reason: e };
             let mut device = Device::wgpu_options().setup(setup).init().map_err(|e| failed(e.to_string()))?;
             device.configure(burn::tensor::FloatDType::F16).map_err(|e| failed(format!("{e:?}")))?;
+            // The same wgpu device as `model_gpu`'s, whose callback is already set: watch the
+            // f16 handle through the same flag.
+            if let Ok(mut w) = WATCHED.lock()
+                && let Some(reason) = w.iter().find(|(d, _)| *d == gpu.device).map(|(_, r)| Arc::clone(r))
+            {
+                w.push((device.clone(), reason));
+            }
             Ok(device)
         })
         .as_ref()

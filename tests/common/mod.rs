@@ -49,6 +49,37 @@ pub fn fixtures() -> Option<PathBuf> {
     shared().map(|s| s.join("fixtures/sam4em-micro"))
 }
 
+/// The set's official-format SAM 2 checkpoint: its one `.pt` file, whatever its name.
+pub fn fixture_checkpoint(set: &std::path::Path) -> PathBuf {
+    let pts: Vec<PathBuf> = std::fs::read_dir(set)
+        .unwrap_or_else(|e| panic!("{}: {e}", set.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pt"))
+        .collect();
+    assert_eq!(pts.len(), 1, "a fixture set holds one SAM 2 checkpoint (.pt): {pts:?}");
+    pts.into_iter().next().unwrap()
+}
+
+/// The set's configuration (`config.json`) with the model input made smaller for tests that
+/// train or run the app: halved while it stays valid and at least 128 px. Every other size is
+/// the set's own, so another reference configuration runs the same tests on its own
+/// architecture.
+#[cfg(feature = "model")]
+pub fn reduced_config_json(set: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(set.join("config.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    loop {
+        let size = json["image_size"].as_u64().unwrap();
+        let mut smaller = json.clone();
+        smaller["image_size"] = (size / 2).into();
+        let valid = sam4em::model::Sam4emConfig::from_reference_json(&smaller.to_string()).is_ok();
+        if size / 2 < 128 || !valid {
+            return json;
+        }
+        json = smaller;
+    }
+}
+
 /// burn's wgpu device for the tests that hold the GPU path to a reference (Mesa's lavapipe on a
 /// machine without a GPU). `None`, with the reason printed, when no adapter works; under
 /// `CI=true` that is a failure instead, since CI installs lavapipe.

@@ -237,12 +237,14 @@ fn checkpoint_command_identifies_files_and_refuses_what_it_cannot_use() {
     std::fs::write(&junk, b"this is not a checkpoint").unwrap();
     fails_cleanly(&["checkpoint", junk.to_str().unwrap()], &junk, "not a readable checkpoint");
     let Some(fixtures) = common::fixtures() else { return };
-    let micro = fixtures.join("sam2-micro.pt");
+    let micro = common::fixture_checkpoint(&fixtures);
     let o = sam4em(&["checkpoint", micro.to_str().unwrap()]);
-    // Its hash is the one the fixture list records; its trunk is not an official size.
-    let sums = std::fs::read_to_string(fixtures.join("../SHA256SUMS")).unwrap();
-    let want =
-        sums.lines().find(|l| l.ends_with("sam4em-micro/sam2-micro.pt")).unwrap().split_whitespace().next().unwrap();
+    // Its hash is the file's own (computed here, whichever set is given); its trunk is not an
+    // official size.
+    let want = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(std::fs::read(&micro).unwrap()))
+    };
     assert!(stdout(&o).contains(&format!("sha256    {want}")), "{}", stdout(&o));
     assert!(stdout(&o).contains("official  no"));
     fails_cleanly(&["checkpoint", micro.to_str().unwrap()], &micro, "is not a SAM 2 size");
@@ -382,11 +384,8 @@ fn lucchi_quad(shared: &Path, dir: &Path) -> (std::path::PathBuf, std::path::Pat
         std::fs::copy(data.join(format!("Train_In/mask{z:04}.png")), img.join(format!("{z}.png"))).unwrap();
         std::fs::copy(data.join(format!("Train_Out/{z}.png")), lab.join(format!("{z}.png"))).unwrap();
     }
-    let micro = shared.join("fixtures/sam4em-micro");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(micro.join("config.json")).unwrap()).unwrap();
-    config["image_size"] = 128.into();
-    let cfg = dir.join("micro128.json");
+    let config = common::reduced_config_json(&common::fixtures().expect("the shared data holds the fixtures"));
+    let cfg = dir.join("reduced.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
     (img, lab, cfg)
 }
@@ -396,7 +395,8 @@ fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
     let Some(shared) = common::shared() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let (img, lab, cfg) = lucchi_quad(&shared, tmp.path());
-    let pt = shared.join("fixtures/sam4em-micro/sam2-micro.pt");
+    let Some(set) = common::fixtures() else { return };
+    let pt = common::fixture_checkpoint(&set);
     let adapter = tmp.path().join("mito-v1.safetensors");
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let labels = format!("mitochondria={}", s(&lab));

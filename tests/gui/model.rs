@@ -73,13 +73,10 @@ fn a_fresh_start_asks_for_a_checkpoint_and_remembers_not_now() {
 
 #[test]
 fn predict_accept_retrain_refresh_and_roll_back() {
-    let Some(shared) = common::shared() else { return };
-    let micro = shared.join("fixtures/sam4em-micro");
+    let Some(set) = common::fixtures() else { return };
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(micro.join("config.json")).unwrap()).unwrap();
-    config["image_size"] = 128.into();
-    let cfg = tmp.path().join("micro128.json");
+    let config = common::reduced_config_json(&set);
+    let cfg = tmp.path().join("reduced.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
 
     let settings = tmp.path().join("settings");
@@ -96,7 +93,7 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     settle(&mut h);
     let ctx = h.ctx.clone();
     h.state_mut()
-        .apply(AppCommand::ChooseCheckpoint { checkpoint: micro.join("sam2-micro.pt"), config: Some(cfg) }, &ctx);
+        .apply(AppCommand::ChooseCheckpoint { checkpoint: common::fixture_checkpoint(&set), config: Some(cfg) }, &ctx);
     wait_for(&mut h, "loading the model", |a| a.model_view().ready);
     assert!(h.state().model_view().warning.is_some_and(|w| w.contains("not one of the published")));
 

@@ -48,16 +48,17 @@ fn lucchi(shared: &Path, z: std::ops::Range<usize>) -> Lucchi {
     out
 }
 
+/// The shared data (Lucchi++) and the reference fixture set (`$SAM4EM_FIXTURES` or the
+/// published one).
 fn fixtures() -> Option<(PathBuf, PathBuf)> {
-    let shared = common::shared()?;
-    Some((shared.clone(), shared.join("fixtures/sam4em-micro")))
+    Some((common::shared()?, common::fixtures()?))
 }
 
+/// The set's model, built from its SAM 2 checkpoint on smaller inputs
+/// ([`common::reduced_config_json`]), one class.
 fn micro(dir: &Path, device: &Device) -> MultiModel {
-    let mut config =
-        Sam4emConfig::from_reference_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    config.image_size = 128;
-    let dict = StateDict::read(&dir.join("sam2-micro.pt")).unwrap();
+    let config = Sam4emConfig::from_reference_json(&common::reduced_config_json(dir).to_string()).unwrap();
+    let dict = StateDict::read(&common::fixture_checkpoint(dir)).unwrap();
     from_sam2(&dict, Some(config), &["mitochondria".to_string()], device).unwrap()
 }
 
@@ -124,11 +125,12 @@ fn predict(model: &MultiModel, data: &Lucchi, first_z: usize) -> Vec<Vec<u8>> {
     out
 }
 
-/// The reference's per-slice Dice of `p > 0.4` against the labels, averaged.
-fn dice(probabilities: &[Vec<u8>], data: &Lucchi) -> f64 {
+/// The reference's per-slice Dice of `p > threshold` (the model's) against the labels,
+/// averaged.
+fn dice(probabilities: &[Vec<u8>], data: &Lucchi, threshold: f64) -> f64 {
     let mut sum = 0.0;
     for (p, l) in probabilities.iter().zip(&data.labels) {
-        let pred: Vec<u8> = p.iter().map(|&v| u8::from(v as f32 / 255.0 > 0.4)).collect();
+        let pred: Vec<u8> = p.iter().map(|&v| u8::from(f64::from(v) / 255.0 > threshold)).collect();
         let truth: Vec<u8> = (0..p.len()).map(|i| u8::from(l.get(i % data.width, i / data.width))).collect();
         sum += sam4em::model::metrics::Overlap::of(&pred, &truth).reference_dice();
     }
@@ -201,7 +203,8 @@ fn a_few_steps_on_lucchi_lower_the_loss_change_predictions_and_round_trip() {
     let after = predict(&inference, &data, 20);
     let changed: usize = before.iter().zip(&after).map(|(a, b)| a.iter().zip(b).filter(|(x, y)| x != y).count()).sum();
     assert!(changed > data.width * data.height / 10, "training changed only {changed} probabilities");
-    let (d0, d1) = (dice(&before, &data), dice(&after, &data));
+    let threshold = model.config().stream.cross_batch_threshold;
+    let (d0, d1) = (dice(&before, &data, threshold), dice(&after, &data, threshold));
     let (s0, s1) = (separation(&before, &data), separation(&after, &data));
     eprintln!("trained slices: Dice {d0:.3} → {d1:.3}, mean p(mito) − mean p(background) {s0:.4} → {s1:.4}");
     // The micro checkpoint's encoder is random, so its features say little about mitochondria:

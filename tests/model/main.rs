@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod device_loss;
 mod fine_tuning;
 mod model_api;
 mod model_golden;

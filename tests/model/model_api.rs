@@ -192,7 +192,7 @@ fn bad_checkpoints_fail_with_the_file_and_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
 
     // Truncated PyTorch file.
-    let bytes = std::fs::read(dir.join("sam2-micro.pt")).unwrap();
+    let bytes = std::fs::read(common::fixture_checkpoint(&dir)).unwrap();
     let cut = tmp.path().join("cut.pt");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = Sam4em::new(&cfg, &Init::shapes_only(&device)).load_sam2_file(&cut, Sam2Mapping::Stage2Only).unwrap_err();
@@ -200,7 +200,7 @@ fn bad_checkpoints_fail_with_the_file_and_the_problem() {
 
     // A checkpoint for another configuration: the first mismatching key is named.
     let mut other = cfg.clone();
-    other.lora.rank = 8;
+    other.lora.rank += 1;
     let err = Sam4em::new(&other, &Init::shapes_only(&device))
         .load_sam4em_file(&dir.join("weights.safetensors"))
         .unwrap_err();
@@ -215,7 +215,7 @@ fn bad_checkpoints_fail_with_the_file_and_the_problem() {
     assert!(matches!(&err, WeightsError::NonFinite { key, .. } if key == "sam.fpn.out_proj.0.bias"), "{err}");
 
     // A SAM 2 file without its trunk: the missing keys are listed.
-    let mut sam2 = StateDict::read(&dir.join("sam2-micro.pt")).unwrap();
+    let mut sam2 = StateDict::read(&common::fixture_checkpoint(&dir)).unwrap();
     sam2.tensors.retain(|k, _| !k.starts_with("image_encoder.trunk.blocks.1."));
     let err = Sam4em::new(&cfg, &Init::random(&device)).load_sam2_state(&sam2, Sam2Mapping::BothStages).unwrap_err();
     assert!(

@@ -494,7 +494,7 @@ fn official_sam2_checkpoint_loads_the_reference_way() {
     let Some(f) = load() else { return };
     let device = device();
     let mut model = Sam4em::new(&f.config, &Init::random(&device));
-    let report = model.load_sam2_file(&f.dir.join("sam2-micro.pt"), Sam2Mapping::Stage2Only).unwrap();
+    let report = model.load_sam2_file(&common::fixture_checkpoint(&f.dir), Sam2Mapping::Stage2Only).unwrap();
     let exp = &f.expected["sam2_micro_checkpoint"];
     let want: BTreeMap<String, String> =
         exp["loaded"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect();
@@ -509,13 +509,13 @@ fn official_sam2_checkpoint_loads_the_reference_way() {
     want_ignored.sort();
     assert_eq!(ignored, want_ignored);
     // Values arrive unchanged (a linear weight goes through the transposed layout).
-    let dict = StateDict::read(&f.dir.join("sam2-micro.pt")).unwrap();
+    let dict = StateDict::read(&common::fixture_checkpoint(&f.dir)).unwrap();
     let w = &dict.tensors["image_encoder.trunk.blocks.0.attn.qkv.weight"];
     let ours = model.state_dict(&|k, _| k == "image_encoder.trunk.blocks.0.attn.qkv.qkv.weight");
     assert_eq!(ours["sam.image_encoder.trunk.blocks.0.attn.qkv.qkv.weight"].data, w.data);
     // The clean mapping also fills the stage-1 modules.
     let mut clean = Sam4em::new(&f.config, &Init::random(&device));
-    let report = clean.load_sam2_file(&f.dir.join("sam2-micro.pt"), Sam2Mapping::BothStages).unwrap();
+    let report = clean.load_sam2_file(&common::fixture_checkpoint(&f.dir), Sam2Mapping::BothStages).unwrap();
     assert!(report.loaded.contains_key("mask_decoder.transformer.norm_final_attn.weight"));
     assert!(report.loaded.contains_key("prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"));
 }

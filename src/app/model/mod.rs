@@ -519,6 +519,21 @@ impl ModelCtl {
                         self.use_version(version, None, notices);
                     }
                 }
+                InferEvent::DeviceLost { message } => {
+                    // The GPU failed under the model (lost, out of memory, a kernel error):
+                    // the model moves to the CPU and is loaded again there; the version in use
+                    // follows once it is loaded, and the visible slice is predicted again.
+                    // Masks and edits live in the app and are untouched.
+                    self.predictions.stop_running();
+                    notices.warn(format!(
+                        "the GPU failed while the model worked ({message}); the model runs on the CPU from now \
+                         on (masks and edits are untouched)"
+                    ));
+                    self.device = Some(Device::flex());
+                    self.device_note = format!("CPU (the GPU failed: {message})");
+                    self.versions.refresh_after_swap = doc.is_some();
+                    self.start(classes, ctx);
+                }
                 InferEvent::LoadFailed(m) => {
                     self.status = Status::Failed(m);
                     self.predictions.stop_running();
