@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
-use eframe::egui_wgpu::wgpu;
+use burn::tensor::wgpu::wgpu;
 use sam4em::infer::worker::{InferCommand, InferEvent, InferenceWorker};
 use sam4em::infer::{Seed, StackRequest};
 use sam4em::model::source::ModelSource;
