@@ -104,6 +104,9 @@ pub struct LaunchOptions {
     /// Run the model on the CPU even where the display GPU could run it (also set by
     /// `SAM4EM_MODEL_DEVICE=cpu`).
     pub cpu_model: bool,
+    /// Run the model on this device instead of choosing one (tests that bring a device of
+    /// their own, e.g. one they make fail).
+    pub model_device: Option<burn::tensor::Device>,
 }
 
 /// Runs the app window until it is closed.
@@ -164,7 +167,10 @@ impl StudioApp {
             render::callback::install(rs, 1);
             let caps = DeviceCaps::of(&rs.adapter, &rs.device);
             device_note = format!("display: {}", caps.summary());
-            let (device, note) = gpu::model_device_for(rs, &caps, cpu_model_asked(&options));
+            let (device, note) = match options.model_device.clone() {
+                Some(d) => (d, "given by the caller".to_owned()),
+                None => gpu::model_device_for(rs, &caps, cpu_model_asked(&options)),
+            };
             model_device = Some(device);
             device_note = format!("{device_note}; model: {note}");
             model_note = note;
@@ -377,5 +383,5 @@ pub fn launch(request: Option<OpenRequest>, screenshot: Option<PathBuf>) -> Resu
     {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    run(LaunchOptions { open, screenshot, config_dir: None, no_recent: false, data_dir: None, cpu_model: false })
+    run(LaunchOptions { open, screenshot, ..Default::default() })
 }

@@ -115,3 +115,26 @@ pub fn wgpu_device() -> Option<burn::tensor::Device> {
 pub fn snapshot_options() -> egui_kittest::SnapshotOptions {
     egui_kittest::SnapshotOptions::new().threshold(0.6).max_failed_pixels(16)
 }
+
+#[cfg(feature = "model")]
+/// A wgpu device of the test's own (not the process's shared one, so the test may destroy
+/// it), watched for loss as the app's model GPU is, and burn's handle on it. `None` when no
+/// adapter works.
+pub fn own_gpu() -> Option<(burn::tensor::wgpu::wgpu::Device, burn::tensor::Device)> {
+    use burn::tensor::wgpu::wgpu;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).ok()?;
+    // What burn's runtime asks for when it makes a device itself: everything the adapter has.
+    let descriptor = wgpu::DeviceDescriptor {
+        required_features: adapter.features(),
+        required_limits: adapter.limits(),
+        ..Default::default()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&descriptor)).ok()?;
+    let backend = adapter.get_info().backend;
+    let setup = burn::tensor::wgpu::WgpuSetup { instance, adapter, device: device.clone(), queue, backend };
+    let burn_device = burn::tensor::Device::wgpu_options().setup(setup).init().ok()?;
+    // As the app's model GPU is (`model::device::model_gpu`).
+    sam4em::model::device::watch_device_loss(&burn_device, &device);
+    Some((device, burn_device))
+}

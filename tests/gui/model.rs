@@ -232,3 +232,52 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     let saved = std::fs::read_to_string(settings.join("model.json")).unwrap();
     assert!(saved.contains(r#""precision": "f16""#), "the choice is remembered: {saved}");
 }
+
+#[test]
+fn a_gpu_lost_under_a_prediction_moves_the_model_to_the_cpu() {
+    let Some(set) = common::fixtures() else { return };
+    let Some((gpu, device)) = common::own_gpu() else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "no wgpu adapter under CI=true");
+        eprintln!("skipping: no wgpu adapter");
+        return;
+    };
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cfg = tmp.path().join("reduced.json");
+    std::fs::write(&cfg, common::reduced_config_json(&set).to_string()).unwrap();
+    let settings = tmp.path().join("settings");
+    std::fs::create_dir(&settings).unwrap();
+    std::fs::write(settings.join("model.json"), r#"{"first_run_done": true}"#).unwrap();
+    let options = LaunchOptions {
+        open: Some(OpenRequest::sample()),
+        no_recent: true,
+        config_dir: Some(settings),
+        model_device: Some(device),
+        ..Default::default()
+    };
+    let mut h = harness_with(options, SIZE);
+    settle(&mut h);
+    let ctx = h.ctx.clone();
+    h.state_mut()
+        .apply(AppCommand::ChooseCheckpoint { checkpoint: common::fixture_checkpoint(&set), config: Some(cfg) }, &ctx);
+    wait_for(&mut h, "loading the model on the GPU", |a| a.model_view().ready);
+    let masks_before = h.state().masks().unwrap().clone();
+    let z = h.state().viewer().unwrap().cursor.z;
+
+    // The whole stack, and the GPU goes away after the first slice.
+    h.state_mut().apply(AppCommand::Model(ModelAction::PredictStack), &ctx);
+    wait_for(&mut h, "the first slice", |a| a.model_prediction(MITOCHONDRIA, z).is_some());
+    gpu.destroy();
+    wait_for(&mut h, "the model on the CPU", |a| {
+        let v = a.model_view();
+        v.ready && v.status.contains("CPU (the GPU failed") && a.model_prediction(MITOCHONDRIA, z).is_some()
+    });
+    let warned = h.state().notices().entries().any(|e| e.notice.text.contains("the model runs on the CPU from now on"));
+    assert!(warned, "the user is told");
+    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
+    let masks_after = h.state().masks().unwrap();
+    for class in masks_before.classes() {
+        for (zz, entry) in masks_before.slices(class) {
+            assert!(masks_after.mask(class, zz) == Some(&entry.mask), "masks untouched: {class:?} slice {zz:?}");
+        }
+    }
+}

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
-use burn::tensor::wgpu::wgpu;
 use sam4em::infer::worker::{InferCommand, InferEvent, InferenceWorker};
 use sam4em::infer::{Seed, StackRequest};
 use sam4em::model::source::ModelSource;
@@ -31,25 +30,6 @@ fn wait_for<T>(worker: &InferenceWorker, limit: Duration, mut pick: impl FnMut(I
         assert!(start.elapsed() < limit, "nothing after {limit:?}; events: {seen:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// A wgpu device of its own (not the process's shared one) and burn's handle on it.
-fn own_gpu() -> Option<(wgpu::Device, Device)> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).ok()?;
-    // What burn's runtime asks for when it makes a device itself: everything the adapter has.
-    let descriptor = wgpu::DeviceDescriptor {
-        required_features: adapter.features(),
-        required_limits: adapter.limits(),
-        ..Default::default()
-    };
-    let (device, queue) = pollster::block_on(adapter.request_device(&descriptor)).ok()?;
-    let backend = adapter.get_info().backend;
-    let setup = burn::tensor::wgpu::WgpuSetup { instance, adapter, device: device.clone(), queue, backend };
-    let burn_device = Device::wgpu_options().setup(setup).init().ok()?;
-    // As the app's model GPU is (`model::device::model_gpu`).
-    sam4em::model::device::watch_device_loss(&burn_device, &device);
-    Some((device, burn_device))
 }
 
 fn source(set: &std::path::Path, device: Device) -> ModelSource {
@@ -82,7 +62,7 @@ fn request(depth: usize) -> (StackRequest, sam4em::worker::SharedImages) {
 #[ignore = "run by a_destroyed_gpu_under_a_prediction_is_reported_and_the_cpu_takes_over as a child process"]
 fn device_loss_child() {
     let set = common::fixtures().expect("the parent checked");
-    let Some((gpu, device)) = own_gpu() else {
+    let Some((gpu, device)) = common::own_gpu() else {
         println!("NO-GPU");
         return;
     };
