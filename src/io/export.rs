@@ -414,10 +414,11 @@ fn parent_dir(path: &Path) -> &Path {
 /// [`MANIFEST_FILE`] written last.
 ///
 /// A new folder is built whole as a hidden sibling and renamed into place: it appears
-/// complete or not at all. Into an existing folder, the old manifest goes first, then every
-/// output replaces its old file atomically (nothing is replaced unless every output was
-/// written), then the new manifest: a reader that finds no manifest, or files that differ from
-/// it ([`Manifest::verify`]), is looking at a torn export. The folder is synced at the end.
+/// complete or not at all. Into an existing folder, every output is written to a temporary
+/// first (a failure there leaves the old export as it was, manifest included); then the old
+/// manifest goes, every output replaces its old file atomically, and the new manifest comes
+/// last: a reader that finds no manifest, or files that differ from it
+/// ([`Manifest::verify`]), is looking at a torn export. The folder is synced at the end.
 pub fn export_masks(
     masks: &MaskVolume,
     classes: &ClassTable,
@@ -427,6 +428,10 @@ pub fn export_masks(
 ) -> Result<ExportReport, IoError> {
     preflight(classes, out_dir, formats)?;
     if out_dir.is_dir() {
+        // Everything is written first; only then does the old manifest go, the files replace
+        // the old ones, and the new manifest follows. A failure before leaves the old export
+        // as it was, manifest included.
+        let (staged, mut report) = stage_outputs(masks, classes, out_dir, formats, opts)?;
         let manifest_path = out_dir.join(MANIFEST_FILE);
         match std::fs::remove_file(&manifest_path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -434,7 +439,7 @@ pub fn export_masks(
             }
             _ => {}
         }
-        let mut report = stage_outputs(masks, classes, out_dir, formats, opts)?;
+        report.outputs = staged.commit()?;
         write_manifest(out_dir, &report.outputs, opts)?;
         report.outputs.push(manifest_path);
         super::atomic::sync_dir(out_dir);
@@ -445,7 +450,8 @@ pub fn export_masks(
     let tmp = super::atomic::staging(&prefix, true)
         .tempdir_in(parent)
         .map_err(|e| IoError::write(out_dir, describe_io(&e)))?;
-    let mut report = stage_outputs(masks, classes, tmp.path(), formats, opts)?;
+    let (staged, mut report) = stage_outputs(masks, classes, tmp.path(), formats, opts)?;
+    report.outputs = staged.commit()?;
     write_manifest(tmp.path(), &report.outputs, opts)?;
     report.outputs.push(tmp.path().join(MANIFEST_FILE));
     super::atomic::sync_dir(tmp.path());
@@ -472,15 +478,15 @@ fn write_manifest(dir: &Path, outputs: &[PathBuf], opts: &ExportOptions) -> Resu
     })
 }
 
-/// Writes every output of the export into `out_dir` (each through a temporary renamed into
-/// place once all are written).
+/// Writes every output of the export into temporaries in `out_dir`, to be renamed into place
+/// by the caller once all are written.
 fn stage_outputs(
     masks: &MaskVolume,
     classes: &ClassTable,
     out_dir: &Path,
     formats: &[ExportFormat],
     opts: &ExportOptions,
-) -> Result<ExportReport, IoError> {
+) -> Result<(StagedWrites, ExportReport), IoError> {
     let mut staged = StagedWrites::new();
 
     let mut report = ExportReport::default();
@@ -503,6 +509,5 @@ fn stage_outputs(
             }
         }
     }
-    report.outputs = staged.commit()?;
-    Ok(report)
+    Ok((staged, report))
 }
