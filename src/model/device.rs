@@ -78,7 +78,7 @@ pub fn model_gpu() -> Result<&'static ModelGpu, &'static str> {
 
 /// The wgpu devices whose loss is watched, by the burn device on them: wgpu's reason once it
 /// reported the device lost.
-type Watched = Vec<(Device, Arc<Mutex<Option<String>>>)>;
+type Watched = Vec<(Device, wgpu::Device, Arc<Mutex<Option<String>>>)>;
 static WATCHED: Mutex<Watched> = Mutex::new(Vec::new());
 
 /// Watches `gpu`, the wgpu device under burn's `device`: once wgpu reports it lost (destroyed,
@@ -93,15 +93,27 @@ pub fn watch_device_loss(device: &Device, gpu: &wgpu::Device) {
         }
     });
     if let Ok(mut w) = WATCHED.lock() {
-        w.push((device.clone(), reason));
+        w.push((device.clone(), gpu.clone(), reason));
     }
 }
 
 /// Why `device`'s GPU is lost, if wgpu said so (always `None` for the CPU and for devices
 /// nobody watches).
 pub fn device_lost(device: &Device) -> Option<String> {
-    let watched = WATCHED.lock().ok()?;
-    watched.iter().find(|(d, _)| d == device).and_then(|(_, r)| r.lock().ok().and_then(|r| r.clone()))
+    // The trainer's autodiff device runs on the same GPU as the plain one that is watched.
+    let device = device.clone().without_autodiff();
+    let (gpu, reason) = {
+        let watched = WATCHED.lock().ok()?;
+        let (_, gpu, reason) = watched.iter().find(|(d, _, _)| *d == device)?;
+        (gpu.clone(), Arc::clone(reason))
+    };
+    let said = || reason.lock().ok().and_then(|r| r.clone());
+    // wgpu calls the lost callback when the device is next polled, not when it is lost: a
+    // failure right after the loss would otherwise look like the work's own.
+    said().or_else(|| {
+        let _ = gpu.poll(wgpu::PollType::Poll);
+        said()
+    })
 }
 
 /// [`model_gpu`]'s answer if it was asked already in this process; `None` before (asks
@@ -244,9 +256,9 @@ fn half_device(gpu: &ModelGpu) -> Result<&'static Device, PrecisionError> {
             // The same wgpu device as `model_gpu`'s, whose callback is already set: watch the
             // f16 handle through the same flag.
             if let Ok(mut w) = WATCHED.lock()
-                && let Some(reason) = w.iter().find(|(d, _)| *d == gpu.device).map(|(_, r)| Arc::clone(r))
+                && let Some(reason) = w.iter().find(|(d, _, _)| *d == gpu.device).map(|(_, _, r)| Arc::clone(r))
             {
-                w.push((device.clone(), reason));
+                w.push((device.clone(), gpu.gpu.clone(), reason));
             }
             Ok(device)
         })

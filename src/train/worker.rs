@@ -71,6 +71,12 @@ pub enum TrainerEvent {
     /// The run ended without a new version (nothing learned, or an error; the message says
     /// which and names the file when one is involved).
     Failed(String),
+    /// The GPU failed under the run (lost, reset, out of memory as a lost device): the run
+    /// ended without a new version, and nothing more can run on that device.
+    DeviceLost {
+        /// What wgpu said.
+        message: String,
+    },
 }
 
 /// Handle to the `trainer` thread; dropping it stops the thread (a running job is asked to
@@ -94,14 +100,30 @@ impl TrainerWorker {
                 wake();
             };
             while let Ok(job) = jobs.recv() {
+                // A failure on a GPU that wgpu has since reported lost is the device's, not
+                // the run's: said as such, so that the app moves the model to the CPU.
+                let device = job.source.device.clone();
+                let send_job = |e: TrainerEvent| match e {
+                    TrainerEvent::Failed(m) => match crate::model::device::device_lost(&device) {
+                        Some(message) => send(TrainerEvent::DeviceLost { message }),
+                        None => send(TrainerEvent::Failed(m)),
+                    },
+                    e => send(e),
+                };
                 // A panic inside burn (e.g. the GPU ran out of memory) ends the run, not the
                 // thread: the app hears about it and the versions so far stay as they are.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job, &mut cached, &send)));
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job, &mut cached, &send_job)));
                 // The run's buffers, kept for reuse during it, go back to the kernel.
                 crate::model::host_memory::release_freed_memory();
                 if let Err(panic) = outcome {
                     cached = None;
-                    send(TrainerEvent::Failed(format!("training crashed: {}", crate::worker::panic_message(&*panic))));
+                    let message = crate::worker::panic_message(&*panic);
+                    send_job(TrainerEvent::Failed(format!("training crashed: {message}")));
+                }
+                if crate::model::device::device_lost(&device).is_some() {
+                    // Its tensors live on the dead device.
+                    cached = None;
                 }
             }
         })?;
@@ -140,7 +162,13 @@ impl Drop for TrainerWorker {
 }
 
 fn run(job: TrainJob, cached: &mut Option<(String, MultiModel)>, send: &dyn Fn(TrainerEvent)) {
-    let key = format!("{}|{:?}|{:?}", job.source.checkpoint.display(), job.source.config, job.source.classes);
+    let key = format!(
+        "{}|{:?}|{:?}|{:?}",
+        job.source.checkpoint.display(),
+        job.source.config,
+        job.source.classes,
+        job.source.device
+    );
     if cached.as_ref().is_none_or(|(k, _)| *k != key) {
         send(TrainerEvent::Loading);
         match load(&job.source) {
@@ -184,6 +212,11 @@ fn run(job: TrainJob, cached: &mut Option<(String, MultiModel)>, send: &dyn Fn(T
         Ok(o) => o,
         Err(e) => return send(TrainerEvent::Failed(e.to_string())),
     };
+    // Work on a lost GPU may have come back as zeros rather than as an error: nothing it
+    // computed is written.
+    if let Some(message) = crate::model::device::device_lost(&job.source.device) {
+        return send(TrainerEvent::Failed(format!("the GPU was lost during training: {message}")));
+    }
     // A run that diverged writes no version: the one in use stays.
     if let Ended::NonFinite { .. } = outcome.ended {
         return send(TrainerEvent::Failed(outcome.ended.to_string()));

@@ -1,6 +1,7 @@
 //! A GPU lost under a running prediction: the `inference` worker reports it (it does not hang
-//! or take the process down), and the model loads and predicts on the CPU afterwards. The
-//! device is really destroyed (`wgpu::Device::destroy`), on a wgpu device of this test's own
+//! or take the process down), and the model loads and predicts on the CPU afterwards. The same
+//! under a training run: the `trainer` reports the device lost and writes no version. The
+//! device is really destroyed (`wgpu::Device::destroy`), on a wgpu device of the test's own
 //! (lavapipe without a GPU), in a child process so that nothing else in this binary shares it.
 
 use crate::common;
@@ -105,12 +106,101 @@ fn device_loss_child() {
 }
 
 #[test]
-fn a_destroyed_gpu_under_a_prediction_is_reported_and_the_cpu_takes_over() {
-    if common::fixtures().is_none() {
+#[ignore = "run by a_destroyed_gpu_under_training_is_reported_and_no_version_is_written as a child process"]
+fn training_device_loss_child() {
+    use sam4em::state::bitplane::BitPlane;
+    use sam4em::train::worker::{PendingSample, TrainJob, TrainerEvent, TrainerWorker};
+    use sam4em::train::{Control, Schedule, TrainConfig};
+
+    let set = common::fixtures().expect("the parent checked");
+    let Some((gpu, device)) = common::own_gpu() else {
+        println!("NO-GPU");
         return;
-    }
+    };
+    let source = source(&set, device.autodiff());
+    let config = source.config.clone().unwrap();
+    let checkpoint = std::fs::metadata(&source.checkpoint).unwrap();
+    let base = sam4em::model::adapter::BaseCheckpoint {
+        file_name: "sam2-micro.pt".into(),
+        bytes: checkpoint.len(),
+        sha256: sam4em::model::checkpoints::sha256_file(&source.checkpoint).unwrap(),
+        mapping: "both_stages".into(),
+    };
+    let (w, h) = (96, 80);
+    let (_, images) = request(8);
+    let sample = |z: usize| {
+        let mut labels = BitPlane::new(w, h);
+        for y in 0..h {
+            for x in 0..w {
+                labels.set(x, y, (x + y + z) % 17 < 6);
+            }
+        }
+        let mut vouched = BitPlane::new(w, h);
+        vouched.fill_rect(sam4em::state::bitplane::PixelBox { x0: 0, y0: 0, x1: w, y1: h }, true);
+        PendingSample { z: SliceIndex(z), labels: vec![labels], vouched: vec![vouched] }
+    };
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = tmp.path().join("v001.safetensors");
+    let control = Arc::new(Control::default());
+    let job = TrainJob {
+        source,
+        start: None,
+        base,
+        samples: (0..4).map(sample).collect(),
+        validation: Vec::new(),
+        images,
+        size: (w, h),
+        // Long enough that the device goes while it runs.
+        config: TrainConfig {
+            epochs: 500,
+            batch_size: 2,
+            optimizer: config.optimizer.clone(),
+            schedule: Schedule::Constant,
+            augment: false,
+            seed: 1,
+            activations: sam4em::model::backprop::Activations::Keep,
+        },
+        version: 1,
+        out: out.clone(),
+        control: Arc::clone(&control),
+    };
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    let mut trainer = TrainerWorker::spawn(move || {
+        let _ = tx.try_send(());
+    })
+    .unwrap();
+    assert!(trainer.start(job));
+    let wait = |what: &str, pick: &mut dyn FnMut(&TrainerEvent) -> bool| {
+        let start = Instant::now();
+        loop {
+            for e in trainer.events() {
+                if let TrainerEvent::Finished { .. } | TrainerEvent::Failed(_) = e {
+                    println!("REPORT {e:?}");
+                    return;
+                }
+                if pick(&e) {
+                    println!("REPORT {e:?}");
+                    return;
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(240), "nothing after 240 s waiting for {what}");
+            let _ = rx.recv_timeout(Duration::from_millis(50));
+        }
+    };
+    // The GPU goes away while the run builds its model and takes its first steps (a step on
+    // lavapipe takes minutes the first time: its kernels are compiled and tuned).
+    wait("the run to start", &mut |e| matches!(e, TrainerEvent::Loading));
+    gpu.destroy();
+    wait("the report", &mut |e| matches!(e, TrainerEvent::DeviceLost { .. }));
+    control.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    println!("VERSION-WRITTEN {}", out.exists());
+}
+
+/// Runs `name` (an ignored test of this file) as a child process; its stdout, or `None` when
+/// it found no wgpu adapter (skipped, or a failure under CI=true).
+fn run_child(name: &str) -> Option<String> {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "device_loss::device_loss_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .args(["--exact", &format!("device_loss::{name}"), "--ignored", "--nocapture", "--test-threads=1"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -125,18 +215,41 @@ fn a_destroyed_gpu_under_a_prediction_is_reported_and_the_cpu_takes_over() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stdout.contains("NO-GPU") {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "no wgpu adapter under CI=true");
         eprintln!("skipping: no wgpu adapter");
-        return;
+        return None;
     }
     assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    Some(stdout)
+}
+
+#[test]
+fn a_destroyed_gpu_under_training_is_reported_and_no_version_is_written() {
+    if common::fixtures().is_none() {
+        return;
+    }
+    let Some(stdout) = run_child("training_device_loss_child") else { return };
+    let report = stdout.lines().find_map(|l| l.split_once("REPORT ").map(|(_, r)| r)).unwrap_or_default();
+    assert!(report.starts_with("Loading"), "the run started: {stdout}");
+    let report = stdout.lines().filter_map(|l| l.split_once("REPORT ").map(|(_, r)| r)).nth(1).unwrap_or_default();
+    assert!(report.starts_with("DeviceLost"), "the trainer says the device was lost: {report}\n{stdout}");
+    assert!(stdout.contains("VERSION-WRITTEN false"), "nothing computed on a lost GPU is written: {stdout}");
+    eprintln!("after the GPU was destroyed under training: {report}");
+}
+
+#[test]
+fn a_destroyed_gpu_under_a_prediction_is_reported_and_the_cpu_takes_over() {
+    if common::fixtures().is_none() {
+        return;
+    }
+    let Some(stdout) = run_child("device_loss_child") else { return };
     // (libtest prints the test's name and its output on one line.)
     let report = stdout.lines().find_map(|l| l.split_once("REPORT ").map(|(_, r)| r)).unwrap_or_default();
-    assert!(!report.is_empty(), "no report from the child:\n{stdout}\n{stderr}");
+    assert!(!report.is_empty(), "no report from the child:\n{stdout}");
     assert!(!report.starts_with("finished (completed true)"), "every slice predicted on a destroyed device: {report}");
-    assert!(stdout.contains("CPU-OK"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("CPU-OK"), "{stdout}");
     eprintln!("after the GPU was destroyed: {report}");
 }

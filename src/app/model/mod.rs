@@ -43,7 +43,7 @@ use crate::model::source::ModelSource;
 use crate::state::bitplane::BitPlane;
 use crate::state::{ClassId, ClassTable, SliceIndex, Volume};
 use crate::train::Control;
-use crate::train::worker::{TrainJob, TrainerWorker};
+use crate::train::worker::{TrainJob, TrainerEvent, TrainerWorker};
 use crate::ui::model::{ModelAction, ModelPanelSettings, ModelView};
 use crate::ui::notify::Notices;
 use crate::worker::SharedImages;
@@ -485,6 +485,34 @@ impl ModelCtl {
         });
     }
 
+    /// The GPU failed under the model's work (lost, out of memory, a kernel error) while
+    /// `doing`: the model moves to the CPU and is loaded again there; the version in use
+    /// follows once it is loaded, and the visible slice is predicted again. Masks and edits
+    /// live in the app and are untouched. Said once, however many workers report it.
+    fn move_to_cpu(
+        &mut self,
+        doing: &str,
+        message: &str,
+        has_doc: bool,
+        classes: &ClassTable,
+        notices: &mut Notices,
+        ctx: &egui::Context,
+    ) {
+        let cpu = Device::flex();
+        if self.device.as_ref() == Some(&cpu) {
+            return;
+        }
+        self.predictions.stop_running();
+        notices.warn(format!(
+            "the GPU failed while {doing} ({message}); the model runs on the CPU from now on (masks and edits \
+             are untouched)"
+        ));
+        self.device = Some(cpu);
+        self.device_note = format!("CPU (the GPU failed: {message})");
+        self.versions.refresh_after_swap = has_doc;
+        self.start(classes, ctx);
+    }
+
     /// Tells the trainer that someone is drawing (it waits between steps meanwhile).
     pub(super) fn set_interactive(&self, interactive: bool) {
         self.training.set_interactive(interactive);
@@ -520,19 +548,7 @@ impl ModelCtl {
                     }
                 }
                 InferEvent::DeviceLost { message } => {
-                    // The GPU failed under the model (lost, out of memory, a kernel error):
-                    // the model moves to the CPU and is loaded again there; the version in use
-                    // follows once it is loaded, and the visible slice is predicted again.
-                    // Masks and edits live in the app and are untouched.
-                    self.predictions.stop_running();
-                    notices.warn(format!(
-                        "the GPU failed while the model worked ({message}); the model runs on the CPU from now \
-                         on (masks and edits are untouched)"
-                    ));
-                    self.device = Some(Device::flex());
-                    self.device_note = format!("CPU (the GPU failed: {message})");
-                    self.versions.refresh_after_swap = doc.is_some();
-                    self.start(classes, ctx);
+                    self.move_to_cpu("the model worked", &message, doc.is_some(), classes, notices, ctx);
                 }
                 InferEvent::LoadFailed(m) => {
                     self.status = Status::Failed(m);
@@ -582,6 +598,9 @@ impl ModelCtl {
         }
         let trainer_events = self.trainer.as_ref().map(TrainerWorker::events).unwrap_or_default();
         for e in trainer_events {
+            if let TrainerEvent::DeviceLost { message } = &e {
+                self.move_to_cpu("training ran", message, doc.is_some(), classes, notices, ctx);
+            }
             if let Some((meta, path)) = self.training.on_event(e) {
                 let version = meta.version;
                 self.versions.add(meta, path);

@@ -208,6 +208,12 @@ impl Training {
                 self.run = None;
                 self.last_run = Some(format!("training ended without a new version: {m}"));
             }
+            TrainerEvent::DeviceLost { message } => {
+                self.run = None;
+                self.last_run = Some(format!(
+                    "training stopped without a new version: the GPU failed ({message}); Retrain runs on the CPU"
+                ));
+            }
         }
         None
     }
