@@ -207,6 +207,11 @@ fn run(job: TrainJob, cached: &mut Option<(String, MultiModel)>, send: &dyn Fn(T
         (Err(e), _) | (_, Err(e)) => return send(TrainerEvent::Failed(e)),
     };
     let outcome = match train(&mut model, &samples, &validation, &job.config, &job.control, &mut |e| {
+        // Work on a lost GPU need not fail: the run stops at the next step instead of
+        // training on whatever the buffers hold (checked below, and no version is written).
+        if crate::model::device::device_lost(&job.source.device).is_some() {
+            job.control.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         send(TrainerEvent::Progress(e))
     }) {
         Ok(o) => o,
