@@ -305,6 +305,9 @@ pub const MAX_IMAGE_SIZE: usize = 4096;
 pub const MAX_WIDTH: usize = 8192;
 /// The deepest trunk stage a configuration may ask for (SAM 2 Large's deepest has 36 blocks).
 pub const MAX_STAGE_DEPTH: usize = 256;
+/// The most memory slots, stream batch slices or extra mask outputs a configuration may ask
+/// for (SAM4EM: 8, 8 and 3).
+pub const MAX_SLOTS: usize = 1024;
 
 impl Sam4emConfig {
     /// The paper's model on the given SAM 2 size: 512² input, neck PE temperature 1000, 8 memory
@@ -422,18 +425,70 @@ impl Sam4emConfig {
         if !matches!(self.neck.fuse_type.as_str(), "sum" | "avg") {
             return bad(format!("fuse_type {:?} is neither sum nor avg", self.neck.fuse_type));
         }
+        // Every other size makes a layer or a buffer: from 1 up to what no SAM 2 model comes
+        // near, so that a damaged file is refused here instead of dividing by zero or asking
+        // for terabytes when the model is built.
+        let (dec, mem) = (&self.decoder, &self.memory);
+        let sizes = [
+            ("d_model", self.neck.d_model, MAX_WIDTH),
+            ("memory_dim", mem.memory_dim, MAX_WIDTH),
+            ("mask_hidden", mem.mask_hidden, MAX_WIDTH),
+            ("memory slots", mem.slots, MAX_SLOTS),
+            ("mask_in_chans", self.prompt_encoder.mask_in_chans, MAX_WIDTH),
+            ("decoder depth", dec.depth, MAX_STAGE_DEPTH),
+            ("decoder num_heads", dec.num_heads, MAX_WIDTH),
+            ("decoder mlp_dim", dec.mlp_dim, MAX_WIDTH),
+            ("attention_downsample_rate", dec.attention_downsample_rate, MAX_WIDTH),
+            ("iou_head_depth", dec.iou_head_depth, MAX_STAGE_DEPTH),
+            ("iou_head_hidden_dim", dec.iou_head_hidden_dim, MAX_WIDTH),
+            ("LoRA rank", self.lora.rank, MAX_WIDTH),
+            ("stream batch_size", self.stream.batch_size, MAX_SLOTS),
+        ];
+        for (name, v, max) in sizes {
+            if !(1..=max).contains(&v) {
+                return bad(format!("{name} {v} is outside 1 to {max}"));
+            }
+        }
+        if dec.num_multimask_outputs > MAX_SLOTS {
+            return bad(format!("num_multimask_outputs {} is over {MAX_SLOTS}", dec.num_multimask_outputs));
+        }
+        let [bh, bw] = h.window_pos_embed_bkg_spatial_size;
+        if !(1..=MAX_IMAGE_SIZE).contains(&bh) || !(1..=MAX_IMAGE_SIZE).contains(&bw) {
+            return bad(format!("window_pos_embed_bkg_spatial_size {bh}x{bw} is outside 1 to {MAX_IMAGE_SIZE}"));
+        }
+        // A window larger than its stage's grid pads the grid up to it (SAM 2 does so for
+        // small inputs), so only windows past the whole token grid, or 64, are absurd.
+        let max_window = grid.max(64);
+        if let Some(w) = h.window_spec.iter().find(|&&w| w > max_window) {
+            return bad(format!("window {w} is larger than the {grid}² token grid (and than 64)"));
+        }
         let d = self.neck.d_model;
         if !d.is_multiple_of(8)
-            || !d.is_multiple_of(self.decoder.num_heads)
-            || !(d / self.decoder.attention_downsample_rate).is_multiple_of(self.decoder.num_heads)
+            || !d.is_multiple_of(dec.num_heads)
+            || !(d / dec.attention_downsample_rate).is_multiple_of(dec.num_heads)
+            || d / dec.attention_downsample_rate == 0
         {
             return bad(format!("d_model {d} does not split into the decoder's heads"));
         }
-        if !self.memory.memory_dim.is_multiple_of(4) || !self.prompt_encoder.mask_in_chans.is_multiple_of(4) {
+        if !mem.memory_dim.is_multiple_of(4) || !self.prompt_encoder.mask_in_chans.is_multiple_of(4) {
             return bad("memory_dim and mask_in_chans must be multiples of 4".into());
         }
-        if self.memory.slots == 0 || self.stream.batch_size == 0 || self.lora.rank == 0 {
-            return bad("memory slots, batch size and LoRA rank must be positive".into());
+        let reals = [
+            ("pe_temperature", self.neck.pe_temperature),
+            ("memory alpha", mem.alpha),
+            ("intra_batch_threshold", self.stream.intra_batch_threshold),
+            ("cross_batch_threshold", self.stream.cross_batch_threshold),
+            ("dice_parm", self.loss.dice_parm),
+            ("mask1_parm", self.loss.mask1_parm),
+            ("dice_smooth", self.loss.dice_smooth),
+            ("lr", self.optimizer.lr),
+            ("beta1", self.optimizer.betas[0]),
+            ("beta2", self.optimizer.betas[1]),
+            ("eps", self.optimizer.eps),
+            ("weight_decay", self.optimizer.weight_decay),
+        ];
+        if let Some((name, v)) = reals.iter().find(|(_, v)| !v.is_finite()) {
+            return bad(format!("{name} {v} is not a finite number"));
         }
         Ok(())
     }
@@ -467,6 +522,32 @@ mod tests {
         assert_eq!(large[44].window, 16);
         assert_eq!(large[45].window, 8);
         assert_eq!(HieraSize::Small.hiera().stage_dims(), [96, 192, 384, 768]);
+    }
+
+    #[test]
+    fn sizes_that_would_divide_by_zero_or_ask_for_terabytes_are_refused() {
+        // Found by the `adapter_set` fuzz target: an attention_downsample_rate of 0 divided
+        // by zero inside validate itself.
+        type Edit = fn(&mut Sam4emConfig);
+        let edits: [(&str, Edit); 8] = [
+            ("attention_downsample_rate", |c| c.decoder.attention_downsample_rate = 0),
+            ("d_model", |c| c.neck.d_model = 0),
+            ("decoder num_heads", |c| c.decoder.num_heads = 0),
+            ("memory slots", |c| c.memory.slots = 1 << 40),
+            ("mask_hidden", |c| c.memory.mask_hidden = 0),
+            ("window", |c| c.hiera.window_spec[2] = 1 << 30),
+            ("window_pos_embed_bkg_spatial_size", |c| c.hiera.window_pos_embed_bkg_spatial_size = [0, 14]),
+            ("lr", |c| c.optimizer.lr = f64::NAN),
+        ];
+        for (name, edit) in edits {
+            let mut c = Sam4emConfig::sam4em(HieraSize::BasePlus);
+            edit(&mut c);
+            let err = c.validate().expect_err(name).to_string();
+            assert!(err.contains(name), "{name}: {err}");
+        }
+        for size in HieraSize::ALL {
+            Sam4emConfig::sam4em(size).validate().unwrap();
+        }
     }
 
     #[test]
