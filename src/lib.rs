@@ -22,7 +22,6 @@ pub mod cli;
 #[cfg(feature = "model")]
 pub mod infer;
 pub mod io;
-#[cfg(feature = "model")]
 pub mod model;
 #[cfg(feature = "gui")]
 pub mod render;

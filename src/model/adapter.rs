@@ -7,6 +7,10 @@
 //! Stored as safetensors (values as f32, checkpoint layout, trainer key names: shared tensors
 //! under `encoder/sam.<key>`, a class's under `class/<name>/sam.<key>`) with the metadata as
 //! JSON under the `sam4em_set` key of the safetensors header. Written atomically.
+//!
+//! The file format builds without burn (the fuzz target `adapter_set` reads it so); what
+//! touches a model (`AdapterSet::from_model`, `AdapterSet::apply`, `in_adapter`) needs the
+//! `model` feature.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,8 +18,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::config::Sam4emConfig;
+#[cfg(feature = "model")]
 use super::multi::{MultiModel, is_shared};
+#[cfg(feature = "model")]
 use super::nn::Kind;
+#[cfg(feature = "model")]
 use super::sam4em::{Sam2Mapping, Sam4em};
 use super::weights::{HostTensor, StateDict, WeightsError};
 
@@ -34,6 +41,7 @@ pub struct BaseCheckpoint {
 
 /// Whether a model tensor belongs in an adapter: everything outside the frozen encoder except
 /// the runtime memory and its fixed position encoding, plus the LoRA adapters.
+#[cfg(feature = "model")]
 pub fn in_adapter(key: &str, kind: Kind) -> bool {
     if key.starts_with("image_encoder.") {
         return kind == Kind::Param && Sam4em::is_trainable(key);
@@ -51,6 +59,7 @@ pub fn config_difference(ours: &Sam4emConfig, theirs: &Sam4emConfig) -> String {
 }
 
 /// The name a [`Sam2Mapping`] is recorded under.
+#[cfg(feature = "model")]
 pub fn mapping_name(mapping: Sam2Mapping) -> &'static str {
     match mapping {
         Sam2Mapping::Stage2Only => "stage2_only",
@@ -180,8 +189,10 @@ pub struct AdapterSet {
     pub tensors: BTreeMap<String, HostTensor>,
 }
 
+#[cfg(feature = "model")]
 const ENCODER_PREFIX: &str = "encoder/";
 
+#[cfg(feature = "model")]
 fn class_prefix(name: &str) -> String {
     format!("class/{name}/")
 }
@@ -189,6 +200,7 @@ fn class_prefix(name: &str) -> String {
 impl AdapterSet {
     /// Captures what training changes: the shared LoRA and fusion head (with its BatchNorm
     /// statistics) and every class's heads.
+    #[cfg(feature = "model")]
     pub fn from_model(model: &mut MultiModel, meta: AdapterSetMeta) -> Self {
         let mut tensors = BTreeMap::new();
         for (k, t) in model.encoder.state_dict(&|k, kind| is_shared(k) && in_adapter(k, kind)) {
@@ -222,13 +234,20 @@ impl AdapterSet {
     /// Reads a set and its metadata.
     pub fn read(path: &Path) -> Result<Self, AdapterSetError> {
         let bytes = std::fs::read(path).map_err(|source| WeightsError::Read { source, path: path.into() })?;
-        let meta = parse_meta(&bytes, path)?;
-        let dict = StateDict::from_safetensors_bytes(&bytes, path)?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses a set from a file's bytes; `path` only labels errors. What [`AdapterSet::read`]
+    /// does after reading the file (and what the fuzz target feeds).
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, AdapterSetError> {
+        let meta = parse_meta(bytes, path)?;
+        let dict = StateDict::from_safetensors_bytes(bytes, path)?;
         Ok(AdapterSet { meta, tensors: dict.tensors })
     }
 
     /// Puts the set into `model` after checking the configuration, the base checkpoint (when
     /// `base_sha256` is given) and that every class of the model has heads in the set.
+    #[cfg(feature = "model")]
     pub fn apply(&self, model: &mut MultiModel, base_sha256: Option<&str>, path: &Path) -> Result<(), AdapterSetError> {
         if &self.meta.config != model.config() {
             let difference = config_difference(model.config(), &self.meta.config);
