@@ -132,6 +132,11 @@ pub fn own_gpu() -> Option<(burn::tensor::wgpu::wgpu::Device, burn::tensor::Devi
     };
     let (device, queue) = pollster::block_on(adapter.request_device(&descriptor)).ok()?;
     let backend = adapter.get_info().backend;
+    // As `model_gpu` does before its device's first operation: burn's fusion registry is fixed
+    // once fusion starts, and another test of this binary may ask `model_gpu` for its device
+    // after this one ran (which then failed: "the fusion backend service is already running").
+    #[cfg(feature = "fusion")]
+    sam4em::model::device::configure_fusion().ok()?;
     let setup = burn::tensor::wgpu::WgpuSetup { instance, adapter, device: device.clone(), queue, backend };
     let burn_device = burn::tensor::Device::wgpu_options().setup(setup).init().ok()?;
     // As the app's model GPU is (`model::device::model_gpu`).
