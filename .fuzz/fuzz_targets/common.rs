@@ -22,6 +22,16 @@ pub fn decode_some(v: &Volume) {
     }
 }
 
+/// Opens `data` as a stack file named `name` (in both colour modes) and decodes its first
+/// slices: what the `tiff`, `png` and `hdf5` targets do, each seeded with its own format.
+pub fn open_stack_file_bytes(data: &[u8], name: &str) {
+    for color in [ColorToGray::Luma, ColorToGray::AnyChannel] {
+        if let Ok(v) = sam4em::io::open_stack_bytes(data.to_vec(), Path::new(name), &options(color)) {
+            decode_some(&v);
+        }
+    }
+}
+
 /// This process's scratch folder (in `/dev/shm` where it exists, so writing an input costs
 /// no disk I/O).
 pub fn scratch() -> &'static Path {

@@ -7,15 +7,6 @@
 #[path = "common.rs"]
 mod common;
 
-use std::path::Path;
-
 use libfuzzer_sys::fuzz_target;
-use sam4em::io::{ColorToGray, open_stack_bytes};
 
-fuzz_target!(|data: &[u8]| {
-    for color in [ColorToGray::Luma, ColorToGray::AnyChannel] {
-        if let Ok(v) = open_stack_bytes(data.to_vec(), Path::new("fuzz.h5"), &common::options(color)) {
-            common::decode_some(&v);
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| common::open_stack_file_bytes(data, "fuzz.h5"));
