@@ -9,6 +9,7 @@ use std::sync::Arc;
 use eframe::egui;
 use eframe::egui_wgpu::RenderState;
 
+use super::OpenRequest;
 use super::jobs::Opened;
 use super::loader::{LoadEvent, LoadRequest, Loader};
 use crate::io::session::Project;
@@ -26,6 +27,8 @@ use crate::ui::viewer::{Plane, ViewerState};
 
 /// The open stack and everything shown of it.
 pub(super) struct Document {
+    /// What was asked for to open it (a restart asks for it again).
+    pub(super) opened_as: OpenRequest,
     pub(super) volume: Arc<Volume>,
     pub(super) masks: MaskVolume,
     pub(super) prediction: Option<Arc<Volume>>,
@@ -102,7 +105,7 @@ pub enum RectEditError {
 
 impl Document {
     pub(super) fn new(opened: Opened, classes: &ClassTable, ctx: &egui::Context) -> Self {
-        let Opened { volume, masks, prediction, session, .. } = opened;
+        let Opened { request, volume, masks, prediction, session, .. } = opened;
         let info = volume.info().clone();
         let wake = ctx.clone();
         let loader = Loader::spawn(Arc::clone(&volume), prediction.clone(), move || wake.request_repaint());
@@ -113,6 +116,7 @@ impl Document {
         view.pixel_size_nm = info.voxel_size.map(|v| v.x_nm);
         let threshold_default = view.prediction.threshold;
         Self {
+            opened_as: request,
             volume,
             masks,
             prediction,

@@ -88,7 +88,10 @@ impl StudioApp {
             });
         }
         self.notices.extend(std::mem::take(&mut opened.notes));
-        let doc = Document::new(opened, &self.classes, ctx);
+        let mut doc = Document::new(opened, &self.classes, ctx);
+        if let Some(z) = self.first_slice.take() {
+            doc.view.set_slice(isize::try_from(z).unwrap_or(isize::MAX));
+        }
         self.model.classes_changed(&self.classes, ctx);
         self.model.on_document(&doc);
         self.doc = Some(doc);

@@ -10,6 +10,8 @@
 //! CPU, with the reason in the status bar. May touch `render` (device capabilities) and
 //! `model::device`; nothing else.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use eframe::egui_wgpu::{self, RenderState};
 
 use crate::model::device::{ModelGpu, model_gpu};
@@ -41,6 +43,7 @@ pub fn display_setup(cpu_model: bool) -> egui_wgpu::WgpuSetup {
     match (own_device_reason(model, wgpu_backend.as_deref()), model) {
         (None, Some(Ok(gpu))) => {
             tracing::info!("the window draws on the model's device: {}", gpu.summary());
+            WINDOW_ON_MODEL_GPU.store(true, Ordering::Release);
             egui_wgpu::WgpuSetup::Existing(egui_wgpu::WgpuSetupExisting {
                 instance: gpu.instance.clone(),
                 adapter: gpu.adapter.clone(),
@@ -54,6 +57,15 @@ pub fn display_setup(cpu_model: bool) -> egui_wgpu::WgpuSetup {
         }
     }
 }
+
+/// Whether [`display_setup`] gave the window the model's device ([`model_gpu`]'s). Asked
+/// rather than compared: wgpu devices compare by an id that is only unique within one wgpu
+/// instance, and a window with a device of its own has an instance of its own.
+pub fn window_on_model_gpu() -> bool {
+    WINDOW_ON_MODEL_GPU.load(Ordering::Acquire)
+}
+
+static WINDOW_ON_MODEL_GPU: AtomicBool = AtomicBool::new(false);
 
 /// Where the model runs, given the device the window got, and a note for the user. The
 /// model's GPU only where the window draws on it ([`display_setup`]) and [`ModelDevicePlan`]

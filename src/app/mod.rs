@@ -7,7 +7,8 @@
 //! - `model`: the model in the loop (its own rooms, each owning its state);
 //! - `ui`: the frame's layout, turning clicks and keys into commands;
 //! - `document`: the open stack's masks, journal and GPU uploads; `loader`: its slices;
-//! - `screenshot`: `--screenshot`; `recent`: the recent-files list; `gpu`: the shared device.
+//! - `screenshot`: `--screenshot`; `recent`: the recent-files list; `gpu`: the shared device;
+//!   `relaunch`: a new process when the window's GPU is lost.
 //!
 //! Messages to the user go through one [`Notices`] log (status bar, toasts, log window).
 //! [`eframe::App::logic`] drains the jobs', loader's and workers' results; [`eframe::App::ui`]
@@ -26,6 +27,7 @@ mod jobs;
 pub mod loader;
 mod model;
 pub mod recent;
+pub mod relaunch;
 mod screenshot;
 mod ui;
 
@@ -92,6 +94,8 @@ impl OpenRequest {
 pub struct LaunchOptions {
     /// What to open first; `None` opens nothing.
     pub open: Option<OpenRequest>,
+    /// The slice to show first (clamped to the stack).
+    pub slice: Option<usize>,
     /// Save a screenshot here once the first stack is shown, then quit.
     pub screenshot: Option<PathBuf>,
     /// Where the recent-files list lives (`None`: [`recent::default_config_dir`]).
@@ -107,10 +111,17 @@ pub struct LaunchOptions {
     /// Run the model on this device instead of choosing one (tests that bring a device of
     /// their own, e.g. one they make fail).
     pub model_device: Option<burn::tensor::Device>,
+    /// This process replaces one whose window's GPU was lost ([`relaunch::Resume::from_env`]).
+    pub resume: Option<relaunch::Resume>,
+    /// Where the window leaves a restart when its GPU is lost (`None`: the app cannot restart
+    /// itself and says so; [`run`] gives one).
+    pub successor: Option<relaunch::Successor>,
 }
 
 /// Runs the app window until it is closed.
-pub fn run(options: LaunchOptions) -> Result<()> {
+pub fn run(mut options: LaunchOptions) -> Result<()> {
+    let successor = relaunch::Successor::default();
+    options.successor = Some(successor.clone());
     let wgpu_options = eframe::egui_wgpu::WgpuConfiguration {
         wgpu_setup: gpu::display_setup(cpu_model_asked(&options)),
         ..Default::default()
@@ -126,7 +137,14 @@ pub fn run(options: LaunchOptions) -> Result<()> {
         ..Default::default()
     };
     eframe::run_native("SAM4EM Studio", native, Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, options)))))
-        .map_err(|e| anyhow::anyhow!("cannot start the window: {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot start the window: {e}"))?;
+    // The window is closed and the app dropped (its session saved and closed): a window whose
+    // GPU was lost is replaced by a new process.
+    let next = successor.lock().ok().and_then(|mut s| s.take());
+    match next {
+        Some(next) => next.run(),
+        None => Ok(()),
+    }
 }
 
 /// The app.
@@ -153,6 +171,10 @@ pub struct StudioApp {
     model: model::ModelCtl,
     /// The refine tool's press position, current position and button, while pressed.
     refine_drag: Option<([f32; 2], [f32; 2], bool)>,
+    /// Watching the window's device, and restarting when it is lost.
+    relaunch: relaunch::RelaunchState,
+    /// The slice to show once the first stack is open (`--slice`; a restart's).
+    first_slice: Option<usize>,
 }
 
 impl StudioApp {
@@ -171,6 +193,10 @@ impl StudioApp {
                 Some(d) => (d, "given by the caller".to_owned()),
                 None => gpu::model_device_for(rs, &caps, cpu_model_asked(&options)),
             };
+            let note = match &options.resume {
+                Some(r) => format!("CPU ({} under the window; the app restarted)", r.reason),
+                None => note,
+            };
             model_device = Some(device);
             device_note = format!("{device_note}; model: {note}");
             model_note = note;
@@ -182,6 +208,8 @@ impl StudioApp {
         let classes = ClassTable::default();
         let active_class = classes.iter().nth(1).or(classes.iter().next()).map_or(ClassId(1), |c| c.id);
         let model_device_copy = model_device.clone();
+        let relaunch =
+            relaunch::RelaunchState::new(render_state.as_ref(), options.successor.clone(), options.resume.as_ref());
         let mut app = Self {
             render_state,
             device_note,
@@ -201,7 +229,12 @@ impl StudioApp {
             locate: None,
             model: model::ModelCtl::new(config_dir, options.data_dir, model_device_copy, model_note),
             refine_drag: None,
+            relaunch,
+            first_slice: options.slice,
         };
+        if let Some(r) = &options.resume {
+            app.notices.warn(r.notice());
+        }
         app.model.start(&app.classes, &cc.egui_ctx);
         if let Some(request) = options.open {
             app.apply(AppCommand::Open(request), &cc.egui_ctx);
@@ -347,6 +380,9 @@ impl eframe::App for StudioApp {
     }
 
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        if self.relaunch_logic(ctx) {
+            return;
+        }
         while let Ok(result) = self.jobs.rx.try_recv() {
             self.handle_job(result, ctx);
         }
@@ -360,11 +396,18 @@ impl eframe::App for StudioApp {
         // The trainer waits between steps while a stroke is drawn.
         self.model.set_interactive(self.doc.as_ref().is_some_and(|d| d.editor.in_progress()));
         let shown = self.doc.is_some() || !self.notices.errors().is_empty();
-        self.screenshot.logic(ctx, self.frames > 5 && !self.is_busy() && shown);
+        // A window whose device is to be destroyed (a test of the restart) leaves the
+        // screenshot to the process that replaces it.
+        let faulty = self.relaunch.fault != relaunch::Fault::None;
+        self.screenshot.logic(ctx, self.frames > 5 && !self.is_busy() && shown && !faulty);
         self.frames += 1;
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        if self.relaunch.started {
+            // The window's device is lost (`relaunch`): nothing is drawn on it.
+            return;
+        }
         let ctx = ui.ctx().clone();
         for command in self.frame_ui(ui) {
             self.apply(command, &ctx);
@@ -375,13 +418,14 @@ impl eframe::App for StudioApp {
     }
 }
 
-/// Runs the app on `request` (the bundled sample when `None`); the `sam4em [PATH]` entry point.
-pub fn launch(request: Option<OpenRequest>, screenshot: Option<PathBuf>) -> Result<()> {
+/// Runs the app on `request` (the bundled sample when `None`) showing slice `slice` first; the
+/// `sam4em [PATH]` entry point.
+pub fn launch(request: Option<OpenRequest>, slice: Option<usize>, screenshot: Option<PathBuf>) -> Result<()> {
     let open = Some(request.unwrap_or_else(OpenRequest::sample));
     if let Some(p) = &screenshot
         && let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
     {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    run(LaunchOptions { open, screenshot, ..Default::default() })
+    run(LaunchOptions { open, slice, screenshot, resume: relaunch::Resume::from_env(), ..Default::default() })
 }

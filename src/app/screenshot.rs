@@ -21,6 +21,12 @@ impl Screenshot {
         Self { path, ..Self::default() }
     }
 
+    /// Where the screenshot still to be taken goes (`None` once it is requested, or when none
+    /// was asked for).
+    pub(super) fn pending(&self) -> Option<&std::path::Path> {
+        self.path.as_deref().filter(|_| !self.requested)
+    }
+
     /// Asks egui for the window's pixels once `ready`; closes the window once they are saved.
     pub(super) fn logic(&mut self, ctx: &egui::Context, ready: bool) {
         let Some(path) = self.path.clone() else { return };

@@ -90,6 +90,9 @@ pub struct Cli {
     /// prediction layer.
     #[arg(long, value_name = "PATH")]
     pub prediction: Option<PathBuf>,
+    /// App: the slice to show first (0-based, as the status bar counts; clamped to the stack).
+    #[arg(long, value_name = "Z")]
+    pub slice: Option<usize>,
     /// App: save a PNG screenshot of the window once the stack is shown, then quit.
     #[arg(long, value_name = "PNG")]
     pub screenshot: Option<PathBuf>,
@@ -328,7 +331,7 @@ fn bare(cli: &Cli) -> Result<()> {
             })
         }
     };
-    launch(request, cli.screenshot.clone())
+    launch(request, cli.slice, cli.screenshot.clone())
 }
 
 /// `sam4em [PATH]` in a build without the `gui` feature: describes the stack instead.

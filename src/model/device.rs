@@ -76,25 +76,69 @@ pub fn model_gpu() -> Result<&'static ModelGpu, &'static str> {
         .map_err(String::as_str)
 }
 
-/// The wgpu devices whose loss is watched, by the burn device on them: wgpu's reason once it
-/// reported the device lost.
-type Watched = Vec<(Device, wgpu::Device, Arc<Mutex<Option<String>>>)>;
+/// Whether a wgpu device was lost, and wgpu's reason once it said so.
+///
+/// Watching a device replaces two of its handlers. The lost callback records the reason
+/// (wgpu calls it once, when the device is next polled or submitted to). The
+/// uncaptured-error handler panics as wgpu's own does while the device is alive, so that a
+/// validation error (a bug) is not drawn over, but only logs once the device is lost: every
+/// call on a lost device may then fail, and the window's thread must live on to save the
+/// user's work and restart (`app::relaunch`). cubecl installs the same pair when it makes a
+/// device; ours replaces it, and [`device_lost`] is how this program asks.
+#[derive(Clone, Debug, Default)]
+pub struct LossWatch(Arc<Mutex<Option<String>>>);
+
+impl LossWatch {
+    /// Starts watching `gpu` (replacing its lost callback and uncaptured-error handler).
+    pub fn watch(gpu: &wgpu::Device) -> Self {
+        let watch = Self::default();
+        let set = watch.clone();
+        gpu.set_device_lost_callback(move |why, message| {
+            let sep = if message.is_empty() { "" } else { ": " };
+            tracing::error!("the wgpu device was lost ({why:?}{sep}{message})");
+            if let Ok(mut r) = set.0.lock() {
+                *r = Some(format!("the GPU was lost ({why:?}{sep}{message})"));
+            }
+        });
+        let lost = watch.clone();
+        gpu.on_uncaptured_error(Arc::new(move |error| {
+            if lost.said().is_some() {
+                tracing::debug!("error on a lost wgpu device: {error}");
+            } else {
+                panic!("wgpu error: {error}");
+            }
+        }));
+        watch
+    }
+
+    /// Why the device was lost, once wgpu said so (it says so when the device is next polled
+    /// or submitted to; [`device_lost`] polls).
+    pub fn said(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+/// The wgpu devices whose loss is watched, by the burn device on them.
+type Watched = Vec<(Device, wgpu::Device, LossWatch)>;
 static WATCHED: Mutex<Watched> = Mutex::new(Vec::new());
 
-/// Watches `gpu`, the wgpu device under burn's `device`: once wgpu reports it lost (destroyed,
-/// reset by the driver, unplugged), [`device_lost`] says so. Needed because work submitted to
-/// a lost device does not fail in burn: reads come back with whatever the buffers held.
+/// Watches `gpu`, the wgpu device under burn's `device` ([`LossWatch`]): once wgpu reports it
+/// lost (destroyed, reset by the driver, unplugged), [`device_lost`] says so. Needed because
+/// work submitted to a lost device does not fail in burn: reads come back with whatever the
+/// buffers held.
 pub fn watch_device_loss(device: &Device, gpu: &wgpu::Device) {
-    let reason = Arc::new(Mutex::new(None));
-    let set = Arc::clone(&reason);
-    gpu.set_device_lost_callback(move |why, message| {
-        if let Ok(mut r) = set.lock() {
-            *r = Some(format!("the GPU was lost ({why:?}{}{message})", if message.is_empty() { "" } else { ": " }));
-        }
-    });
+    let watch = LossWatch::watch(gpu);
     if let Ok(mut w) = WATCHED.lock() {
-        w.push((device.clone(), gpu.clone(), reason));
+        w.push((device.clone(), gpu.clone(), watch));
     }
+}
+
+/// The watch on burn's `device`'s GPU, if it is watched ([`watch_device_loss`]; a wgpu device
+/// has one lost callback, so the window drawing on the model's device asks for this one rather
+/// than making its own). Looked up by burn's device: wgpu devices compare by an id that is
+/// only unique within one wgpu instance.
+pub fn loss_watch(device: &Device) -> Option<LossWatch> {
+    WATCHED.lock().ok()?.iter().find(|(d, _, _)| d == device).map(|(_, _, w)| w.clone())
 }
 
 /// Why `device`'s GPU is lost, if wgpu said so (always `None` for the CPU and for devices
@@ -102,17 +146,16 @@ pub fn watch_device_loss(device: &Device, gpu: &wgpu::Device) {
 pub fn device_lost(device: &Device) -> Option<String> {
     // The trainer's autodiff device runs on the same GPU as the plain one that is watched.
     let device = device.clone().without_autodiff();
-    let (gpu, reason) = {
+    let (gpu, watch) = {
         let watched = WATCHED.lock().ok()?;
-        let (_, gpu, reason) = watched.iter().find(|(d, _, _)| *d == device)?;
-        (gpu.clone(), Arc::clone(reason))
+        let (_, gpu, watch) = watched.iter().find(|(d, _, _)| *d == device)?;
+        (gpu.clone(), watch.clone())
     };
-    let said = || reason.lock().ok().and_then(|r| r.clone());
     // wgpu calls the lost callback when the device is next polled, not when it is lost: a
     // failure right after the loss would otherwise look like the work's own.
-    said().or_else(|| {
+    watch.said().or_else(|| {
         let _ = gpu.poll(wgpu::PollType::Poll);
-        said()
+        watch.said()
     })
 }
 
@@ -256,9 +299,9 @@ fn half_device(gpu: &ModelGpu) -> Result<&'static Device, PrecisionError> {
             // The same wgpu device as `model_gpu`'s, whose callback is already set: watch the
             // f16 handle through the same flag.
             if let Ok(mut w) = WATCHED.lock()
-                && let Some(reason) = w.iter().find(|(d, _, _)| *d == gpu.device).map(|(_, _, r)| Arc::clone(r))
+                && let Some(watch) = w.iter().find(|(d, _, _)| *d == gpu.device).map(|(_, _, w)| w.clone())
             {
-                w.push((device.clone(), gpu.gpu.clone(), reason));
+                w.push((device.clone(), gpu.gpu.clone(), watch));
             }
             Ok(device)
         })

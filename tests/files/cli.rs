@@ -265,29 +265,46 @@ fn xvfb_run() -> Option<std::path::PathBuf> {
 /// Runs the bare app under Xvfb until it has saved a screenshot of the sample, with `env` set;
 /// returns its output, the screenshot and the folder it kept its settings and sessions in.
 fn window_screenshot(xvfb: &Path, env: &[(&str, &str)]) -> (std::process::Output, image::RgbaImage, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, img) = window_screenshot_in(xvfb, dir.path(), &[], env, &[]);
+    (o, img, dir)
+}
+
+/// [`window_screenshot`] with its settings and sessions in `dir`, `args` on its command line and
+/// the variables `unset` removed from its environment.
+fn window_screenshot_in(
+    xvfb: &Path,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    unset: &[&str],
+) -> (std::process::Output, image::RgbaImage) {
     // One X server at a time: `xvfb-run -a` picks the first display without a lock file, and two
     // started together can pick the same one, so one app finds no server (seen in CI, 2026-12-06).
     static ONE_X_SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _x = ONE_X_SERVER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = tempfile::tempdir().unwrap();
-    let shot = dir.path().join("window.png");
-    let o = Command::new(xvfb)
+    let shot = dir.join("window.png");
+    let mut command = Command::new(xvfb);
+    command
         .args(["-a", "-s", "-screen 0 1600x1000x24"])
         .arg(env!("CARGO_BIN_EXE_sam4em"))
+        .args(args)
         .arg("--screenshot")
         .arg(&shot)
-        .env("SAM4EM_CONFIG_DIR", dir.path())
-        .env("SAM4EM_DATA_DIR", dir.path())
+        .env("SAM4EM_CONFIG_DIR", dir)
+        .env("SAM4EM_DATA_DIR", dir)
         .env("RUST_LOG", "warn,sam4em::app::gpu=info")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+        .envs(env.iter().copied());
+    for name in unset {
+        command.env_remove(name);
+    }
+    let o = command.output().unwrap();
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("screenshot saved"), "{err}");
     let img = image::open(&shot).unwrap().to_rgba8();
     assert_eq!(img.dimensions(), (1400, 900), "the window's default size");
-    (o, img, dir)
+    (o, img)
 }
 
 /// Pixels of the mitochondria overlay (vermillion, 213 94 0 at 45 % over grey): they cover a
@@ -327,6 +344,86 @@ fn the_window_makes_its_own_device_when_the_model_gpu_cannot_be_set_up() {
     assert!(err.contains("the window makes its own device: the GPU could not be set up for the model"), "{err}");
     let tinted = mitochondria_tinted(&img);
     assert!(tinted > 5_000, "{tinted} mitochondria-tinted pixels");
+}
+
+#[test]
+fn a_window_whose_gpu_is_lost_restarts_with_the_model_on_the_cpu_and_every_edit() {
+    // The window's own wgpu device destroyed (`wgpu::Device::destroy`, as a driver reset would
+    // leave it) once the sample is shown: the app saves, closes, and starts again as a new
+    // process on a new device with the model on the CPU, the same stack open with its session
+    // at the same slice, and that process takes the screenshot.
+    use sam4em::io::session::{Project, StackRef, autosession_dir};
+    use sam4em::state::bitplane::PixelBox;
+    use sam4em::state::edit::Editor;
+    use sam4em::state::{ClassId, ClassTable, MaskVolume, SliceIndex};
+
+    let Some(xvfb) = xvfb_run() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // The sample's automatic session holds one edit in its journal only (as after a crash): a
+    // mitochondria rectangle over the left part of slice 3, the slice in view.
+    let sample = Path::new(sam4em::io::sample::SAMPLE_STACK);
+    let volume = sam4em::io::open_stack(sample, &Default::default()).unwrap();
+    let (w, h, d) = (volume.width(), volume.height(), volume.depth());
+    let session = autosession_dir(dir.path(), sample);
+    std::fs::create_dir_all(session.parent().unwrap()).unwrap();
+    let mut project = Project::create(&session, StackRef::from_info(volume.info()), &ClassTable::default()).unwrap();
+    let (mut masks, mut editor) = (MaskVolume::new(w, h, d), Editor::default());
+    editor.begin("rectangle").unwrap();
+    let rect = PixelBox { x0: 0, y0: 0, x1: w / 3, y1: h };
+    editor.paint(&mut masks, ClassId(2), SliceIndex(3), |p| p.fill_rect(rect, true)).unwrap();
+    project.append(&editor.commit(&masks).unwrap().writes).unwrap();
+    drop(project);
+
+    let log = "warn,sam4em::app=info,sam4em::ui::notify=debug";
+    let sample_arg = sample.to_str().unwrap();
+    let env = [("SAM4EM_FAULT", "lose-display-gpu"), ("RUST_LOG", log)];
+    let (o, img) = window_screenshot_in(&xvfb, dir.path(), &[sample_arg, "--slice", "3"], &env, &[]);
+    let err = stderr(&o);
+    assert!(err.contains("destroying the window's device"), "{err}");
+    assert!(err.contains("the GPU was lost (Destroyed) under the window: restarting"), "{err}");
+    assert!(err.contains("the app restarted on a new device, with the model on the CPU"), "{err}");
+    assert!(err.contains("the window makes its own device: the model runs on the CPU"), "{err}");
+    assert!(err.contains("recovered 1 edits since the last save"), "{err}");
+    assert_eq!(err.matches("screenshot saved").count(), 1, "{err}");
+    // The new window shows slice 3 with the edit (the labels of the sample are not imported
+    // again: the session restores its masks instead).
+    let tinted = mitochondria_tinted(&img);
+    assert!(tinted > 10_000, "{tinted} mitochondria-tinted pixels");
+    // The session holds it, folded into its files: one session, nothing moved aside.
+    let sessions: Vec<_> = std::fs::read_dir(dir.path().join("sessions")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(sessions, std::slice::from_ref(&session));
+    let opened = Project::open(&session).unwrap();
+    assert_eq!(opened.recovery.replayed_records, 0, "the journal was folded into the files on the way out");
+    let mask = opened.masks.mask(ClassId(2), SliceIndex(3)).expect("the edit");
+    assert_eq!(mask.count_ones(), ((w / 3) * h) as u64);
+    drop(opened);
+
+    // The same when the window has a device of its own (burn's runtime could not make one).
+    let env =
+        [("SAM4EM_FAULT", "lose-display-gpu"), ("RUST_LOG", log), ("CUBECL_WGPU_DEFAULT_DEVICE", "DiscreteGpu(9)")];
+    let (o, img) = window_screenshot_in(&xvfb, dir.path(), &[sample_arg, "--slice", "3"], &env, &[]);
+    let err = stderr(&o);
+    assert!(err.contains("the window makes its own device: the GPU could not be set up"), "{err}");
+    assert!(err.contains("the GPU was lost (Destroyed) under the window: restarting"), "{err}");
+    let tinted = mitochondria_tinted(&img);
+    assert!(tinted > 10_000, "{tinted} mitochondria-tinted pixels");
+
+    // Without a data folder nothing is journalled: the sample's imported labels are saved as a
+    // recovery project in the temporary folder, and the new process opens that.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let env = [("SAM4EM_FAULT", "lose-display-gpu"), ("RUST_LOG", log), ("TMPDIR", tmp.to_str().unwrap())];
+    let unset = ["SAM4EM_DATA_DIR", "XDG_DATA_HOME", "HOME"];
+    let (o, img) = window_screenshot_in(&xvfb, dir.path(), &[], &env, &unset);
+    let err = stderr(&o);
+    assert!(err.contains("no data folder"), "{err}");
+    let recovered: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(recovered.len(), 1, "{recovered:?}\n{err}");
+    assert!(recovered[0].file_name().unwrap().to_string_lossy().starts_with("sam4em-recovered-"));
+    let opened = Project::open(&recovered[0]).unwrap();
+    assert!(opened.masks.classes().count() >= 2, "the sample's labels are in the recovery project");
+    let tinted = mitochondria_tinted(&img);
+    assert!(tinted > 5_000, "{tinted} mitochondria-tinted pixels: the new window shows the labels");
 }
 
 #[test]

@@ -263,9 +263,12 @@ fn a_gpu_lost_under_a_prediction_moves_the_model_to_the_cpu() {
     let masks_before = h.state().masks().unwrap().clone();
     let z = h.state().viewer().unwrap().cursor.z;
 
-    // The whole stack, and the GPU goes away after the first slice.
+    // The whole stack, and the GPU goes away while it runs, before its first slice is back (on
+    // lavapipe the first slice compiles every kernel, minutes with a cold shader cache;
+    // `tests/model/device_loss.rs` destroys the device after the first slice, on the worker).
     h.state_mut().apply(AppCommand::Model(ModelAction::PredictStack), &ctx);
-    wait_for(&mut h, "the first slice", |a| a.model_prediction(MITOCHONDRIA, z).is_some());
+    wait_for(&mut h, "the prediction to start", |a| a.model_busy());
+    assert!(h.state().model_prediction(MITOCHONDRIA, z).is_none(), "nothing predicted yet");
     gpu.destroy();
     wait_for(&mut h, "the model on the CPU", |a| {
         let v = a.model_view();

@@ -404,8 +404,10 @@ fn device_side_post_processing_matches_the_host() {
 
 /// Half precision (`Precision::F16`: f16 weights and activations on the GPU, f32 where f16 is
 /// not safe) predicts the masks f32 predicts. The micro reference model is trained for 200
-/// steps on Lucchi++ slices 0–7 (CPU), then streams slices 20–23 on wgpu both ways; its masks
-/// at the model's threshold agree per slice with Dice ≥ 0.99. What this can show: the f16
+/// steps on Lucchi++ slices 0–7 (CPU), then streams slices 20–23 in f16 on wgpu and in f32 on the
+/// CPU; its masks at the model's threshold agree per slice with Dice ≥ 0.99. (f32 on the CPU,
+/// not on wgpu: the golden tests hold the two to 1e-4, and on lavapipe the f32 stream cost
+/// 168 s of this test's 411, 2026-12-06.) What this can show: the f16
 /// path computes the same model (no type mix-ups, no overflow, rounding that moves few mask
 /// pixels) on a model that has learned something. What it cannot: the micro model has two
 /// narrow blocks per stage; B+'s 24 blocks and 896 channels accumulate more rounding, and
@@ -438,7 +440,7 @@ fn half_precision_masks_match_f32_on_lucchi() {
     );
 
     let data = lucchi(&shared, 20..24);
-    let full = model.to_device(&gpu).unwrap();
+    let full = model.to_device(&Device::flex()).unwrap();
     let half = model.to_device(&half_device).unwrap();
     let timed = |m: &MultiModel| {
         let t = std::time::Instant::now();
