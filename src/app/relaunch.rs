@@ -207,9 +207,11 @@ impl StudioApp {
                 if saved {
                     Some(Some(OpenRequest::stack(dir)))
                 } else {
+                    // Closing would lose them; the window cannot draw, but the process keeps them.
                     self.notices.push(Notice::error(
-                        "the window's GPU was lost and the edits could not be saved (above): the app stays open; use \
-                         File > Save project as… if it still answers",
+                        "the window's GPU was lost and the edits could not be saved as a recovery project (above): the \
+                         app stays running with them and draws nothing; free space in the temporary folder or set \
+                         SAM4EM_DATA_DIR before the next start",
                     ));
                     None
                 }
