@@ -367,9 +367,12 @@ impl StudioApp {
     }
 }
 
+/// The environment variable that puts the model on the CPU (`cpu`); a restart sets it.
+const MODEL_DEVICE_VAR: &str = "SAM4EM_MODEL_DEVICE";
+
 /// Whether the model was asked to run on the CPU (`--cpu-model` or `SAM4EM_MODEL_DEVICE=cpu`).
 fn cpu_model_asked(options: &LaunchOptions) -> bool {
-    options.cpu_model || std::env::var("SAM4EM_MODEL_DEVICE").is_ok_and(|v| v == "cpu")
+    options.cpu_model || std::env::var(MODEL_DEVICE_VAR).is_ok_and(|v| v == "cpu")
 }
 
 impl eframe::App for StudioApp {

@@ -114,7 +114,7 @@ impl Relaunch {
         eprintln!("{} under the window: restarting {}", self.resume.reason, exe.display());
         let status = std::process::Command::new(&exe)
             .args(&self.args)
-            .env("SAM4EM_MODEL_DEVICE", "cpu")
+            .env(super::MODEL_DEVICE_VAR, "cpu")
             .env(RESUME_VAR, resume)
             .env_remove(FAULT_VAR)
             .status()
@@ -181,11 +181,10 @@ impl StudioApp {
     /// know before it draws.
     fn display_lost(&self) -> Option<String> {
         let watch = self.relaunch.watch.as_ref()?;
-        watch.said().or_else(|| {
-            let rs = self.render_state.as_ref()?;
-            let _ = rs.device.poll(burn::tensor::wgpu::wgpu::PollType::Poll);
-            watch.said()
-        })
+        match &self.render_state {
+            Some(rs) => watch.polled(&rs.device),
+            None => watch.said(),
+        }
     }
 
     /// What the restarted app opens to find everything of the open stack: the stack again

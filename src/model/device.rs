@@ -116,6 +116,15 @@ impl LossWatch {
     pub fn said(&self) -> Option<String> {
         self.0.lock().ok().and_then(|r| r.clone())
     }
+
+    /// [`Self::said`], polling `gpu` (the watched device) first when it has not said so yet:
+    /// wgpu calls the lost callback when the device is next polled, not when it is lost.
+    pub fn polled(&self, gpu: &wgpu::Device) -> Option<String> {
+        self.said().or_else(|| {
+            let _ = gpu.poll(wgpu::PollType::Poll);
+            self.said()
+        })
+    }
 }
 
 /// The wgpu devices whose loss is watched, by the burn device on them.
@@ -151,12 +160,8 @@ pub fn device_lost(device: &Device) -> Option<String> {
         let (_, gpu, watch) = watched.iter().find(|(d, _, _)| *d == device)?;
         (gpu.clone(), watch.clone())
     };
-    // wgpu calls the lost callback when the device is next polled, not when it is lost: a
-    // failure right after the loss would otherwise look like the work's own.
-    watch.said().or_else(|| {
-        let _ = gpu.poll(wgpu::PollType::Poll);
-        watch.said()
-    })
+    // Polled: a failure right after the loss would otherwise look like the work's own.
+    watch.polled(&gpu)
 }
 
 /// [`model_gpu`]'s answer if it was asked already in this process; `None` before (asks
@@ -298,8 +303,8 @@ fn half_device(gpu: &ModelGpu) -> Result<&'static Device, PrecisionError> {
             device.configure(burn::tensor::FloatDType::F16).map_err(|e| failed(format!("{e:?}")))?;
             // The same wgpu device as `model_gpu`'s, whose callback is already set: watch the
             // f16 handle through the same flag.
-            if let Ok(mut w) = WATCHED.lock()
-                && let Some(watch) = w.iter().find(|(d, _, _)| *d == gpu.device).map(|(_, _, w)| w.clone())
+            if let Some(watch) = loss_watch(&gpu.device)
+                && let Ok(mut w) = WATCHED.lock()
             {
                 w.push((device.clone(), gpu.gpu.clone(), watch));
             }
