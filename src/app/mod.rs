@@ -136,11 +136,32 @@ pub fn run(mut options: LaunchOptions) -> Result<()> {
         wgpu_options,
         ..Default::default()
     };
-    eframe::run_native("SAM4EM Studio", native, Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, options)))))
-        .map_err(|e| anyhow::anyhow!("cannot start the window: {e}"))?;
-    // The window is closed and the app dropped (its session saved and closed): a window whose
-    // GPU was lost is replaced by a new process.
-    let next = successor.lock().ok().and_then(|mut s| s.take());
+    // A panic under the window is caught only to tell a device lost in the middle of a frame
+    // (egui's renderer panics when it cannot write its buffers) from a bug; the app state is
+    // dropped as the panic unwinds, and nothing of it is used afterwards.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eframe::run_native("SAM4EM Studio", native, Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, options)))))
+    }));
+    let handoff = std::mem::take(&mut *successor.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let next = match outcome {
+        // The window is closed and the app dropped (its session saved and closed): a window
+        // whose GPU was lost is replaced by a new process.
+        Ok(closed) => {
+            closed.map_err(|e| anyhow::anyhow!("cannot start the window: {e}"))?;
+            handoff.after_close()
+        }
+        Err(panic) => match handoff.after_panic() {
+            Some(next) => {
+                // Every committed edit is in the session's journal: the new process replays it.
+                eprintln!(
+                    "{} while the window drew a frame: its edits are in the session's journal",
+                    next.resume.reason
+                );
+                Some(next)
+            }
+            None => std::panic::resume_unwind(panic),
+        },
+    };
     match next {
         Some(next) => next.run(),
         None => Ok(()),
@@ -415,6 +436,7 @@ impl eframe::App for StudioApp {
         for command in self.frame_ui(ui) {
             self.apply(command, &ctx);
         }
+        self.inject_fault_in_frame();
         if self.is_busy() || self.model.is_busy() {
             ctx.request_repaint_after(std::time::Duration::from_millis(30));
         }

@@ -11,8 +11,15 @@
 //! started through [`RESUME_VAR`] and says so; it is restarted at most [`MAX_RELAUNCHES`]
 //! times in a row.
 //!
-//! `SAM4EM_FAULT=lose-display-gpu` destroys the window's device once a stack is shown, so
-//! that the whole path runs with a real window in the tests (`tests/files/cli.rs`).
+//! The device can also be lost between the frame's check and its drawing; egui's renderer then
+//! panics. For that case the app keeps a [`Handoff::on_panic`] plan up to date every frame (what
+//! to reopen, no saving needed: the session's journal already holds every committed edit), and
+//! [`super::run`] catches the panic, asks the window's device whether it was lost
+//! ([`Handoff::after_panic`]) and, if so, starts that plan; any other panic goes on as a crash.
+//!
+//! `SAM4EM_FAULT=lose-display-gpu` destroys the window's device once a stack is shown, before
+//! the frame's check; `lose-display-gpu-in-frame` destroys it after the check, so the frame
+//! draws on a lost device. Both paths run with a real window in the tests (`tests/files/cli.rs`).
 //!
 //! May touch the document (to save and close it), the notices and the window.
 
@@ -31,7 +38,8 @@ use crate::ui::notify::Notice;
 pub const RESUME_VAR: &str = "SAM4EM_RESUME";
 
 /// The environment variable that injects a fault for tests; `lose-display-gpu` destroys the
-/// window's device once a stack is shown.
+/// window's device once a stack is shown, `lose-display-gpu-in-frame` the same in the middle of
+/// a frame (after its check, before its drawing).
 pub const FAULT_VAR: &str = "SAM4EM_FAULT";
 
 /// Restarts in a row after which the app stops restarting itself (the GPU keeps failing).
@@ -72,8 +80,40 @@ pub struct Relaunch {
     pub resume: Resume,
 }
 
-/// Where the window leaves the program to start after it closes (filled at most once).
-pub type Successor = Arc<Mutex<Option<Relaunch>>>;
+/// What the window leaves to [`super::run`], shared with it.
+pub type Successor = Arc<Mutex<Handoff>>;
+
+/// The programs to start in place of this one, and how to tell whether a panic came from a lost
+/// window device.
+#[derive(Debug, Default)]
+pub struct Handoff {
+    /// Set once, when the app saw its window's device lost, saved and closed.
+    pub next: Option<Relaunch>,
+    /// Kept up to date every frame: what to open should a frame panic because the device was
+    /// lost while it drew (nothing is saved on that path: the journal holds the edits).
+    pub on_panic: Option<Relaunch>,
+    /// The window's device and its watch, to ask after a panic whether the device was lost.
+    pub display: Option<(eframe::wgpu::Device, crate::model::device::LossWatch)>,
+}
+
+impl Handoff {
+    /// After the window closed: [`Self::next`] (the window's device, kept for
+    /// [`Self::after_panic`], is let go before the new process starts).
+    pub fn after_close(self) -> Option<Relaunch> {
+        self.next
+    }
+
+    /// After the window's event loop panicked: [`Self::on_panic`] with the reason the device
+    /// gives, when the window's device was lost; `None` when it was not (a bug: the panic goes
+    /// on) or no restart is allowed.
+    pub fn after_panic(self) -> Option<Relaunch> {
+        let (device, watch) = self.display?;
+        let reason = watch.polled(&device)?;
+        let mut plan = self.on_panic?;
+        plan.resume.reason = reason;
+        Some(plan)
+    }
+}
 
 impl Relaunch {
     /// The command line that opens `open` (nothing: the bundled sample) at `slice` and, when
@@ -141,14 +181,13 @@ impl StudioApp {
         if self.relaunch.started {
             return true;
         }
-        if self.relaunch.fault == Fault::Pending && self.doc.is_some() && self.frames > 2 {
-            self.relaunch.fault = Fault::Injected;
-            if let Some(rs) = &self.render_state {
-                tracing::warn!("{FAULT_VAR}: destroying the window's device");
-                rs.device.destroy();
-            }
+        if self.relaunch.fault == Fault::Pending {
+            self.inject_fault();
         }
-        let Some(reason) = self.display_lost() else { return false };
+        let Some(reason) = self.display_lost() else {
+            self.plan_for_a_panic();
+            return false;
+        };
         self.relaunch.started = true;
         let Some(successor) = self.relaunch.successor.clone() else {
             // No restart (it failed too often, or this app has no process of its own): saved
@@ -169,10 +208,58 @@ impl StudioApp {
         self.doc = None;
         let plan = Relaunch::plan(open.as_ref(), slice, self.screenshot.pending(), resume);
         if let Ok(mut s) = successor.lock() {
-            *s = Some(plan);
+            s.next = Some(plan);
         }
         ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         true
+    }
+
+    /// Destroys the window's device as [`FAULT_VAR`] asked, once a stack has been shown for a
+    /// few frames (before the frame's check, or after it: [`Self::inject_fault_in_frame`]).
+    fn inject_fault(&mut self) {
+        if self.doc.is_some() && self.frames > 2 {
+            self.relaunch.fault = Fault::Injected;
+            if let Some(rs) = &self.render_state {
+                tracing::warn!("{FAULT_VAR}: destroying the window's device");
+                rs.device.destroy();
+            }
+        }
+    }
+
+    /// [`Self::inject_fault`] for `lose-display-gpu-in-frame`: called after the frame's UI, so
+    /// the frame is drawn on a lost device.
+    pub(super) fn inject_fault_in_frame(&mut self) {
+        if self.relaunch.fault == Fault::PendingInFrame {
+            self.inject_fault();
+        }
+    }
+
+    /// Keeps [`Handoff::on_panic`] up to date: the open stack or project at the slice in view.
+    fn plan_for_a_panic(&mut self) {
+        let Some(successor) = &self.relaunch.successor else { return };
+        let open = self.doc.as_ref().map(|doc| self.reopen_without_saving(doc));
+        let slice = self.doc.as_ref().map(|d| d.view.cursor.z.0);
+        let resume = Resume { reason: "the GPU was lost".into(), relaunches: self.relaunch.relaunches + 1 };
+        let plan = Relaunch::plan(open.as_ref(), slice, self.screenshot.pending(), resume);
+        if let Ok(mut s) = successor.lock()
+            && s.on_panic.as_ref() != Some(&plan)
+        {
+            s.on_panic = Some(plan);
+        }
+    }
+
+    /// What a new process opens to find `doc`'s edits when this one saves nothing: the stack
+    /// again when its automatic session journals them, the project when it is one, else the
+    /// stack as it was opened (edits with no session to be journalled to die with the process).
+    fn reopen_without_saving(&self, doc: &super::Document) -> OpenRequest {
+        let autosession = self.data_dir.as_deref().map(|d| crate::io::session::autosession_dir(d, doc.volume.path()));
+        match &doc.session {
+            Some(s) if Some(s.dir()) == autosession.as_deref() => {
+                OpenRequest { labels: None, label_map: None, masks: Vec::new(), ..doc.opened_as.clone() }
+            }
+            Some(s) => OpenRequest::stack(s.dir()),
+            None => doc.opened_as.clone(),
+        }
     }
 
     /// Why the window's device is lost, if it is. Polled every frame, before anything is
@@ -193,12 +280,8 @@ impl StudioApp {
     /// now. `Some(None)`: nothing is open. `None`: the edits could not be saved (said).
     fn reopen_request(&mut self) -> Option<Option<OpenRequest>> {
         let Some(doc) = &self.doc else { return Some(None) };
-        let autosession = self.data_dir.as_deref().map(|d| crate::io::session::autosession_dir(d, doc.volume.path()));
         match &doc.session {
-            Some(s) if Some(s.dir()) == autosession.as_deref() => {
-                Some(Some(OpenRequest { labels: None, label_map: None, masks: Vec::new(), ..doc.opened_as.clone() }))
-            }
-            Some(s) => Some(Some(OpenRequest::stack(s.dir()))),
+            Some(_) => Some(Some(self.reopen_without_saving(doc))),
             None => {
                 let dir = recovery_dir();
                 self.save_project_as(&dir);
@@ -227,6 +310,8 @@ pub(super) enum Fault {
     None,
     /// The device is to be destroyed once a stack is shown.
     Pending,
+    /// The same, after the frame's check (`lose-display-gpu-in-frame`).
+    PendingInFrame,
     /// It was destroyed.
     Injected,
 }
@@ -263,14 +348,20 @@ impl RelaunchState {
                 .and_then(|gpu| crate::model::device::loss_watch(&gpu.device))
                 .unwrap_or_else(|| crate::model::device::LossWatch::watch(&rs.device))
         });
+        let successor = successor.filter(|_| relaunches < MAX_RELAUNCHES);
+        if let (Some(successor), Some(rs), Some(watch)) = (&successor, rs, &watch)
+            && let Ok(mut handoff) = successor.lock()
+        {
+            handoff.display = Some((rs.device.clone(), watch.clone()));
+        }
         Self {
             watch,
-            successor: successor.filter(|_| relaunches < MAX_RELAUNCHES),
+            successor,
             relaunches,
-            fault: if std::env::var(FAULT_VAR).is_ok_and(|v| v == "lose-display-gpu") {
-                Fault::Pending
-            } else {
-                Fault::None
+            fault: match std::env::var(FAULT_VAR).as_deref() {
+                Ok("lose-display-gpu") => Fault::Pending,
+                Ok("lose-display-gpu-in-frame") => Fault::PendingInFrame,
+                _ => Fault::None,
             },
             started: false,
         }

@@ -141,6 +141,70 @@ impl ModelBench {
     }
 }
 
+/// Prediction of whole slices larger than the model input at native resolution, as
+/// `sam4em predict --scale 1` runs it: every tile encoded, decoded with its own stream for one
+/// class, and blended.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct TiledFigure {
+    /// Slice side in pixels.
+    pub slice_px: usize,
+    /// Tiles per slice.
+    pub tiles_per_slice: usize,
+    /// Slices timed.
+    pub slices: usize,
+    /// Their wall time.
+    pub seconds: f64,
+    /// Tiles per second.
+    pub tiles_per_s: f64,
+    /// Slices per second.
+    pub slices_per_s: f64,
+}
+
+/// Times `slices` slices of `slice_px × slice_px` predicted at scale 1 with a randomly
+/// initialised model of `config` on `device` (after a warm-up on one slice of the model input,
+/// which compiles a GPU's kernels).
+pub fn tiled_slices(
+    config: &Sam4emConfig,
+    device: &Device,
+    slice_px: usize,
+    slices: usize,
+) -> anyhow::Result<TiledFigure> {
+    use crate::infer::{Flow, Predictor, Scale, StackRequest, TileGrid};
+    use crate::state::SliceIndex;
+    let mut base = Sam4em::new(config, &Init::random(device));
+    base.merge_lora();
+    let model = MultiModel::new(base, &["mitochondria".to_string()]);
+    let s = config.image_size;
+    let run = |side: usize, depth: usize| -> anyhow::Result<f64> {
+        // Any image costs the same; this one is not flat, so the masks are not trivial.
+        let image: Vec<u8> = (0..side * side).map(|i| ((i % side) * 7 + (i / side) * 13) as u8).collect();
+        let request = StackRequest {
+            width: side,
+            height: side,
+            range: 0..depth,
+            visible: SliceIndex(0),
+            seeds: Vec::new(),
+            max_warmup_slices: 0,
+            scale: Scale::NATIVE,
+        };
+        let mut predictor = Predictor::new(&model, 1);
+        let t = Instant::now();
+        predictor.predict(&request, &mut |_| Ok(image.clone()), &mut |_, _| Flow::Continue)?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    run(s, 1)?;
+    let seconds = run(slice_px, slices)?;
+    let tiles_per_slice = TileGrid::new(slice_px, slice_px, s, Scale::NATIVE).len();
+    Ok(TiledFigure {
+        slice_px,
+        tiles_per_slice,
+        slices,
+        seconds,
+        tiles_per_s: (tiles_per_slice * slices) as f64 / seconds.max(1e-9),
+        slices_per_s: slices as f64 / seconds.max(1e-9),
+    })
+}
+
 /// The tensors of an official SAM 2 checkpoint of `size` (SAM 2's key names, checkpoint
 /// layout) with SAM4EM's random initialisation: the trunk and neck, and the prompt encoder and
 /// mask decoder that SAM4EM takes from SAM 2 (SAM 2's video-memory modules and the decoder

@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::model::DeviceChoice;
-use crate::infer::{Flow, ModelImages, Predictor, Seed, StackRequest};
+use crate::infer::{Flow, ModelImages, Predictor, Scale, Seed, StackRequest, TileGrid};
 use crate::io::{self, ExportFormat, ExportOptions, OpenOptions};
 use crate::model::Sam4emConfig;
 use crate::model::adapter::BaseCheckpoint;
@@ -83,6 +83,16 @@ pub struct PredictArgs {
     /// Dice 0.99 of f32 on Lucchi++ with the micro model, not yet checked with official weights).
     #[arg(long, default_value = "f32", value_name = "f32|f16")]
     pub precision: crate::model::device::Precision,
+    /// Model pixels per stack pixel: `1` predicts at the data's own resolution in overlapping
+    /// tiles of the model input (blended), `0.5` at half of it, `fit` resizes each whole slice
+    /// to the model input (the paper's mode). Default: the adapter's scale; without one, `fit`
+    /// for slices at most twice the model input and `1` for larger ones.
+    #[arg(long, value_name = "1|0.5|…|fit")]
+    pub scale: Option<Scale>,
+    /// Print a JSON report (slices, tiles per slice, seconds, peak memory, foreground voxels)
+    /// instead of the text summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Learning-rate schedule choice.
@@ -337,6 +347,13 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
         }
         seeds.push(Seed { z: SliceIndex(z), masks });
     }
+    let input_px = loaded.model.config().image_size;
+    let trained_at = loaded.adapter.as_ref().map(|m| m.training.scale);
+    let scale = a.scale.or(trained_at).unwrap_or_else(|| Scale::default_for(w, h, input_px));
+    if let Some(trained) = trained_at.filter(|t| *t != scale) {
+        eprintln!("warning: predicting at scale {scale}, but the adapter was trained at scale {trained}");
+    }
+    let grid = TileGrid::new(w, h, input_px, scale);
     let request = StackRequest {
         width: w,
         height: h,
@@ -344,6 +361,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
         visible: SliceIndex(range.start),
         seeds,
         max_warmup_slices: 32,
+        scale,
     };
     let threshold = a.threshold.unwrap_or(loaded.model.config().stream.cross_batch_threshold);
     let cut = crate::state::probability_cut(threshold as f32);
@@ -382,18 +400,45 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let report = io::export_masks(&masks, &table, &a.out, &[ExportFormat::Tiff], &ExportOptions::default())?;
+    let mut written: Vec<PathBuf> = Vec::new();
     for (c, probs) in probabilities.iter().enumerate() {
         let path = a.out.join(format!("{}_probability.tif", table.find(&classes[c]).expect("known").export_name));
         io::export::write_u8_stack(&path, w, h, probs)?;
+        written.push(path);
+    }
+    written.extend(report.outputs.iter().cloned());
+    if a.json {
+        let (columns, rows) = grid.columns_rows();
+        let foreground: serde_json::Map<String, serde_json::Value> = table
+            .iter()
+            .map(|c| (c.name.clone(), masks.slices(c.id).map(|(_, e)| e.mask.count_ones()).sum::<u64>().into()))
+            .collect();
+        let v = serde_json::json!({
+            "stack": a.stack, "width": w, "height": h, "slices": range.len(), "seconds": seconds,
+            "scale": scale, "model_input_px": input_px,
+            "tiles": { "per_slice": grid.len(), "columns": columns, "rows": rows },
+            "threshold": threshold, "device": super::model::device_name(&device),
+            "precision": a.precision.to_string(),
+            "peak_rss_bytes": train_memory::rss().map(|(_, peak)| peak),
+            "foreground_voxels": foreground, "outputs": written,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    for path in &written[..probabilities.len()] {
         println!("wrote {}", path.display());
     }
     println!(
-        "predicted {} slices of {} in {seconds:.1} s ({:.2} slices/s, {} {}), threshold {threshold}",
+        "predicted {} slices of {} in {seconds:.1} s ({:.2} slices/s, {} {}), threshold {threshold}, scale {scale} ({} per slice)",
         range.len(),
         a.stack.display(),
         range.len() as f64 / seconds.max(1e-9),
         super::model::device_name(&device),
-        a.precision
+        a.precision,
+        match grid.len() {
+            1 => "1 tile".to_string(),
+            n => format!("{n} tiles"),
+        }
     );
     for c in table.iter() {
         let px: u64 = masks.slices(c.id).map(|(_, e)| e.mask.count_ones()).sum();
@@ -529,6 +574,7 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
             version: parent.map_or(1, |v| v + 1),
             parent,
             device: format!("{device:?}"),
+            pixel_size_nm: stack.info().voxel_size.map(|v| v.x_nm),
         },
     );
     let record = set.meta.training.clone();

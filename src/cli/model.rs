@@ -132,6 +132,14 @@ pub struct BenchModelArgs {
     /// Slices in the timed training step (0: no training figure).
     #[arg(long, default_value_t = 2)]
     pub train_slices: usize,
+    /// Side of the square slice predicted at native resolution in tiles (scale 1, one class,
+    /// as `sam4em predict --scale 1` does) for the tiles/s and slices/s figure; 0: none.
+    #[arg(long, default_value_t = 4096, value_name = "PX")]
+    pub tiled_px: usize,
+    /// Slices of `--tiled-px` timed (once, not `--runs` times: a 4096² slice of B+ on a CPU
+    /// takes minutes).
+    #[arg(long, default_value_t = 1)]
+    pub tiled_slices: usize,
     /// Activations in our training step: `auto` keeps them when the step fits in memory.
     #[arg(long, value_enum, default_value = "auto")]
     pub activations: super::learn::ActivationsArg,
@@ -297,6 +305,14 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
     }
 
     let inference_device = device_at(&device, a.precision)?;
+    let tiled = if a.tiled_px > 0 && a.tiled_slices > 0 {
+        if !a.json {
+            eprintln!("predicting {} slice(s) of {}² at scale 1 in tiles…", a.tiled_slices, a.tiled_px);
+        }
+        Some(bench::tiled_slices(&config, &inference_device, a.tiled_px, a.tiled_slices)?)
+    } else {
+        None
+    };
     let mut ours = bench::ModelBench::new(&config, &inference_device)?;
     if let Some(r) = reference.as_mut() {
         for name in bench::Figure::ALL.into_iter().filter_map(reference_figure) {
@@ -340,6 +356,7 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
         let v = serde_json::json!({
             "size": HieraSize::from(a.size), "rank": a.rank, "image_size": ours.image_size(), "device": device_name(&device),
             "precision": a.precision, "runs": runs, "machine": machine, "reference": header, "figures": all, "training": training,
+            "tiled": tiled,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -367,6 +384,18 @@ pub fn bench(a: &BenchModelArgs) -> Result<()> {
         let reference = r.reference_ms.map_or("—".to_string(), |t| format!("{t:.1}"));
         let ratio = r.ratio.map_or("—".to_string(), |x| format!("{x:.2}"));
         println!("  {:<50} {:>10.1} {:>11} {:>6}", r.describe, r.ours_ms, reference, ratio);
+    }
+    if let Some(t) = &tiled {
+        println!(
+            "  {}² slice at scale 1: {} tiles of {}², {:.2} tiles/s, {:.4} slices/s ({} slice(s) in {:.1} s)",
+            t.slice_px,
+            t.tiles_per_slice,
+            ours.image_size(),
+            t.tiles_per_s,
+            t.slices_per_s,
+            t.slices,
+            t.seconds
+        );
     }
     if let Some(peak) = training["ours_peak_rss_gib"].as_f64() {
         print!("  training peak RSS: ours {peak:.1} GiB");

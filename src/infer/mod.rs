@@ -1,20 +1,23 @@
 //! Inference over a stack: which slices to predict in which order (streaming passes that
 //! start at the slices a person corrected or accepted and run outwards in both z directions),
 //! the model input for any sample type, the predictor that runs one encoder pass per slice for
-//! every class and turns logits into full-resolution probabilities, click refinement from
+//! every class (or per tile, at a chosen scale) and turns logits into full-resolution
+//! probabilities, click refinement from
 //! cached embeddings, and the `inference` worker thread the app talks to.
 //!
 //! Depends on `model`, `state` and `worker`; knows nothing of the UI or the renderer.
 
 pub mod plan;
 pub mod predictor;
+pub mod tile;
 pub mod worker;
 
 pub use plan::{Pass, plan_passes};
 pub use predictor::{
-    Flow, InferError, Predictor, Progress, Seed, SlicePrediction, StackRequest, probabilities_on_device,
-    probabilities_on_host,
+    Flow, InferError, Predictor, Progress, Prompts, RefineTarget, Seed, SlicePrediction, StackRequest,
+    probabilities_on_device, probabilities_on_host,
 };
+pub use tile::{Scale, TileGrid};
 
 use std::sync::{Arc, OnceLock};
 

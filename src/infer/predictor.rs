@@ -1,6 +1,17 @@
-//! The predictor: runs the planned passes with one encoder pass per slice for every class (on
-//! a GPU one pass per batch of the plan's next slices), keeps recent slice embeddings for click
-//! refinement and repeated passes, and returns full-resolution probabilities.
+//! The predictor: runs the planned passes with one encoder pass per slice (or per tile, see
+//! [`super::tile`]) for every class (on a GPU one pass per batch of the plan's next slices or of
+//! the slice's tiles), keeps recent embeddings for click refinement and repeated passes, and
+//! returns full-resolution probabilities.
+//!
+//! Tiles: a slice cut into tiles ([`StackRequest::scale`]) is streamed tile by tile, each tile
+//! with its own slice memory and previous-mask prompt carried along z, its seed masks cropped to
+//! it; the tiles' probabilities are blended into one map per class. All tiles of a slice are
+//! decoded before the next slice, so every tile's stream is alive for the whole pass: per tile
+//! and class one single-slot memory `[1, C_m, g, g]` and one prompt `[1, 1, S, S]` (f32: 9 MiB
+//! for B+ at 512², 128 KiB for the micro reference at 128²), plus one encoder batch of tile
+//! embeddings and outputs at a time and the slice's blend buffer (4 bytes per pixel and class).
+//! A 4096² slice at scale 1 is 11 × 11 tiles of 512² for B+ (1.1 GiB of streams per class),
+//! 43 × 43 of 128² for the micro reference (240 MiB).
 
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -13,11 +24,11 @@ use burn::tensor::{ExecutionError, Tensor, TensorData};
 use lru::LruCache;
 
 use super::plan::{Pass, plan_passes};
+use super::tile::{Scale, TileGrid};
 use crate::model::multi::{HeadIndex, MultiModel};
 use crate::model::nn::BilinearResize;
-use crate::model::preprocess::{preprocess_u8, resize_nearest_u8};
 use crate::model::prompt::{BoxPrompt, PointPrompt};
-use crate::model::{SliceOutput, StreamMode};
+use crate::model::{SliceOutput, StreamMode, StreamState};
 use crate::state::SliceIndex;
 use crate::state::bitplane::BitPlane;
 
@@ -45,6 +56,8 @@ pub struct StackRequest {
     pub seeds: Vec<Seed>,
     /// Farthest a seed may be from the slices it serves (see [`plan_passes`]).
     pub max_warmup_slices: usize,
+    /// How slices map to the model's input: the whole slice resized, or tiles at a scale.
+    pub scale: Scale,
 }
 
 /// One predicted slice.
@@ -122,7 +135,10 @@ pub const GPU_ENCODER_BATCH: usize = 4;
 /// Runs a [`MultiModel`] (with merged LoRA) over stacks.
 pub struct Predictor {
     model: MultiModel,
-    embeddings: LruCache<usize, Tensor<4>>,
+    /// Embeddings by slice and tile of [`Self::grid`].
+    embeddings: LruCache<(usize, usize), Tensor<4>>,
+    /// The tiles the cached embeddings belong to (the cache is cleared when they change).
+    grid: Option<TileGrid>,
     /// Slices embedded per encoder pass (see [`Predictor::with_encoder_batch`]).
     encoder_batch: usize,
     /// Whether sigmoid, the resize to the slice's size and the scaling to 0–255 run on the
@@ -150,6 +166,7 @@ impl Predictor {
         Predictor {
             model: model.merged(),
             embeddings: LruCache::new(NonZeroUsize::new(cached_slices.max(encoder_batch)).expect("at least one")),
+            grid: None,
             encoder_batch,
             post_on_device: !crate::model::device::is_cpu(&model.device()),
             resize: None,
@@ -175,28 +192,108 @@ impl Predictor {
         self.embeddings.clear();
     }
 
-    /// The embedding of slice `z`, from the cache or one encoder pass.
-    fn embedding(
-        &mut self,
-        z: usize,
-        width: usize,
-        height: usize,
-        fetch: &mut ImageFetch<'_>,
-    ) -> Result<Tensor<4>, InferError> {
-        self.embedding_ahead(&[z], width, height, fetch)
+    /// The tiles of a `width × height` slice at `scale`, and the embeddings cached for them
+    /// (forgotten when the tiles change).
+    fn grid(&mut self, width: usize, height: usize, scale: Scale) -> TileGrid {
+        let s = self.model.config().image_size;
+        match &self.grid {
+            Some(g) if g.size() == (width, height) && g.scale() == scale => g.clone(),
+            _ => {
+                let grid = TileGrid::new(width, height, s, scale);
+                self.embeddings.clear();
+                self.grid = Some(grid.clone());
+                grid
+            }
+        }
     }
 
-    /// The embedding of `upcoming[0]`, from the cache or from one encoder pass that also embeds
-    /// the next slices of `upcoming` not cached yet, up to the encoder batch.
+    /// Slice `z`'s image from `fetch`, checked against the grid's size.
+    fn fetch_checked(z: usize, grid: &TileGrid, fetch: &mut ImageFetch<'_>) -> Result<Vec<u8>, InferError> {
+        let (width, height) = grid.size();
+        let image = fetch(SliceIndex(z)).map_err(|reason| InferError::Image { z: SliceIndex(z), reason })?;
+        if image.len() == width * height {
+            Ok(image)
+        } else {
+            Err(InferError::Image {
+                z: SliceIndex(z),
+                reason: format!("{} samples, expected {width}×{height}", image.len()),
+            })
+        }
+    }
+
+    /// Decodes every tile of slice `z` (advancing each tile's streams in `states`), the tiles
+    /// embedded `encoder_batch` at a time from one fetch of the slice (only if some are not
+    /// cached), and, when `reported`, blends their probabilities into one `width × height` map
+    /// per class ([`TileGrid::blend_into`], on the host). Each tile's outputs are blended and
+    /// dropped before the next batch of tiles is embedded, so a slice of any size holds one
+    /// batch of tile embeddings and outputs at a time, besides the streams and the blend.
+    fn tiled_slice(
+        &mut self,
+        z: usize,
+        grid: &TileGrid,
+        states: &mut [Vec<StreamState>],
+        reported: bool,
+        fetch: &mut ImageFetch<'_>,
+    ) -> Result<Option<Vec<Vec<u8>>>, InferError> {
+        let (width, height) = grid.size();
+        let s = grid.input_px();
+        let classes = self.model.heads.len();
+        let mut acc = if reported { vec![vec![0.0f32; width * height]; classes] } else { Vec::new() };
+        let mut image: Option<Vec<u8>> = None;
+        let tiles: Vec<usize> = (0..grid.len()).collect();
+        for chunk in tiles.chunks(self.encoder_batch) {
+            let cached: Vec<Option<Tensor<4>>> = chunk.iter().map(|&t| self.embeddings.get(&(z, t)).cloned()).collect();
+            let missing: Vec<usize> = chunk.iter().zip(&cached).filter(|(_, e)| e.is_none()).map(|(&t, _)| t).collect();
+            let mut fresh: Vec<(usize, Tensor<4>)> = Vec::new();
+            if !missing.is_empty() {
+                let image = match &image {
+                    Some(i) => i,
+                    None => image.insert(Self::fetch_checked(z, grid, fetch)?),
+                };
+                let mut pixels = Vec::with_capacity(missing.len() * 3 * s * s);
+                for &t in &missing {
+                    pixels.extend(grid.model_input(t, image));
+                }
+                let x = Tensor::from_data(TensorData::new(pixels, [missing.len(), 3, s, s]), &self.model.device());
+                let fused = self.model.embed(x);
+                for (i, &t) in missing.iter().enumerate() {
+                    let e = fused.clone().narrow(0, i, 1);
+                    self.embeddings.put((z, t), e.clone());
+                    fresh.push((t, e));
+                }
+            }
+            for (&t, e) in chunk.iter().zip(cached) {
+                let fused = e.unwrap_or_else(|| fresh.iter().find(|(f, _)| *f == t).expect("embedded above").1.clone());
+                let outs = self.model.stream_step(fused, &mut states[t], StreamMode::Clean);
+                if reported {
+                    let logits: Vec<Tensor<4>> = outs.iter().map(|o| self.model.reported_logits(o).0).collect();
+                    let host =
+                        Tensor::cat(logits, 0).into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+                    for (c, l) in host.chunks(s * s).enumerate().take(classes) {
+                        let p: Vec<f32> = l.iter().map(|&v| sigmoid(v)).collect();
+                        grid.blend_into(t, &p, &mut acc[c]);
+                    }
+                }
+            }
+        }
+        Ok(reported.then(|| {
+            acc.into_iter()
+                .map(|a| a.into_iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect())
+                .collect()
+        }))
+    }
+
+    /// The embedding of `upcoming[0]` on a one-tile grid, from the cache or from one encoder
+    /// pass that also embeds the next slices of `upcoming` not cached yet, up to the encoder
+    /// batch.
     fn embedding_ahead(
         &mut self,
         upcoming: &[usize],
-        width: usize,
-        height: usize,
+        grid: &TileGrid,
         fetch: &mut ImageFetch<'_>,
     ) -> Result<Tensor<4>, InferError> {
         let z = upcoming[0];
-        if let Some(t) = self.embeddings.get(&z) {
+        if let Some(t) = self.embeddings.get(&(z, 0)) {
             return Ok(t.clone());
         }
         let mut batch: Vec<usize> = Vec::with_capacity(self.encoder_batch);
@@ -204,28 +301,15 @@ impl Predictor {
             if batch.len() == self.encoder_batch {
                 break;
             }
-            if !batch.contains(&next) && !self.embeddings.contains(&next) {
+            if !batch.contains(&next) && !self.embeddings.contains(&(next, 0)) {
                 batch.push(next);
             }
         }
-        let s = self.model.config().image_size;
+        let s = grid.input_px();
         let mut pixels = Vec::with_capacity(batch.len() * 3 * s * s);
         for i in 0..batch.len() {
-            let b = batch[i];
-            let image = fetch(SliceIndex(b)).map_err(|reason| InferError::Image { z: SliceIndex(b), reason }).and_then(
-                |image| {
-                    if image.len() == width * height {
-                        Ok(image)
-                    } else {
-                        Err(InferError::Image {
-                            z: SliceIndex(b),
-                            reason: format!("{} samples, expected {width}×{height}", image.len()),
-                        })
-                    }
-                },
-            );
-            match image {
-                Ok(image) => pixels.extend(preprocess_u8(&image, width, height, s)),
+            match Self::fetch_checked(batch[i], grid, fetch) {
+                Ok(image) => pixels.extend(grid.model_input(0, &image)),
                 // A slice read ahead that cannot be read fails when its turn comes, not now.
                 Err(_) if i > 0 => {
                     batch.truncate(i);
@@ -238,13 +322,14 @@ impl Predictor {
         let fused = self.model.embed(x);
         // `z` is not cached (see above), so it went into the batch first.
         for (i, &b) in batch.iter().enumerate() {
-            self.embeddings.put(b, fused.clone().narrow(0, i, 1));
+            self.embeddings.put((b, 0), fused.clone().narrow(0, i, 1));
         }
         Ok(fused.narrow(0, 0, 1))
     }
 
-    fn mask_tensor(&self, mask: &BitPlane) -> Tensor<4> {
-        let s = self.model.config().image_size;
+    /// Tile `t` of `mask` as the model's `[1, 1, S, S]` mask prompt.
+    fn mask_tensor(&self, grid: &TileGrid, t: usize, mask: &BitPlane) -> Tensor<4> {
+        let s = grid.input_px();
         let (w, h) = (mask.width(), mask.height());
         let mut bytes = vec![0u8; w * h];
         for y in 0..h {
@@ -252,8 +337,7 @@ impl Predictor {
                 bytes[y * w + x] = u8::from(mask.get(x, y));
             }
         }
-        let resized: Vec<f32> = resize_nearest_u8(&bytes, w, h, s, s).into_iter().map(f32::from).collect();
-        Tensor::from_data(TensorData::new(resized, [1, 1, s, s]), &self.model.device())
+        Tensor::from_data(TensorData::new(grid.model_mask(t, &bytes), [1, 1, s, s]), &self.model.device())
     }
 
     /// Starts turning a slice's outputs into `width × height` probabilities scaled to 0–255, one
@@ -335,23 +419,44 @@ impl Predictor {
         on_slice: &mut dyn FnMut(SlicePrediction) -> Flow,
     ) -> Result<bool, InferError> {
         let classes = self.model.heads.len();
-        let seeds: Vec<Option<Tensor<4>>> = match pass.seed.and_then(|z| request.seeds.iter().find(|s| s.z.0 == z)) {
-            Some(seed) => seed.masks.iter().map(|m| m.as_ref().map(|m| self.mask_tensor(m))).collect(),
-            None => vec![None; classes],
-        };
-        let mut states = self.model.start_streams(seeds);
+        let grid = self.grid(request.width, request.height, request.scale);
+        let seed = pass.seed.and_then(|z| request.seeds.iter().find(|s| s.z.0 == z));
+        // One stream per tile and class, each prompted with its crop of the seed's masks.
+        let mut states: Vec<Vec<StreamState>> = (0..grid.len())
+            .map(|t| {
+                let seeds: Vec<Option<Tensor<4>>> = match seed {
+                    Some(seed) => {
+                        seed.masks.iter().map(|m| m.as_ref().map(|m| self.mask_tensor(&grid, t, m))).collect()
+                    }
+                    None => vec![None; classes],
+                };
+                self.model.start_single_slot_streams(seeds)
+            })
+            .collect();
+        // The whole slice resized: sigmoid, resize and scaling may run on the device.
+        let untiled = grid.len() == 1 && grid.scale() == Scale::Fit;
         // A slice whose probabilities are still being read back: reported once the next slice's
         // work is queued behind the read.
         let mut reading: Option<(usize, Pending)> = None;
         for (i, &z) in pass.order.iter().enumerate() {
-            let fused = self.embedding_ahead(&pass.order[i..], request.width, request.height, fetch)?;
-            let outs = self.model.stream_step(fused, &mut states, StreamMode::Clean);
+            let reported = i >= pass.warmup;
+            if !untiled {
+                let maps = self.tiled_slice(z, &grid, &mut states, reported, fetch)?;
+                if let Some(probabilities) = maps
+                    && on_slice(SlicePrediction { z: SliceIndex(z), probabilities }) == Flow::Stop
+                {
+                    return Ok(false);
+                }
+                continue;
+            }
+            let fused = self.embedding_ahead(&pass.order[i..], &grid, fetch)?;
+            let outs = self.model.stream_step(fused, &mut states[0], StreamMode::Clean);
             if let Some((previous, pending)) = reading.take()
                 && on_slice(SlicePrediction { z: SliceIndex(previous), probabilities: pending.finish() }) == Flow::Stop
             {
                 return Ok(false);
             }
-            if i >= pass.warmup {
+            if reported {
                 match self.start_probabilities(&outs, request.width, request.height) {
                     pending @ Pending::Reading { .. } => reading = Some((z, pending)),
                     ready => {
@@ -370,40 +475,51 @@ impl Predictor {
         Ok(true)
     }
 
-    /// Refines head `class` on slice `z` with clicks and boxes (slice pixel coordinates) from
-    /// the cached embedding: SAM's point/box prompting on the class's decoders, with `prior`
-    /// (e.g. the current prediction) as the dense mask prompt. Returns `width × height`
-    /// probabilities scaled to 0–255.
-    #[allow(clippy::too_many_arguments)]
+    /// Refines head `target.class` on slice `target.z` with clicks and boxes (slice pixel
+    /// coordinates) from the cached embedding: SAM's point/box prompting on the class's
+    /// decoders, with `prompts.prior` (e.g. the current prediction) as the dense mask prompt.
+    /// Returns `width × height` probabilities scaled to 0–255. At a scale that tiles the slice,
+    /// the tile centred nearest the prompts is decoded and blended into `target.current` (the
+    /// class's probabilities so far; zeros without) with that tile's blend weights, so the map
+    /// changes under the prompts and fades into the rest at the tile's overlaps.
     pub fn refine(
         &mut self,
-        z: SliceIndex,
-        class: HeadIndex,
-        points: &[PointPrompt],
-        boxes: &[BoxPrompt],
-        prior: Option<&BitPlane>,
-        (width, height): (usize, usize),
+        target: RefineTarget<'_>,
+        prompts: Prompts<'_>,
         fetch: &mut ImageFetch<'_>,
     ) -> Result<Vec<u8>, InferError> {
-        let fused = self.embedding(z.0, width, height, fetch)?;
-        let s = self.model.config().image_size as f64;
-        let (sx, sy) = (s / width as f64, s / height as f64);
-        let points: Vec<PointPrompt> =
-            points.iter().map(|p| PointPrompt { x_px: (p.x_px + 0.5) * sx, y_px: (p.y_px + 0.5) * sy, ..*p }).collect();
-        let boxes: Vec<BoxPrompt> = boxes
+        let RefineTarget { z, class, size: (width, height), scale, current } = target;
+        let grid = self.grid(width, height, scale);
+        let untiled = grid.len() == 1 && scale == Scale::Fit;
+        let t = if untiled { 0 } else { grid.tile_at_prompts(prompts.points, prompts.boxes) };
+        let fused = if grid.len() == 1 {
+            self.embedding_ahead(&[z.0], &grid, fetch)?
+        } else {
+            self.tile_embedding(z.0, t, &grid, fetch)?
+        };
+        let tile = grid.tile(t);
+        let (sx, sy) = (tile.model_width as f64 / tile.width as f64, tile.model_height as f64 / tile.height as f64);
+        let (x0, y0) = (tile.x0 as f64, tile.y0 as f64);
+        let points: Vec<PointPrompt> = prompts
+            .points
+            .iter()
+            .map(|p| PointPrompt { x_px: (p.x_px - x0 + 0.5) * sx, y_px: (p.y_px - y0 + 0.5) * sy, ..*p })
+            .collect();
+        let boxes: Vec<BoxPrompt> = prompts
+            .boxes
             .iter()
             .map(|b| BoxPrompt {
-                x0_px: b.x0_px * sx,
-                y0_px: b.y0_px * sy,
-                x1_px: (b.x1_px + 1.0) * sx,
-                y1_px: (b.y1_px + 1.0) * sy,
+                x0_px: (b.x0_px - x0) * sx,
+                y0_px: (b.y0_px - y0) * sy,
+                x1_px: (b.x1_px + 1.0 - x0) * sx,
+                y1_px: (b.y1_px + 1.0 - y0) * sy,
             })
             .collect();
         let head = &self.model.heads[class.0].model;
         let g = self.model.config().grid();
         let sparse = head.prompt_encoder.embed_sparse(&points, &boxes);
-        let dense = match prior {
-            Some(m) => head.prompt_encoder.embed_mask(self.mask_tensor(m)),
+        let dense = match prompts.prior {
+            Some(m) => head.prompt_encoder.embed_mask(self.mask_tensor(&grid, t, m)),
             None => head.prompt_encoder.no_mask_dense(1, g),
         };
         let d1 = head.mask_decoder.forward(fused.clone(), &head.image_pe, Some(sparse.clone()), dense.clone(), None);
@@ -417,8 +533,73 @@ impl Predictor {
             tokens1: d1.tokens,
             keys1: d1.keys,
         };
-        Ok(self.start_probabilities(&[out], width, height).finish().remove(0))
+        if untiled {
+            return Ok(self.start_probabilities(&[out], width, height).finish().remove(0));
+        }
+        // The refined tile, weighted (`w · p` inside the tile, 0 elsewhere) …
+        let logits = self.model.reported_logits(&out).0;
+        let host = logits.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        let p: Vec<f32> = host.iter().map(|&v| sigmoid(v)).collect();
+        let mut refined = vec![0.0f32; width * height];
+        grid.blend_into(t, &p, &mut refined);
+        // … over the current map, which keeps `1 − w` of itself.
+        let mut map =
+            current.filter(|c| c.len() == width * height).map_or_else(|| vec![0; width * height], <[u8]>::to_vec);
+        for y in tile.y0..tile.y0 + tile.height {
+            for x in tile.x0..tile.x0 + tile.width {
+                let i = y * width + x;
+                let w = grid.weight(t, x, y);
+                let v = f32::from(map[i]) / 255.0 * (1.0 - w) + refined[i];
+                map[i] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+            }
+        }
+        Ok(map)
     }
+
+    /// The embedding of tile `t` of slice `z`, from the cache or one encoder pass.
+    fn tile_embedding(
+        &mut self,
+        z: usize,
+        t: usize,
+        grid: &TileGrid,
+        fetch: &mut ImageFetch<'_>,
+    ) -> Result<Tensor<4>, InferError> {
+        if let Some(e) = self.embeddings.get(&(z, t)) {
+            return Ok(e.clone());
+        }
+        let image = Self::fetch_checked(z, grid, fetch)?;
+        let s = grid.input_px();
+        let x = Tensor::from_data(TensorData::new(grid.model_input(t, &image), [1, 3, s, s]), &self.model.device());
+        let e = self.model.embed(x);
+        self.embeddings.put((z, t), e.clone());
+        Ok(e)
+    }
+}
+
+/// Which map a refinement changes.
+#[derive(Clone, Copy, Debug)]
+pub struct RefineTarget<'a> {
+    /// The slice.
+    pub z: SliceIndex,
+    /// The class's head.
+    pub class: HeadIndex,
+    /// Slice width and height.
+    pub size: (usize, usize),
+    /// The scale the slice was predicted at.
+    pub scale: Scale,
+    /// The class's current probabilities on the slice (0–255), kept outside the refined tile.
+    pub current: Option<&'a [u8]>,
+}
+
+/// What a refinement prompts the decoders with (slice pixel coordinates).
+#[derive(Clone, Copy, Debug)]
+pub struct Prompts<'a> {
+    /// Clicks.
+    pub points: &'a [PointPrompt],
+    /// Boxes.
+    pub boxes: &'a [BoxPrompt],
+    /// The current mask as the dense prompt.
+    pub prior: Option<&'a BitPlane>,
 }
 
 /// Sigmoid, resize (with `resize`, to the slice's size), clamp and scaling to 0–255, rounded,

@@ -11,7 +11,8 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use super::predictor::{Flow, Predictor, Progress, SlicePrediction, StackRequest};
+use super::predictor::{Flow, Predictor, Progress, Prompts, RefineTarget, SlicePrediction, StackRequest};
+use super::tile::Scale;
 use crate::model::adapter::AdapterSet;
 use crate::model::adapter::BaseCheckpoint;
 use crate::model::footprint::TrainingMemoryModel;
@@ -61,6 +62,11 @@ pub enum InferCommand {
         prior: Option<BitPlane>,
         /// Slice size.
         size: (usize, usize),
+        /// The scale the slice was predicted at: at a scale that tiles it, the tile under the
+        /// prompts is decoded and blended into `current`.
+        scale: Scale,
+        /// The class's current probabilities on the slice (0–255), kept outside the refined tile.
+        current: Option<Arc<Vec<u8>>>,
         /// Where the image comes from.
         images: SharedImages,
     },
@@ -82,6 +88,8 @@ pub enum InferEvent {
         memory: Box<TrainingMemoryModel>,
         /// The model's probability threshold (its configuration's, 0.4 in SAM4EM).
         threshold: f32,
+        /// The model's input side in pixels (what a tile covers at scale 1).
+        input_px: usize,
     },
     /// Loading failed (the message names the file).
     LoadFailed(String),
@@ -255,11 +263,19 @@ impl WorkerState {
                 Ok((model, base, warning)) => {
                     let memory = Box::new(TrainingMemoryModel::new(model.config(), &model.device()));
                     let threshold = model.config().stream.cross_batch_threshold as f32;
+                    let input_px = model.config().image_size;
                     self.predictor = Some(Predictor::new(&model, CACHED_SLICES));
                     self.base = Some(model);
                     self.base_sha256 = Some(base.sha256.clone());
                     self.version = 0;
-                    send(InferEvent::Loaded { classes: source.classes.clone(), base, warning, memory, threshold })
+                    send(InferEvent::Loaded {
+                        classes: source.classes.clone(),
+                        base,
+                        warning,
+                        memory,
+                        threshold,
+                        input_px,
+                    })
                 }
                 Err(e) => {
                     self.base = None;
@@ -318,13 +334,15 @@ impl WorkerState {
                     Err(e) => send(InferEvent::Failed { generation, message: e.to_string() }),
                 }
             }
-            InferCommand::Refine { what, generation, z, class, points, boxes, prior, size, images } => {
+            InferCommand::Refine { what, generation, z, class, points, boxes, prior, size, scale, current, images } => {
                 let version = self.version;
                 let Some(p) = &mut self.predictor else {
                     return send(InferEvent::Failed { generation, message: "no model is loaded".into() });
                 };
                 let mut fetch = |z: SliceIndex| images(z);
-                let result = p.refine(z, class, &points, &boxes, prior.as_ref(), size, &mut fetch);
+                let prompts = Prompts { points: &points, boxes: &boxes, prior: prior.as_ref() };
+                let target = RefineTarget { z, class, size, scale, current: current.as_deref().map(Vec::as_slice) };
+                let result = p.refine(target, prompts, &mut fetch);
                 if let Some(message) = self.base.as_ref().and_then(|m| crate::model::device::device_lost(&m.device())) {
                     self.base = None;
                     self.predictor = None;

@@ -25,6 +25,7 @@ use super::nn::Kind;
 #[cfg(feature = "model")]
 use super::sam4em::{Sam2Mapping, Sam4em};
 use super::weights::{HostTensor, StateDict, WeightsError};
+use crate::state::scale::Scale;
 
 /// The base checkpoint an adapter was trained on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +101,14 @@ pub struct TrainingRecord {
     /// empty in sets written before it was recorded.
     #[serde(default)]
     pub activations: String,
+    /// How the slices were brought to the model input: the scale predictions default to.
+    /// [`Scale::Fit`] (whole slices resized) in sets written before it was recorded, which is
+    /// how they were all trained.
+    #[serde(default)]
+    pub scale: Scale,
+    /// The training stack's pixel size in nanometres, where the stack said.
+    #[serde(default)]
+    pub pixel_size_nm: Option<f64>,
 }
 
 impl TrainingRecord {
@@ -335,6 +344,9 @@ fn parse_meta(bytes: &[u8], path: &Path) -> Result<AdapterSetMeta, AdapterSetErr
     meta.config.validate().map_err(|e| not(format!("its model configuration: {e}")))?;
     if meta.classes.is_empty() || meta.classes.iter().any(String::is_empty) {
         return Err(not("it names no classes, or a class without a name".into()));
+    }
+    if let Some(nm) = meta.training.pixel_size_nm.filter(|nm| !(nm.is_finite() && *nm > 0.0)) {
+        return Err(not(format!("its pixel size {nm} nm is not a positive number")));
     }
     Ok(meta)
 }

@@ -118,6 +118,14 @@ impl MultiModel {
         self.heads.iter().zip(seeds).map(|(h, seed)| h.model.start_stream(seed, false)).collect()
     }
 
+    /// As [`Self::start_streams`] with one memory slot per stream: the same predictions at
+    /// inference (every slot holds the same value, see `model::memory`), for a fraction of the
+    /// memory (what the predictor uses, one stream per tile and class).
+    pub fn start_single_slot_streams(&self, seeds: Vec<Option<Tensor<4>>>) -> Vec<StreamState> {
+        assert_eq!(seeds.len(), self.heads.len(), "one seed (or None) per class");
+        self.heads.iter().zip(seeds).map(|(h, seed)| h.model.start_stream(seed, true)).collect()
+    }
+
     /// Decodes one slice's embedding for every class and advances each class's stream.
     pub fn stream_step(&self, fused: Tensor<4>, states: &mut [StreamState], mode: StreamMode) -> Vec<SliceOutput> {
         self.heads.iter().zip(states.iter_mut()).map(|(h, s)| h.model.stream_step(fused.clone(), s, mode)).collect()

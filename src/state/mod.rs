@@ -10,6 +10,7 @@ pub mod classes;
 pub mod edit;
 pub mod mask;
 pub mod palette;
+pub mod scale;
 pub mod tools;
 pub mod view;
 pub mod volume;

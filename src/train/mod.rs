@@ -29,6 +29,7 @@ use crate::model::preprocess::{normalise, resize_linear_u8, resize_nearest_u8};
 use crate::model::{StreamMode, sam4em::logit};
 use crate::state::SliceIndex;
 use crate::state::bitplane::BitPlane;
+use crate::state::scale::Scale;
 
 /// One slice to learn from.
 #[derive(Clone, Debug)]
@@ -542,6 +543,8 @@ pub struct RunRecord<'a> {
     pub parent: Option<u64>,
     /// The device it ran on, in words.
     pub device: String,
+    /// The training stack's pixel size in nanometres, where the stack said.
+    pub pixel_size_nm: Option<f64>,
 }
 
 /// A finished run as the adapter set to save: what `model` learned, with the configuration,
@@ -559,6 +562,9 @@ pub fn adapter_set(model: &mut MultiModel, outcome: &TrainOutcome, run: RunRecor
         ended: outcome.ended.to_string(),
         batch_size: batches(run.samples, run.config.batch_size).iter().map(Vec::len).max().unwrap_or(0),
         activations: run.config.activations.name().into(),
+        // Every slice is resized whole to the model input (see `resize_sample`).
+        scale: Scale::Fit,
+        pixel_size_nm: run.pixel_size_nm,
     };
     let meta = AdapterSetMeta {
         format: SET_FORMAT.into(),

@@ -44,6 +44,8 @@ pub struct TrainJob {
     pub images: SharedImages,
     /// Slice width and height in pixels.
     pub size: (usize, usize),
+    /// The stack's pixel size in nanometres, where it said (recorded in the adapter set).
+    pub pixel_size_nm: Option<f64>,
     /// Settings.
     pub config: TrainConfig,
     /// Version number of the result.
@@ -240,6 +242,7 @@ fn run(job: TrainJob, cached: &mut Option<(String, MultiModel)>, send: &dyn Fn(T
             version: job.version,
             parent,
             device: format!("{:?}", job.source.device),
+            pixel_size_nm: job.pixel_size_nm,
         },
     );
     let meta = set.meta.clone();

@@ -6,6 +6,8 @@
 
 use eframe::egui::{self, Pos2, Rect, Sense, Stroke, Vec2};
 
+use crate::state::scale::Scale;
+
 /// One adapter version in the list.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VersionRow {
@@ -69,6 +71,13 @@ pub struct ModelView {
     pub half_precision: bool,
     /// Why this device cannot predict in f16 (`None`: it can).
     pub half_precision_unavailable: Option<String>,
+    /// The scale chosen (`None`: automatic).
+    pub scale: Option<Scale>,
+    /// What predictions use on this stack, in words ("automatic: 1 (native), 6 × 4 tiles of
+    /// 256² per slice").
+    pub scale_line: String,
+    /// The scale differs from the one the adapter in use was trained at.
+    pub scale_warning: Option<String>,
 }
 
 /// Editable settings of the panel.
@@ -119,6 +128,50 @@ pub enum ModelAction {
     DismissFirstRun,
     /// Predict in half precision (f16), or not, from now on (the model is loaded again).
     SetHalfPrecision(bool),
+    /// Predict at this scale from now on (`None`: automatic).
+    SetScale(Option<Scale>),
+}
+
+/// The scales the panel offers besides automatic.
+const SCALE_CHOICES: [(Scale, &str); 5] = [
+    (Scale::Fit, "fit: the whole slice resized"),
+    (Scale::Factor(1.0), "1: native resolution, in tiles"),
+    (Scale::Factor(0.5), "0.5: half resolution, in tiles"),
+    (Scale::Factor(0.25), "0.25: quarter resolution, in tiles"),
+    (Scale::Factor(2.0), "2: twice the resolution, in tiles"),
+];
+
+/// The scale predictions are made at: a choice, what it means for this stack, and a warning
+/// when it is not the adapter's.
+fn scale_ui(ui: &mut egui::Ui, view: &ModelView, actions: &mut Vec<ModelAction>) {
+    ui.horizontal(|ui| {
+        let mut choice = view.scale;
+        let shown = match choice {
+            None => "automatic".to_owned(),
+            Some(s) => s.to_string(),
+        };
+        egui::ComboBox::from_label("scale")
+            .selected_text(shown)
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut choice, None, "automatic: the adapter's, else by slice size");
+                for (s, text) in SCALE_CHOICES {
+                    ui.selectable_value(&mut choice, Some(s), text);
+                }
+            })
+            .response
+            .on_hover_text(
+                "Model pixels per stack pixel. At 1 the model sees the data's own pixels, in overlapping tiles of \
+                 its input size blended together, each tile with its own memory along z; fit shrinks each whole \
+                 slice to the model input (the paper's mode), which loses thin structures on large slices.",
+            );
+        if choice != view.scale {
+            actions.push(ModelAction::SetScale(choice));
+        }
+    });
+    ui.label(egui::RichText::new(&view.scale_line).small());
+    if let Some(w) = &view.scale_warning {
+        ui.colored_label(ui.visuals().warn_fg_color, egui::RichText::new(w).small());
+    }
 }
 
 /// The model panel.
@@ -196,6 +249,7 @@ pub fn model_panel_ui(
     if ui.add_enabled(enabled, egui::Checkbox::new(&mut half, "Half precision (f16)")).on_hover_text(hover).changed() {
         actions.push(ModelAction::SetHalfPrecision(half));
     }
+    scale_ui(ui, view, actions);
     if let Some((fraction, text)) = &view.predicting {
         ui.add(egui::ProgressBar::new(*fraction).text(text.as_str()));
         if ui.button("Cancel prediction").clicked() {

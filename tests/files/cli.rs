@@ -364,15 +364,19 @@ fn a_window_whose_gpu_is_lost_restarts_with_the_model_on_the_cpu_and_every_edit(
     let sample = Path::new(sam4em::io::sample::SAMPLE_STACK);
     let volume = sam4em::io::open_stack(sample, &Default::default()).unwrap();
     let (w, h, d) = (volume.width(), volume.height(), volume.depth());
-    let session = autosession_dir(dir.path(), sample);
-    std::fs::create_dir_all(session.parent().unwrap()).unwrap();
-    let mut project = Project::create(&session, StackRef::from_info(volume.info()), &ClassTable::default()).unwrap();
-    let (mut masks, mut editor) = (MaskVolume::new(w, h, d), Editor::default());
-    editor.begin("rectangle").unwrap();
-    let rect = PixelBox { x0: 0, y0: 0, x1: w / 3, y1: h };
-    editor.paint(&mut masks, ClassId(2), SliceIndex(3), |p| p.fill_rect(rect, true)).unwrap();
-    project.append(&editor.commit(&masks).unwrap().writes).unwrap();
-    drop(project);
+    let journal_one_edit = |data: &Path| {
+        let session = autosession_dir(data, sample);
+        std::fs::create_dir_all(session.parent().unwrap()).unwrap();
+        let mut project =
+            Project::create(&session, StackRef::from_info(volume.info()), &ClassTable::default()).unwrap();
+        let (mut masks, mut editor) = (MaskVolume::new(w, h, d), Editor::default());
+        editor.begin("rectangle").unwrap();
+        let rect = PixelBox { x0: 0, y0: 0, x1: w / 3, y1: h };
+        editor.paint(&mut masks, ClassId(2), SliceIndex(3), |p| p.fill_rect(rect, true)).unwrap();
+        project.append(&editor.commit(&masks).unwrap().writes).unwrap();
+        session
+    };
+    let session = journal_one_edit(dir.path());
 
     let log = "warn,sam4em::app=info,sam4em::ui::notify=debug";
     let sample_arg = sample.to_str().unwrap();
@@ -424,6 +428,30 @@ fn a_window_whose_gpu_is_lost_restarts_with_the_model_on_the_cpu_and_every_edit(
     assert!(opened.masks.classes().count() >= 2, "the sample's labels are in the recovery project");
     let tinted = mitochondria_tinted(&img);
     assert!(tinted > 5_000, "{tinted} mitochondria-tinted pixels: the new window shows the labels");
+
+    // Lost in the middle of a frame, after its check: egui's renderer panics drawing on the
+    // lost device; the panic is told from a bug by asking the device, and the new process
+    // replays the journal (nothing was saved on the way out).
+    let dir = tempfile::tempdir().unwrap();
+    let session = journal_one_edit(dir.path());
+    let env = [("SAM4EM_FAULT", "lose-display-gpu-in-frame"), ("RUST_LOG", log)];
+    let (o, img) = window_screenshot_in(&xvfb, dir.path(), &[sample_arg, "--slice", "3"], &env, &[]);
+    let err = stderr(&o);
+    assert!(err.contains("destroying the window's device"), "{err}");
+    assert!(err.contains("panicked"), "the frame drew on the lost device: {err}");
+    assert!(
+        err.contains(
+            "the GPU was lost (Destroyed) while the window drew a frame: its edits are in the session's journal"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("the app restarted on a new device, with the model on the CPU"), "{err}");
+    assert!(err.contains("recovered 1 edits since the last save"), "{err}");
+    assert_eq!(err.matches("screenshot saved").count(), 1, "{err}");
+    let tinted = mitochondria_tinted(&img);
+    assert!(tinted > 10_000, "{tinted} mitochondria-tinted pixels");
+    let opened = Project::open(&session).unwrap();
+    assert_eq!(opened.masks.mask(ClassId(2), SliceIndex(3)).expect("the edit").count_ones(), ((w / 3) * h) as u64);
 }
 
 #[test]
@@ -519,6 +547,8 @@ fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
     assert_eq!(v["training"]["activations"], "keep");
     assert_eq!(v["training"]["batch_size"], 2);
     assert!(v["memory"]["estimated_bytes"].as_u64().unwrap() > 0, "{v}");
+    // Whole slices resized to the model input: the adapter says so (the PNGs state no pixel size).
+    assert_eq!((v["training"]["scale"].as_str(), v["training"]["pixel_size_nm"].as_f64()), (Some("fit"), None), "{v}");
 
     // Recomputing activations block by block computes the same gradients: the same losses.
     let recomputed = tmp.path().join("mito-recomputed.safetensors");
@@ -580,9 +610,28 @@ fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("predicted 4 slices") && text.contains("mitochondria.tif"), "{text}");
+    // The adapter's scale by default: the one it was trained at.
+    assert!(text.contains("scale fit (1 tile per slice)"), "{text}");
     let info = sam4em(&["info", &s(&pred.join("mitochondria.tif"))]);
     assert!(stdout(&info).contains("4 x 768 x 1024"), "{}", stdout(&info));
     assert!(pred.join("mitochondria_probability.tif").is_file());
+    // At the data's own resolution instead: 11 × 8 tiles of 128² per 1024 × 768 slice, with a
+    // warning that the adapter learnt at another scale.
+    let native = tmp.path().join("pred-native");
+    let native_s = s(&native);
+    let mut args = vec!["predict", &img_s as &str];
+    args.extend(common_model);
+    args.extend(["--adapter", &out_s, "--out", &native_s, "--slices", "0..1", "--scale", "1", "--json"]);
+    let o = sam4em(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: predicting at scale 1, but the adapter was trained at scale fit"),
+        "{}",
+        stderr(&o)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["tiles"], serde_json::json!({ "per_slice": 88, "columns": 11, "rows": 8 }), "{v}");
+    assert_eq!((v["scale"].as_str(), v["slices"].as_u64()), (Some("1"), Some(1)), "{v}");
     // Half precision is for GPUs; on the CPU it is refused before anything is read or written.
     let refused = tmp.path().join("pred-f16");
     let refused_s = s(&refused);
@@ -618,6 +667,78 @@ fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
     fails_cleanly(&["eval", "--prediction", &mask, "--truth", &s(&one)], &one, "is 1024×768×1");
 }
 
+#[test]
+fn predict_at_scale_one_tiles_a_large_stack_in_bounded_memory() {
+    // Four 1024² slices with the micro model at 128²: 11 × 11 tiles per slice.
+    tiled_prediction(1024, 11);
+}
+
+/// The size: four 4096² slices, 43 × 43 tiles of 128² per slice (about 6 minutes on 2
+/// cores; `.ci/extended` part `tiles` runs it and the README gives its figures).
+#[test]
+#[ignore = "6 minutes: run by .ci/extended (part tiles)"]
+fn predict_at_scale_one_tiles_a_4096_stack_in_bounded_memory() {
+    tiled_prediction(4096, 43);
+}
+
+/// `sam4em predict --json` on four `side²` slices (Lucchi++ slices tiled) with the micro model at
+/// 128², without an adapter: at scale 1 by default, `across × across` tiles per slice, the whole
+/// run under 2 GiB peak RSS; `fit` is one tile; a scale that is not one is refused.
+fn tiled_prediction(side: usize, across: usize) {
+    use sam4em::state::SliceIndex;
+    let Some(shared) = common::shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (img, _, cfg) = lucchi_quad(&shared, tmp.path());
+    let Some(set) = common::fixtures() else { return };
+    let raw = sam4em::io::open_stack(&img, &Default::default()).unwrap();
+    let (w, h) = (raw.width(), raw.height());
+    let pages: Vec<Vec<u8>> = (0..4)
+        .map(|z| {
+            let s = sam4em::infer::slice_to_u8(&raw.slice(SliceIndex(z)).unwrap(), None);
+            (0..side * side).map(|i| s[(i / side % h) * w + i % side % w]).collect()
+        })
+        .collect();
+    let stack = tmp.path().join("big.tif");
+    sam4em::io::export::write_u8_stack(&stack, side, side, &pages).unwrap();
+    drop(pages);
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let (stack_s, pt_s, cfg_s, out_s) =
+        (s(&stack), s(&common::fixture_checkpoint(&set)), s(&cfg), s(&tmp.path().join("out")));
+    let run = |scale: Option<&str>| {
+        let mut args = vec!["predict", &stack_s, "--checkpoint", &pt_s, "--config", &cfg_s, "--device", "cpu"];
+        args.extend(["--out", &out_s, "--json"]);
+        if let Some(scale) = scale {
+            args.extend(["--scale", scale]);
+        }
+        let o = sam4em(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    // Without an adapter, a slice more than twice the model input is predicted at scale 1.
+    let v = run(None);
+    eprintln!("{v}");
+    assert_eq!(v["scale"], "1", "{v}");
+    assert_eq!(
+        v["tiles"],
+        serde_json::json!({ "per_slice": across * across, "columns": across, "rows": across }),
+        "{v}"
+    );
+    assert_eq!(v["slices"], 4);
+    let peak = v["peak_rss_bytes"].as_u64().expect("Linux reports the peak");
+    assert!(peak < 2 << 30, "peak RSS {peak} bytes");
+    // (The bare micro model's heads are untrained: its masks say little, their size is what counts.)
+    assert!(v["foreground_voxels"]["mitochondria"].as_u64().is_some(), "{v}");
+    let masks = sam4em::io::open_stack(&tmp.path().join("out/mitochondria.tif"), &Default::default()).unwrap();
+    assert_eq!((masks.width(), masks.height(), masks.depth()), (side, side, 4));
+    // `fit`: the paper's whole-slice resize, one tile.
+    let v = run(Some("fit"));
+    assert_eq!((v["scale"].as_str(), v["tiles"]["per_slice"].as_u64()), (Some("fit"), Some(1)), "{v}");
+    // A scale that is not one: refused with one line.
+    let o = sam4em(&["predict", &stack_s, "--checkpoint", &pt_s, "--out", &out_s, "--scale", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("scale 0 is outside (0, 8]"), "{}", stderr(&o));
+}
+
 /// A stand-in for the Python that runs the original SAM4EM: it records its arguments and
 /// answers every request of `tests/bench/model_torch.py`'s protocol with 2 ms, so that the
 /// interleaving, the ratios and the report are checked without PyTorch (CI has none). With
@@ -650,7 +771,7 @@ fn bench_model_interleaves_with_the_reference_and_reports_ratios() {
     let python = fake_reference_python(dir.path(), None);
     let (checkout_s, tool_s, python_s) = (checkout.to_str().unwrap(), tool.to_str().unwrap(), python.to_str().unwrap());
     // Hiera-T at 128² with LoRA rank 4 against the given reference, `runs` timed runs.
-    let bench = |runs: &str, train_slices: &str, python: &str, json: bool| {
+    let bench = |runs: &str, train_slices: &str, tiled_px: &str, python: &str, json: bool| {
         let mut args = vec![
             "bench",
             "model",
@@ -664,6 +785,8 @@ fn bench_model_interleaves_with_the_reference_and_reports_ratios() {
             runs,
             "--train-slices",
             train_slices,
+            "--tiled-px",
+            tiled_px,
             "--reference",
             checkout_s,
             "--reference-tool",
@@ -676,7 +799,8 @@ fn bench_model_interleaves_with_the_reference_and_reports_ratios() {
         }
         sam4em(&args)
     };
-    let o = bench("2", "1", python_s, true);
+    // The tiled figure on a 300² slice: 3 × 3 tiles of 128² at scale 1.
+    let o = bench("2", "1", "300", python_s, true);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let figures = v["figures"].as_array().unwrap();
@@ -695,6 +819,10 @@ fn bench_model_interleaves_with_the_reference_and_reports_ratios() {
     }
     assert_eq!(v["image_size"], 128);
     assert_eq!(v["training"]["reference_peak_gib"].as_f64(), Some(0.5));
+    let tiled = &v["tiled"];
+    assert_eq!((tiled["slice_px"].as_u64(), tiled["tiles_per_slice"].as_u64()), (Some(300), Some(9)), "{tiled}");
+    let (tiles_per_s, slices_per_s) = (tiled["tiles_per_s"].as_f64().unwrap(), tiled["slices_per_s"].as_f64().unwrap());
+    assert!(tiles_per_s > 0.0 && (tiles_per_s / slices_per_s - 9.0).abs() < 1e-6, "{tiled}");
     // One warm-up and two timed runs per compared figure, run by run: a training step each
     // time first, then encoder figures in turn.
     let requests = std::fs::read_to_string(dir.path().join("requests.txt")).unwrap();
@@ -718,7 +846,7 @@ fn bench_model_interleaves_with_the_reference_and_reports_ratios() {
 
     // A reference that dies mid-run: one line naming its script, exit code 2.
     let python = fake_reference_python(dir.path(), Some(2));
-    let o = bench("1", "0", python.to_str().unwrap(), false);
+    let o = bench("1", "0", "0", python.to_str().unwrap(), false);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("the PyTorch side stopped") && err.trim_end().ends_with("model_torch.py"), "{err}");

@@ -55,6 +55,7 @@ fn request(depth: usize) -> (StackRequest, sam4em::worker::SharedImages) {
         visible: SliceIndex(0),
         seeds: Vec::<Seed>::new(),
         max_warmup_slices: 0,
+        scale: sam4em::infer::Scale::Fit,
     };
     (request, images)
 }
@@ -151,6 +152,7 @@ fn training_device_loss_child() {
         validation: Vec::new(),
         images,
         size: (w, h),
+        pixel_size_nm: None,
         // Long enough that the device goes while it runs.
         config: TrainConfig {
             epochs: 500,

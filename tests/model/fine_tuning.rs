@@ -88,6 +88,7 @@ fn seeded_request(data: &Lucchi, first_z: usize) -> StackRequest {
         visible: SliceIndex(first_z),
         seeds: vec![Seed { z: SliceIndex(first_z), masks: vec![Some(data.labels[0].clone())] }],
         max_warmup_slices: 8,
+        scale: sam4em::infer::Scale::Fit,
     }
 }
 

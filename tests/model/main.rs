@@ -12,6 +12,7 @@ mod fine_tuning;
 mod model_api;
 mod model_golden;
 mod op_gradients;
+mod tiles;
 
 use sam4em::model::adapter::{AdapterSetMeta, BaseCheckpoint, SET_FORMAT, SET_FORMAT_VERSION};
 use sam4em::model::multi::MultiModel;

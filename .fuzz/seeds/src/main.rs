@@ -287,6 +287,8 @@ fn adapter_seeds(dir: &Path, scratch: &Path) {
             ended: "finished".into(),
             batch_size: 2,
             activations: "keep".into(),
+            scale: sam4em::state::scale::Scale::Factor(1.0),
+            pixel_size_nm: Some(4.6),
         },
     };
     let mut tensors = BTreeMap::new();

@@ -34,7 +34,7 @@ use eframe::egui;
 
 use super::document::Document;
 use crate::infer::worker::{InferCommand, InferEvent, InferenceWorker};
-use crate::infer::{ModelImages, StackRequest};
+use crate::infer::{ModelImages, Scale, StackRequest};
 use crate::io::session::ModelRef;
 use crate::model::adapter::BaseCheckpoint;
 use crate::model::device::{Precision, device_at, half_precision_available};
@@ -87,6 +87,8 @@ pub(super) struct ModelCtl {
     threshold: Option<f32>,
     /// The loaded model's sizes for training memory estimates.
     memory_model: Option<TrainingMemoryModel>,
+    /// The loaded model's input side in pixels.
+    input_px: Option<usize>,
     predictions: Predictions,
     versions: Versions,
     training: Training,
@@ -118,6 +120,7 @@ impl ModelCtl {
             warning: None,
             threshold: None,
             memory_model: None,
+            input_px: None,
             predictions: Predictions::default(),
             versions: Versions::default(),
             training: Training::default(),
@@ -307,6 +310,7 @@ impl ModelCtl {
             visible: doc.view.cursor.z,
             seeds: predictions::seeds(doc, &self.heads),
             max_warmup_slices: 32,
+            scale: self.scale_for(doc).0,
         };
         w.send(InferCommand::Predict { generation, request, images: Self::images(&doc.volume) });
         self.predictions.started(generation, range.len());
@@ -332,6 +336,14 @@ impl ModelCtl {
                 None => notices.report(&ModelError::NoDataFolder),
             },
             ModelAction::CancelDownload => self.download.cancel(),
+            ModelAction::SetScale(scale) => {
+                if scale != self.settings.scale {
+                    self.settings.scale = scale;
+                    if let Err(e) = self.settings.save(self.config_dir.as_deref()) {
+                        notices.report(&e);
+                    }
+                }
+            }
             ModelAction::SetHalfPrecision(half) => {
                 let precision = if half { Precision::F16 } else { Precision::F32 };
                 if precision != self.settings.precision {
@@ -440,6 +452,7 @@ impl ModelCtl {
             validation: plan.validation,
             images: Self::images(&doc.volume),
             size: (doc.volume.width(), doc.volume.height()),
+            pixel_size_nm: doc.volume.info().voxel_size.map(|v| v.x_nm),
             config: plan.config,
             version,
             out: dir.join(format!("v{version:03}.safetensors")),
@@ -481,6 +494,8 @@ impl ModelCtl {
             boxes: prompts.boxes,
             prior: None,
             size: (doc.volume.width(), doc.volume.height()),
+            scale: self.scale_for(doc).0,
+            current: self.predictions.get(head, z),
             images: Self::images(&doc.volume),
         });
     }
@@ -535,8 +550,9 @@ impl ModelCtl {
         let current = self.inference.as_ref().map_or(0, InferenceWorker::generation);
         for e in events {
             match e {
-                InferEvent::Loaded { base, warning, memory, threshold, .. } => {
+                InferEvent::Loaded { base, warning, memory, threshold, input_px, .. } => {
                     self.threshold = Some(threshold);
+                    self.input_px = Some(input_px);
                     self.status = Status::Ready;
                     self.base = Some(base);
                     self.memory_model = Some(*memory);
@@ -615,8 +631,42 @@ impl ModelCtl {
         }
     }
 
+    /// The scale predictions of `doc` are made at, and where it comes from: the panel's choice,
+    /// else the adapter in use's, else [`Scale::default_for`] the stack.
+    fn scale_for(&self, doc: &Document) -> (Scale, &'static str) {
+        if let Some(s) = self.settings.scale {
+            return (s, "chosen");
+        }
+        if let Some(s) = self.versions.trained_scale() {
+            return (s, "the adapter's");
+        }
+        let input = self.input_px.unwrap_or(512);
+        (Scale::default_for(doc.volume.width(), doc.volume.height(), input), "automatic")
+    }
+
+    /// The panel's line about the scale on `doc`, and a warning when it is not the one the
+    /// adapter in use was trained at.
+    fn scale_lines(&self, doc: Option<&Document>) -> (String, Option<String>) {
+        let (Some(doc), Some(input)) = (doc, self.input_px) else { return (String::new(), None) };
+        let (scale, origin) = self.scale_for(doc);
+        let (w, h) = (doc.volume.width(), doc.volume.height());
+        let grid = crate::infer::TileGrid::new(w, h, input, scale);
+        let line = match (scale, grid.columns_rows()) {
+            (Scale::Fit, _) => format!("{origin}: fit, each {w}×{h} slice resized to {input}²"),
+            (s, (1, 1)) => format!("{origin}: {s}, one {input}² tile per slice"),
+            (s, (c, r)) => format!("{origin}: {s}, {c} × {r} tiles of {input}² per slice"),
+        };
+        let warning = self
+            .versions
+            .trained_scale()
+            .filter(|t| *t != scale)
+            .map(|t| format!("the adapter in use was trained at scale {t}; predicting at {scale}"));
+        (line, warning)
+    }
+
     /// What the panel shows.
     pub(super) fn view(&self, doc: Option<&Document>) -> ModelView {
+        let (scale_line, scale_warning) = self.scale_lines(doc);
         let status = match &self.status {
             Status::NoCheckpoint => "no checkpoint".to_string(),
             Status::Loading => "loading the checkpoint…".to_string(),
@@ -651,6 +701,9 @@ impl ModelCtl {
                 Some(d) => half_precision_available(d).err().map(|e| e.to_string()),
                 None => Some("no compute device".to_owned()),
             },
+            scale: self.settings.scale,
+            scale_line,
+            scale_warning,
         }
     }
 

@@ -1,6 +1,7 @@
 //! What the user chose for the model, remembered between runs in `model.json` beside the
 //! recent-files list: the checkpoint, a model configuration for checkpoints that are not a
-//! SAM 2 size, whether the first-run dialog was answered, and the precision of predictions.
+//! SAM 2 size, whether the first-run dialog was answered, the precision of predictions and the
+//! scale they are made at.
 //!
 //! `model.json` is plain JSON, one object with the fields of [`ModelSettings`]; a field
 //! missing (a file written by an older version) takes its default, and an unreadable file is
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::model::Sam4emConfig;
 use crate::model::checkpoints::OFFICIAL;
 use crate::model::device::Precision;
+use crate::state::scale::Scale;
 
 /// What the user chose, remembered between runs.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -28,6 +30,10 @@ pub struct ModelSettings {
     /// always computes in f32).
     #[serde(default)]
     pub precision: Precision,
+    /// The scale predictions are made at (`None`: automatic, the adapter's or, without one,
+    /// [`Scale::default_for`] the stack).
+    #[serde(default)]
+    pub scale: Option<Scale>,
 }
 
 impl ModelSettings {

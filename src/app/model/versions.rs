@@ -90,6 +90,12 @@ impl Versions {
         self.list.sort_by_key(|(m, _)| std::cmp::Reverse(m.version));
     }
 
+    /// The scale the version in use was trained at (`None` for the base model).
+    pub(super) fn trained_scale(&self) -> Option<crate::state::scale::Scale> {
+        let v = self.in_use();
+        self.list.iter().find(|(m, _)| m.version == v).map(|(m, _)| m.training.scale)
+    }
+
     fn path_of(&self, version: u64) -> Option<PathBuf> {
         self.list.iter().find(|(m, _)| m.version == version).map(|(_, p)| p.clone())
     }
