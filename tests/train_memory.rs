@@ -142,6 +142,7 @@ fn measured_peak(config: &Sam4emConfig, classes: usize, batch: usize, activation
         augment: false,
         seed: 1,
         activations,
+        scale: sam4em::state::scale::Scale::Fit,
     };
     ALLOCATOR.reset_peak();
     let outcome = train(&mut model, &samples, &[], &train_config, &Control::default(), &mut |_| {}).unwrap();

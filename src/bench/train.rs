@@ -88,6 +88,7 @@ impl TrainBench {
             augment: false,
             seed: 2024,
             activations: plan.activations,
+            scale: crate::state::scale::Scale::Fit,
         };
         Ok(TrainBench { model, samples, config, plan })
     }

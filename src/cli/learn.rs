@@ -170,6 +170,13 @@ pub struct TrainArgs {
     /// is refused before it starts.
     #[arg(long, value_enum, default_value = "auto")]
     pub activations: ActivationsArg,
+    /// Model pixels per stack pixel to train at: a number trains on crops of the model input
+    /// at that scale, centred on labelled pixels, one crop per run of consecutive slices;
+    /// `fit` resizes each whole slice (the paper's mode). Default: the adapter's scale (with
+    /// `--adapter`); without one, `fit` for slices at most twice the model input, `1` beyond.
+    /// The adapter set records it, and `predict` uses it by default.
+    #[arg(long, value_name = "1|0.5|…|fit")]
+    pub scale: Option<Scale>,
     /// Most memory the run may use, in GiB (default: the free RAM; on a GPU
     /// `SAM4EM_GPU_MEMORY_GIB`, else what its Vulkan driver says is free, else 16 GiB).
     #[arg(long, value_name = "GIB")]
@@ -538,6 +545,10 @@ pub fn train_cmd(a: &TrainArgs) -> Result<()> {
         augment: !a.no_augment,
         activations: plan.activations,
         seed: 2024,
+        scale: a
+            .scale
+            .or_else(|| loaded.adapter.as_ref().map(|m| m.training.scale))
+            .unwrap_or_else(|| Scale::default_for(w, h, loaded.model.config().image_size)),
     };
     let steps_per_epoch = crate::train::batches(&samples, a.batch_size).len();
     let progress = bar((steps_per_epoch * a.epochs) as u64, "train");

@@ -19,7 +19,7 @@
 //!
 //! Pure host code: no model, no device.
 
-use crate::model::preprocess::{normalise, resize_linear_u8, resize_nearest_u8};
+use crate::model::preprocess::Window;
 pub use crate::state::scale::Scale;
 
 /// Part of a tile, on each side, that overlaps its neighbours (at least; the even spread can make
@@ -39,22 +39,8 @@ struct Span {
     weights: Vec<f32>,
 }
 
-/// One tile of a slice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tile {
-    /// Left edge in stack pixels.
-    pub x0: usize,
-    /// Top edge in stack pixels.
-    pub y0: usize,
-    /// Width covered in stack pixels.
-    pub width: usize,
-    /// Height covered in stack pixels.
-    pub height: usize,
-    /// Model pixels the covered width fills (less than the input where the tile is padded).
-    pub model_width: usize,
-    /// Model pixels the covered height fills.
-    pub model_height: usize,
-}
+/// One tile of a slice: its window and where it lands in the model input.
+pub type Tile = Window;
 
 /// The tiles of a `width × height` slice at a scale, row by row.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,17 +116,12 @@ impl TileGrid {
     /// covered pixels, resized to the tile's model size unless the scale is 1, normalised, and
     /// zero (after normalisation) where the tile is padded.
     pub fn model_input(&self, i: usize, image: &[u8]) -> Vec<f32> {
+        assert_eq!(image.len(), self.width * self.height, "image does not match {}×{}", self.width, self.height);
         let t = self.tile(i);
-        let content = self.model_content(&t, image, resize_linear_u8);
-        let one = normalise(&content);
-        let one = &one[..t.model_width * t.model_height];
-        let s = self.input_px;
-        let mut out = vec![0.0f32; 3 * s * s];
-        for c in 0..3 {
-            for y in 0..t.model_height {
-                let row = &one[y * t.model_width..(y + 1) * t.model_width];
-                out[c * s * s + y * s..c * s * s + y * s + t.model_width].copy_from_slice(row);
-            }
+        let one = t.model_image(t.crop(image, self.width), self.input_px);
+        let mut out = Vec::with_capacity(3 * one.len());
+        for _ in 0..3 {
+            out.extend_from_slice(&one);
         }
         out
     }
@@ -148,35 +129,9 @@ impl TileGrid {
     /// Tile `i` of a slice mask (`width × height`, 0 or 1) as the model's `S × S` mask prompt:
     /// nearest-neighbour resized where the scale is not 1, zero where the tile is padded.
     pub fn model_mask(&self, i: usize, mask: &[u8]) -> Vec<f32> {
+        assert_eq!(mask.len(), self.width * self.height, "mask does not match {}×{}", self.width, self.height);
         let t = self.tile(i);
-        let content = self.model_content(&t, mask, resize_nearest_u8);
-        let s = self.input_px;
-        let mut out = vec![0.0f32; s * s];
-        for y in 0..t.model_height {
-            for x in 0..t.model_width {
-                out[y * s + x] = f32::from(content[y * t.model_width + x]);
-            }
-        }
-        out
-    }
-
-    /// The covered part of `plane` at the tile's model size.
-    fn model_content(
-        &self,
-        t: &Tile,
-        plane: &[u8],
-        resize: fn(&[u8], usize, usize, usize, usize) -> Vec<u8>,
-    ) -> Vec<u8> {
-        assert_eq!(plane.len(), self.width * self.height, "image does not match {}×{}", self.width, self.height);
-        let mut crop = Vec::with_capacity(t.width * t.height);
-        for y in t.y0..t.y0 + t.height {
-            crop.extend_from_slice(&plane[y * self.width + t.x0..y * self.width + t.x0 + t.width]);
-        }
-        if (t.width, t.height) == (t.model_width, t.model_height) {
-            crop
-        } else {
-            resize(&crop, t.width, t.height, t.model_width, t.model_height)
-        }
+        t.model_mask(t.crop(mask, self.width), self.input_px).into_iter().map(f32::from).collect()
     }
 
     /// Adds tile `i`'s probabilities (`S × S`, 0–1) into `acc` (`width × height`), weighted: after

@@ -82,12 +82,99 @@ pub fn resize_nearest_u8(src: &[u8], w: usize, h: usize, w_out: usize, h_out: us
 
 /// The model input for one resized slice: `[3, S, S]` values `(x/255 − 0.485)/0.229`.
 pub fn normalise(resized: &[u8]) -> Vec<f32> {
-    let one: Vec<f32> = resized.iter().map(|&v| (v as f32 / 255.0 - NORM_MEAN) / NORM_STD).collect();
+    let one = normalise_one(resized);
     let mut out = Vec::with_capacity(one.len() * 3);
     for _ in 0..3 {
         out.extend_from_slice(&one);
     }
     out
+}
+
+/// A window of a slice and where it lands in the model's `S × S` input: `width × height` stack
+/// pixels at `(x0, y0)` fill the input's top-left `model_width × model_height` pixels (copied
+/// where the two sizes agree, resized otherwise); the rest of the input is padding (zero after
+/// normalisation, as SAM pads). A tile of a tiled slice, or a training crop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Left edge in stack pixels.
+    pub x0: usize,
+    /// Top edge in stack pixels.
+    pub y0: usize,
+    /// Width covered in stack pixels.
+    pub width: usize,
+    /// Height covered in stack pixels.
+    pub height: usize,
+    /// Model pixels the covered width fills.
+    pub model_width: usize,
+    /// Model pixels the covered height fills.
+    pub model_height: usize,
+}
+
+impl Window {
+    /// The window of `scale` model pixels per stack pixel over a `width × height` slice for a
+    /// model input of `input_px`, centred on stack pixel `(cx, cy)` as far as the slice allows
+    /// (a slice smaller than the window along an axis is covered whole, and padded).
+    pub fn centred(width: usize, height: usize, input_px: usize, scale: f64, cx: usize, cy: usize) -> Self {
+        let side = ((input_px as f64 / scale).round() as usize).max(1);
+        let axis = |len: usize, c: usize| -> (usize, usize, usize) {
+            if len <= side {
+                (0, len, ((len as f64 * scale).round() as usize).clamp(1, input_px))
+            } else {
+                (c.saturating_sub(side / 2).min(len - side), side, input_px)
+            }
+        };
+        let ((x0, w, mw), (y0, h, mh)) = (axis(width, cx), axis(height, cy));
+        Window { x0, y0, width: w, height: h, model_width: mw, model_height: mh }
+    }
+
+    /// The covered pixels of `plane` (a `slice_width`-wide 8-bit plane), row by row.
+    pub fn crop(&self, plane: &[u8], slice_width: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.width * self.height);
+        for y in self.y0..self.y0 + self.height {
+            out.extend_from_slice(&plane[y * slice_width + self.x0..y * slice_width + self.x0 + self.width]);
+        }
+        out
+    }
+
+    /// `crop` (this window's covered pixels) at the model size, with `resize` where the sizes
+    /// differ.
+    fn at_model_size(&self, crop: Vec<u8>, resize: fn(&[u8], usize, usize, usize, usize) -> Vec<u8>) -> Vec<u8> {
+        if (self.width, self.height) == (self.model_width, self.model_height) {
+            crop
+        } else {
+            resize(&crop, self.width, self.height, self.model_width, self.model_height)
+        }
+    }
+
+    /// The model image `[S·S]` (one channel of the input) from this window's crop of an 8-bit
+    /// image: resized bilinearly (OpenCV's) where needed, normalised, 0 in the padding.
+    pub fn model_image(&self, crop: Vec<u8>, input_px: usize) -> Vec<f32> {
+        let content = self.at_model_size(crop, resize_linear_u8);
+        let one = normalise_one(&content);
+        let mut out = vec![0.0f32; input_px * input_px];
+        for y in 0..self.model_height {
+            out[y * input_px..y * input_px + self.model_width]
+                .copy_from_slice(&one[y * self.model_width..(y + 1) * self.model_width]);
+        }
+        out
+    }
+
+    /// The model mask `[S·S]` (0/1) from this window's crop of a 0/1 mask: nearest-neighbour
+    /// resized where needed, 0 in the padding.
+    pub fn model_mask(&self, crop: Vec<u8>, input_px: usize) -> Vec<u8> {
+        let content = self.at_model_size(crop, resize_nearest_u8);
+        let mut out = vec![0u8; input_px * input_px];
+        for y in 0..self.model_height {
+            out[y * input_px..y * input_px + self.model_width]
+                .copy_from_slice(&content[y * self.model_width..(y + 1) * self.model_width]);
+        }
+        out
+    }
+}
+
+/// One channel of [`normalise`].
+pub fn normalise_one(resized: &[u8]) -> Vec<f32> {
+    resized.iter().map(|&v| (v as f32 / 255.0 - NORM_MEAN) / NORM_STD).collect()
 }
 
 /// Resize + normalise an 8-bit slice of `w × h` to the `[3, S, S]` model input.

@@ -25,7 +25,7 @@ use crate::model::loss::masked_sam4em_loss;
 use crate::model::metrics::Overlap;
 use crate::model::multi::{MultiModel, is_shared};
 use crate::model::optim::{AdamW, prepare_for_training};
-use crate::model::preprocess::{normalise, resize_linear_u8, resize_nearest_u8};
+use crate::model::preprocess::Window;
 use crate::model::{StreamMode, sam4em::logit};
 use crate::state::SliceIndex;
 use crate::state::bitplane::BitPlane;
@@ -138,6 +138,11 @@ pub struct TrainConfig {
     /// (the same gradients with far less memory; see `model::backprop`). [`memory::plan`]
     /// chooses it from the memory available.
     pub activations: Activations,
+    /// How slices meet the model input: [`Scale::Fit`] resizes each whole slice (the paper);
+    /// at a number, each run of consecutive slices is trained on one crop of the model input
+    /// at that scale, centred on a pixel a person vouched for, drawn anew for each run.
+    #[serde(default)]
+    pub scale: Scale,
 }
 
 impl TrainConfig {
@@ -151,6 +156,7 @@ impl TrainConfig {
             augment: true,
             seed: 2024,
             activations: Activations::Keep,
+            scale: Scale::Fit,
         }
     }
 
@@ -326,26 +332,17 @@ fn dihedral<T: Copy>(src: &[T], s: usize, t: u8) -> Vec<T> {
     out
 }
 
-fn plane_bytes(p: &BitPlane) -> Vec<u8> {
-    let (w, h) = (p.width(), p.height());
-    let mut out = vec![0u8; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            out[y * w + x] = u8::from(p.get(x, y));
-        }
-    }
-    out
-}
-
-/// A sample resized to the model input: image `[S·S]` 8-bit, and per class label and weight
-/// `[S·S]` in {0, 1}.
-struct Resized {
-    image: Vec<u8>,
+/// A sample brought to the model input (the whole slice resized, or a crop): the image `[S·S]`
+/// normalised (one channel; 0 in any padding), and per class label and weight `[S·S]` in
+/// {0, 1} (weight 0 in the padding).
+struct Prepared {
+    image: Vec<f32>,
     labels: Vec<Vec<u8>>,
     weights: Vec<Vec<u8>>,
 }
 
-fn resize_sample(sample: &TrainSample, s: usize, classes: usize) -> Result<Resized, TrainError> {
+/// Checks that a sample's image and planes fit its size and the classes.
+fn check_sample(sample: &TrainSample, classes: usize) -> Result<(), TrainError> {
     let bad = |reason: String| TrainError::BadSample { z: sample.z, reason };
     let (w, h) = (sample.width, sample.height);
     if sample.image.len() != w * h {
@@ -361,11 +358,91 @@ fn resize_sample(sample: &TrainSample, s: usize, classes: usize) -> Result<Resiz
     if let Some(p) = sample.labels.iter().chain(&sample.vouched).find(|p| (p.width(), p.height()) != (w, h)) {
         return Err(bad(format!("a {}×{} mask on a {w}×{h} slice", p.width(), p.height())));
     }
-    Ok(Resized {
-        image: resize_linear_u8(&sample.image, w, h, s, s),
-        labels: sample.labels.iter().map(|p| resize_nearest_u8(&plane_bytes(p), w, h, s, s)).collect(),
-        weights: sample.vouched.iter().map(|p| resize_nearest_u8(&plane_bytes(p), w, h, s, s)).collect(),
+    Ok(())
+}
+
+/// The whole slice as the model input window ([`Scale::Fit`]).
+fn whole_slice(sample: &TrainSample, s: usize) -> Window {
+    Window { x0: 0, y0: 0, width: sample.width, height: sample.height, model_width: s, model_height: s }
+}
+
+/// `plane`'s pixels under `window`, 0 or 1, row by row.
+fn plane_window(plane: &BitPlane, window: &Window) -> Vec<u8> {
+    let mut out = Vec::with_capacity(window.width * window.height);
+    for y in window.y0..window.y0 + window.height {
+        for x in window.x0..window.x0 + window.width {
+            out.push(u8::from(plane.get(x, y)));
+        }
+    }
+    out
+}
+
+/// `sample` under `window`, at the model input of side `s`.
+fn prepare(sample: &TrainSample, s: usize, classes: usize, window: &Window) -> Result<Prepared, TrainError> {
+    check_sample(sample, classes)?;
+    Ok(Prepared {
+        image: window.model_image(window.crop(&sample.image, sample.width), s),
+        labels: sample.labels.iter().map(|p| window.model_mask(plane_window(p, window), s)).collect(),
+        weights: sample.vouched.iter().map(|p| window.model_mask(plane_window(p, window), s)).collect(),
     })
+}
+
+/// The `index`-th vouched pixel of `plane` (row-major), if there are that many.
+fn nth_set_pixel(plane: &BitPlane, mut index: u64) -> Option<(usize, usize)> {
+    let per_row = plane.words_per_row();
+    for (i, &word) in plane.words().iter().enumerate() {
+        let ones = u64::from(word.count_ones());
+        if index < ones {
+            let mut w = word;
+            for _ in 0..index {
+                w &= w - 1;
+            }
+            let x = (i % per_row) * 64 + w.trailing_zeros() as usize;
+            return Some((x, i / per_row));
+        }
+        index -= ones;
+    }
+    None
+}
+
+/// A crop window at `scale` for a run of `batch` slices: centred on one pixel drawn uniformly
+/// from every pixel a person vouched for in those slices (any class), so crops never come
+/// from unvouched areas alone.
+fn draw_window(batch: &[&TrainSample], s: usize, scale: f64, draws: &mut Draws) -> Window {
+    let planes: Vec<(&TrainSample, &BitPlane)> =
+        batch.iter().flat_map(|t| t.vouched.iter().map(move |p| (*t, p))).collect();
+    let total: u64 = planes.iter().map(|(_, p)| p.count_ones()).sum();
+    let first = batch[0];
+    let (mut cx, mut cy) = (first.width / 2, first.height / 2);
+    if total > 0 {
+        let mut k = draws.next() % total;
+        for (_, p) in &planes {
+            let n = p.count_ones();
+            if k < n {
+                if let Some((x, y)) = nth_set_pixel(p, k) {
+                    (cx, cy) = (x, y);
+                }
+                break;
+            }
+            k -= n;
+        }
+    }
+    Window::centred(first.width, first.height, s, scale, cx, cy)
+}
+
+/// The window a validation slice is scored in at `scale`: the whole slice at
+/// [`Scale::Fit`], else a crop centred on the middle of the pixels vouched for in it.
+fn validation_window(sample: &TrainSample, s: usize, scale: Scale) -> Window {
+    match scale {
+        Scale::Fit => whole_slice(sample, s),
+        Scale::Factor(f) => {
+            let bounds =
+                sample.vouched.iter().map(BitPlane::bounds).filter(|b| !b.is_empty()).reduce(|a, b| a.union(b));
+            let (cx, cy) =
+                bounds.map_or((sample.width / 2, sample.height / 2), |b| ((b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2));
+            Window::centred(sample.width, sample.height, s, f, cx, cy)
+        }
+    }
 }
 
 fn to_tensor(values: Vec<f32>, shape: [usize; 4], model: &MultiModel) -> Tensor<4> {
@@ -390,7 +467,14 @@ pub fn train(
     if samples.is_empty() {
         return Err(TrainError::NoSamples);
     }
-    let resized: Vec<Resized> = samples.iter().map(|t| resize_sample(t, s, classes)).collect::<Result<_, _>>()?;
+    // At fit every sample is resized once; at a scale, crops are cut per run of batches.
+    let resized: Vec<Prepared> = match config.scale {
+        Scale::Fit => samples.iter().map(|t| prepare(t, s, classes, &whole_slice(t, s))).collect::<Result<_, _>>()?,
+        Scale::Factor(_) => {
+            samples.iter().try_for_each(|t| check_sample(t, classes))?;
+            Vec::new()
+        }
+    };
     let owned: Vec<TrainSample> = samples.iter().map(|t| (*t).clone()).collect();
     let plan = batches(&owned, config.batch_size);
     let total_steps = (plan.len() * config.epochs) as u64;
@@ -426,6 +510,7 @@ pub fn train(
         let mut prompts: Option<Vec<Tensor<4>>> = None;
         let mut previous_last_z: Option<SliceIndex> = None;
         let mut previous_t = 0u8;
+        let mut window: Option<Window> = None;
         for batch in &plan {
             while control.pause.load(Ordering::Relaxed) || control.yield_to_ui.load(Ordering::Relaxed) {
                 if control.stop.load(Ordering::Relaxed) {
@@ -444,14 +529,32 @@ pub fn train(
                 memories = model.zero_memories();
                 prompts = None;
             }
+            // A run's crop stays put while the run continues, so the memory it carries and
+            // the prompts line up with the slices it sees.
+            if let Scale::Factor(f) = config.scale
+                && (!continues || window.is_none())
+            {
+                let run: Vec<&TrainSample> = batch.iter().map(|&i| &owned[i]).collect();
+                window = Some(draw_window(&run, s, f, &mut draws));
+            }
             let t = if config.augment { (draws.next() % 8) as u8 } else { 0 };
             let b = batch.len();
             let mut x = Vec::with_capacity(b * 3 * s * s);
             let mut targets: Vec<Vec<f32>> = vec![Vec::with_capacity(b * s * s); classes];
             let mut weights: Vec<Vec<f32>> = vec![Vec::with_capacity(b * s * s); classes];
             for &i in batch {
-                let r = &resized[i];
-                x.extend(normalise(&dihedral(&r.image, s, t)));
+                let crop;
+                let r = match &window {
+                    Some(w) => {
+                        crop = prepare(&owned[i], s, classes, w)?;
+                        &crop
+                    }
+                    None => &resized[i],
+                };
+                let image = dihedral(&r.image, s, t);
+                for _ in 0..3 {
+                    x.extend_from_slice(&image);
+                }
                 for c in 0..classes {
                     targets[c].extend(dihedral(&r.labels[c], s, t).into_iter().map(f32::from));
                     weights[c].extend(dihedral(&r.weights[c], s, t).into_iter().map(f32::from));
@@ -498,7 +601,7 @@ pub fn train(
             outcome.final_loss = epoch_losses.iter().sum::<f64>() / epoch_losses.len() as f64;
         }
         if !validation.is_empty() {
-            let dice = validate(model, &owned, validation)?;
+            let dice = validate(model, &owned, validation, config.scale)?;
             outcome.validation_dice = dice.clone();
             on_event(TrainEvent::Validation { epoch, dice });
         }
@@ -562,8 +665,7 @@ pub fn adapter_set(model: &mut MultiModel, outcome: &TrainOutcome, run: RunRecor
         ended: outcome.ended.to_string(),
         batch_size: batches(run.samples, run.config.batch_size).iter().map(Vec::len).max().unwrap_or(0),
         activations: run.config.activations.name().into(),
-        // Every slice is resized whole to the model input (see `resize_sample`).
-        scale: Scale::Fit,
+        scale: run.config.scale,
         pixel_size_nm: run.pixel_size_nm,
     };
     let meta = AdapterSetMeta {
@@ -582,11 +684,14 @@ pub fn adapter_set(model: &mut MultiModel, outcome: &TrainOutcome, run: RunRecor
 
 /// Held-out Dice: each validation slice is predicted the way the app predicts it, streaming
 /// from the nearest training slice (prompted by its label) or from an empty prompt, and scored
-/// with the reference's per-slice Dice over the pixels a person vouched for.
+/// with the reference's per-slice Dice over the pixels a person vouched for. At a `scale` other
+/// than fit, in one window of the model input centred on the validation slice's vouched pixels
+/// (the same window of the slice it streams from).
 pub fn validate(
     model: &MultiModel,
     train: &[TrainSample],
     validation: &[TrainSample],
+    scale: Scale,
 ) -> Result<BTreeMap<String, f64>, TrainError> {
     // Inference only: without autodiff nothing is recorded for a backward pass (for B+ an
     // encoder pass would otherwise keep gigabytes of activations until it is dropped).
@@ -596,7 +701,8 @@ pub fn validate(
     let threshold = logit(model.config().stream.cross_batch_threshold) as f32;
     let mut scores: Vec<Vec<f64>> = vec![Vec::new(); classes];
     for v in validation {
-        let rv = resize_sample(v, s, classes)?;
+        let window = validation_window(v, s, scale);
+        let rv = prepare(v, s, classes, &window)?;
         let seed = train.iter().min_by_key(|t| t.z.0.abs_diff(v.z.0));
         // Slices from the seed to the validation slice, seed first.
         let path: Vec<&TrainSample> = match seed {
@@ -606,7 +712,7 @@ pub fn validate(
         // The stream goes from the seed straight to the validation slice: the slices between
         // them need not be samples, and bridging the gap only makes the score conservative.
         let seeds: Vec<Option<Tensor<4>>> = if path.len() == 2 {
-            let rt = resize_sample(path[0], s, classes)?;
+            let rt = prepare(path[0], s, classes, &window)?;
             (0..classes)
                 .map(|c| Some(to_tensor(rt.labels[c].iter().map(|&b| f32::from(b)).collect(), [1, 1, s, s], model)))
                 .collect()
@@ -616,9 +722,9 @@ pub fn validate(
         let mut states = model.start_streams(seeds);
         let mut last = Vec::new();
         for sample in &path {
-            let r = if std::ptr::eq(*sample, v) { None } else { Some(resize_sample(sample, s, classes)?) };
+            let r = if std::ptr::eq(*sample, v) { None } else { Some(prepare(sample, s, classes, &window)?) };
             let image = r.as_ref().map_or(&rv.image, |r| &r.image);
-            let x = to_tensor(normalise(image), [1, 3, s, s], model);
+            let x = to_tensor(image.repeat(3), [1, 3, s, s], model);
             let fused = model.embed(x);
             last = model.stream_step(fused, &mut states, StreamMode::Clean);
         }
@@ -650,6 +756,64 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `w × h` slice whose image is its pixel index mod 251, vouched for in `vouched` only,
+    /// labelled in its left half.
+    fn big_sample(w: usize, h: usize, vouched: crate::state::bitplane::PixelBox) -> TrainSample {
+        let mut v = BitPlane::new(w, h);
+        v.fill_rect(vouched, true);
+        let mut l = BitPlane::new(w, h);
+        l.fill_rect(crate::state::bitplane::PixelBox { x0: 0, y0: 0, x1: w / 2, y1: h }, true);
+        TrainSample {
+            z: SliceIndex(0),
+            width: w,
+            height: h,
+            image: Arc::new((0..w * h).map(|i| (i % 251) as u8).collect()),
+            labels: vec![l],
+            vouched: vec![v],
+        }
+    }
+
+    #[test]
+    fn crops_are_centred_on_vouched_pixels_and_cut_at_the_scale() {
+        use crate::state::bitplane::PixelBox;
+        let (w, h, s) = (1000, 800, 128);
+        // Only a small area near the bottom-right corner is vouched for.
+        let area = PixelBox { x0: 900, y0: 700, x1: 940, y1: 720 };
+        let t = big_sample(w, h, area);
+        let mut draws = Draws(7);
+        for _ in 0..50 {
+            let win = draw_window(&[&t], s, 1.0, &mut draws);
+            assert_eq!((win.width, win.height, win.model_width, win.model_height), (128, 128, 128, 128));
+            assert!(win.x0 + win.width <= w && win.y0 + win.height <= h, "{win:?}");
+            let covers =
+                win.x0 < area.x1 && area.x0 < win.x0 + win.width && win.y0 < area.y1 && area.y0 < win.y0 + win.height;
+            assert!(covers, "a crop away from every vouched pixel: {win:?}");
+            // At scale 1 the crop is the slice's own pixels; weights are the vouched ones.
+            let p = prepare(&t, s, 1, &win).unwrap();
+            let norm = |v: u8| (v as f32 / 255.0 - 0.485) / 0.229;
+            assert_eq!(p.image[5 * s + 7], norm(t.image[(win.y0 + 5) * w + win.x0 + 7]));
+            let vouched = p.weights[0].iter().filter(|&&v| v == 1).count();
+            let expected =
+                (area.x1.min(win.x0 + 128) - area.x0.max(win.x0)) * (area.y1.min(win.y0 + 128) - area.y0.max(win.y0));
+            assert_eq!(vouched, expected);
+        }
+        // At 0.5 a crop covers 256 stack pixels, resized to the input.
+        let win = draw_window(&[&t], s, 0.5, &mut draws);
+        assert_eq!((win.width, win.height, win.model_width), (256, 256, 128));
+        // The k-th vouched pixel, row-major.
+        assert_eq!(nth_set_pixel(&t.vouched[0], 0), Some((900, 700)));
+        assert_eq!(nth_set_pixel(&t.vouched[0], 41), Some((901, 701)));
+        assert_eq!(nth_set_pixel(&t.vouched[0], 800), None);
+        // Validation is scored in a window around the middle of the vouched pixels.
+        let win = validation_window(&t, s, Scale::NATIVE);
+        assert!(
+            win.x0 <= area.x0 && area.x1 <= win.x0 + 128 && win.y0 <= area.y0 && area.y1 <= win.y0 + 128,
+            "{win:?}"
+        );
+        let whole = validation_window(&t, s, Scale::Fit);
+        assert_eq!((whole.width, whole.height, whole.model_width), (w, h, s));
+    }
 
     fn sample(z: usize) -> TrainSample {
         TrainSample {

@@ -547,8 +547,9 @@ fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
     assert_eq!(v["training"]["activations"], "keep");
     assert_eq!(v["training"]["batch_size"], 2);
     assert!(v["memory"]["estimated_bytes"].as_u64().unwrap() > 0, "{v}");
-    // Whole slices resized to the model input: the adapter says so (the PNGs state no pixel size).
-    assert_eq!((v["training"]["scale"].as_str(), v["training"]["pixel_size_nm"].as_f64()), (Some("fit"), None), "{v}");
+    // 1024 × 768 slices are more than twice the 128² input: trained at scale 1, on crops of
+    // 128² centred on labelled pixels; the adapter says so (the PNGs state no pixel size).
+    assert_eq!((v["training"]["scale"].as_str(), v["training"]["pixel_size_nm"].as_f64()), (Some("1"), None), "{v}");
 
     // Recomputing activations block by block computes the same gradients: the same losses.
     let recomputed = tmp.path().join("mito-recomputed.safetensors");
@@ -610,28 +611,27 @@ fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("predicted 4 slices") && text.contains("mitochondria.tif"), "{text}");
-    // The adapter's scale by default: the one it was trained at.
-    assert!(text.contains("scale fit (1 tile per slice)"), "{text}");
+    // The adapter's scale by default, the one it was trained at: 11 × 8 tiles of 128² per slice.
+    assert!(text.contains("scale 1 (88 tiles per slice)"), "{text}");
     let info = sam4em(&["info", &s(&pred.join("mitochondria.tif"))]);
     assert!(stdout(&info).contains("4 x 768 x 1024"), "{}", stdout(&info));
     assert!(pred.join("mitochondria_probability.tif").is_file());
-    // At the data's own resolution instead: 11 × 8 tiles of 128² per 1024 × 768 slice, with a
-    // warning that the adapter learnt at another scale.
-    let native = tmp.path().join("pred-native");
-    let native_s = s(&native);
+    // The whole slice resized instead, with a warning that the adapter learnt at another scale.
+    let fit = tmp.path().join("pred-fit");
+    let fit_s = s(&fit);
     let mut args = vec!["predict", &img_s as &str];
     args.extend(common_model);
-    args.extend(["--adapter", &out_s, "--out", &native_s, "--slices", "0..1", "--scale", "1", "--json"]);
+    args.extend(["--adapter", &out_s, "--out", &fit_s, "--slices", "0..1", "--scale", "fit", "--json"]);
     let o = sam4em(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("warning: predicting at scale 1, but the adapter was trained at scale fit"),
+        stderr(&o).contains("warning: predicting at scale fit, but the adapter was trained at scale 1"),
         "{}",
         stderr(&o)
     );
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v["tiles"], serde_json::json!({ "per_slice": 88, "columns": 11, "rows": 8 }), "{v}");
-    assert_eq!((v["scale"].as_str(), v["slices"].as_u64()), (Some("1"), Some(1)), "{v}");
+    assert_eq!(v["tiles"], serde_json::json!({ "per_slice": 1, "columns": 1, "rows": 1 }), "{v}");
+    assert_eq!((v["scale"].as_str(), v["slices"].as_u64()), (Some("fit"), Some(1)), "{v}");
     // Half precision is for GPUs; on the CPU it is refused before anything is read or written.
     let refused = tmp.path().join("pred-f16");
     let refused_s = s(&refused);

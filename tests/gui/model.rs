@@ -198,6 +198,11 @@ fn predict_accept_retrain_refresh_and_roll_back() {
             .unwrap();
     assert_eq!(set.meta.training.batch_size, 1, "the set records its batch");
     assert_eq!(set.meta.training.activations, "keep", "a one-slice batch of the micro model fits in memory");
+    // The sample (512², 4.6 nm pixels) is more than twice the model input: Retrain learnt from
+    // crops at the scale the app predicts at, native, and the set records it and the pixel size.
+    assert_eq!(set.meta.training.scale, sam4em::state::scale::Scale::NATIVE);
+    let nm = set.meta.training.pixel_size_nm.expect("the sample states its pixel size");
+    assert!((nm - 4.6).abs() < 1e-6, "{nm} nm");
     assert!(view.versions.iter().any(|v| v.version == 1));
     let session = h.state().session_dir().unwrap().to_path_buf();
     assert!(session.join("adapters/v001.safetensors").is_file());

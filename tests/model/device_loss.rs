@@ -162,6 +162,7 @@ fn training_device_loss_child() {
             augment: false,
             seed: 1,
             activations: sam4em::model::backprop::Activations::Keep,
+            scale: sam4em::state::scale::Scale::Fit,
         },
         version: 1,
         out: out.clone(),

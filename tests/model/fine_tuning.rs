@@ -168,6 +168,7 @@ fn config(model: &MultiModel, epochs: usize) -> TrainConfig {
         augment: false,
         seed: 1,
         activations: sam4em::model::backprop::Activations::Recompute,
+        scale: sam4em::state::scale::Scale::Fit,
     }
 }
 

@@ -153,3 +153,122 @@ fn every_tile_streams_along_z_as_its_crop_would_on_its_own() {
     }
     assert!(own > 0 && blended > 0, "{own} pixels of one tile, {blended} blended");
 }
+
+/// A synthetic stack of `depth` slices of `side²`: noisy grey with dark lines two pixels wide
+/// (membrane-like structures at every angle, drifting slowly through z), and the lines as labels.
+fn thin_lines(side: usize, depth: usize) -> (Vec<Vec<u8>>, Vec<BitPlane>) {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    // Lines as (point, unit direction), shared by the slices and shifted a little per slice.
+    let lines: Vec<([f64; 2], [f64; 2])> = (0..side / 24)
+        .map(|_| {
+            let p = [(rand() % side as u64) as f64, (rand() % side as u64) as f64];
+            let a = (rand() % 3600) as f64 / 3600.0 * std::f64::consts::PI;
+            (p, [a.cos(), a.sin()])
+        })
+        .collect();
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    for z in 0..depth {
+        let mut label = BitPlane::new(side, side);
+        let mut image = vec![0u8; side * side];
+        for y in 0..side {
+            for x in 0..side {
+                let on = lines.iter().any(|(p, d)| {
+                    let (dx, dy) = (x as f64 + 0.5 - p[0] - z as f64 * 0.7, y as f64 + 0.5 - p[1]);
+                    (dx * d[1] - dy * d[0]).abs() < 1.0
+                });
+                label.set(x, y, on);
+                let noise = (rand() % 41) as i32 - 20;
+                image[y * side + x] = ((if on { 60 } else { 170 }) + noise).clamp(0, 255) as u8;
+            }
+        }
+        images.push(image);
+        labels.push(label);
+    }
+    (images, labels)
+}
+
+/// Dice of `probabilities > threshold` (0–255 maps) against `labels`, over every slice.
+fn dice(maps: &[Vec<u8>], labels: &[BitPlane], threshold: f64) -> f64 {
+    let cut = sam4em::state::probability_cut(threshold as f32);
+    let (mut both, mut pred, mut truth) = (0u64, 0u64, 0u64);
+    for (map, label) in maps.iter().zip(labels) {
+        for (i, &v) in map.iter().enumerate() {
+            let (p, t) = (i32::from(v) > cut, label.get(i % label.width(), i / label.width()));
+            both += u64::from(p && t);
+            pred += u64::from(p);
+            truth += u64::from(t);
+        }
+    }
+    2.0 * both as f64 / (pred + truth).max(1) as f64
+}
+
+/// Trains the set's model (on its inputs halved, [`common::reduced_config_json`]) for `epochs`
+/// over `images`/`labels` at `scale`, every pixel vouched for; the model for inference.
+fn trained(images: &[Vec<u8>], labels: &[BitPlane], scale: Scale, epochs: usize) -> Option<MultiModel> {
+    use sam4em::model::StateDict;
+    use sam4em::model::source::from_sam2;
+    use sam4em::train::{Control, Schedule, TrainConfig, TrainSample, train};
+    let dir = common::fixtures()?;
+    let config = Sam4emConfig::from_reference_json(&common::reduced_config_json(&dir).to_string()).unwrap();
+    let dict = StateDict::read(&common::fixture_checkpoint(&dir)).unwrap();
+    let device = Device::flex().autodiff();
+    let mut model = from_sam2(&dict, Some(config.clone()), &["membrane".to_string()], &device).unwrap();
+    let side = labels[0].width();
+    let mut all = BitPlane::new(side, side);
+    all.fill_rect(sam4em::state::bitplane::PixelBox { x0: 0, y0: 0, x1: side, y1: side }, true);
+    let samples: Vec<TrainSample> = images
+        .iter()
+        .zip(labels)
+        .enumerate()
+        .map(|(z, (image, label))| TrainSample {
+            z: SliceIndex(z),
+            width: side,
+            height: side,
+            image: std::sync::Arc::new(image.clone()),
+            labels: vec![label.clone()],
+            vouched: vec![all.clone()],
+        })
+        .collect();
+    let mut optimizer = config.optimizer.clone();
+    optimizer.lr = 2e-3;
+    let train_config = TrainConfig {
+        epochs,
+        batch_size: 2,
+        optimizer,
+        schedule: Schedule::Constant,
+        augment: true,
+        seed: 3,
+        activations: sam4em::model::backprop::Activations::Keep,
+        scale,
+    };
+    let outcome = train(&mut model, &samples, &[], &train_config, &Control::default(), &mut |_| {}).unwrap();
+    assert!(outcome.final_loss.is_finite(), "{outcome:?}");
+    Some(model.to_device(&Device::flex()).unwrap())
+}
+
+#[test]
+fn lines_two_pixels_wide_survive_at_scale_one_and_not_at_fit() {
+    // Slices four times the model input each way, with lines two pixels wide. A model trained
+    // and run at scale 1 sees them at their own width, in tiles; one trained and run at fit sees
+    // each slice shrunk four times, the lines half a pixel wide, and cannot give them back.
+    let Some(set) = common::fixtures() else { return };
+    let s = Sam4emConfig::from_reference_json(&common::reduced_config_json(&set).to_string()).unwrap().image_size;
+    let (images, labels) = thin_lines(4 * s, 4);
+    let (train_images, train_labels) = (&images[..2], &labels[..2]);
+    let Some(native) = trained(train_images, train_labels, Scale::NATIVE, 150) else { return };
+    let Some(fit) = trained(train_images, train_labels, Scale::Fit, 150) else { return };
+    let threshold = native.config().stream.cross_batch_threshold;
+    let empty = BitPlane::new(4 * s, 4 * s);
+    // Predicted on all four slices, streaming from slice 0 with no prompt.
+    let native_dice = dice(&predict(&native, &images, &empty, Scale::NATIVE), &labels, threshold);
+    let fit_dice = dice(&predict(&fit, &images, &empty, Scale::Fit), &labels, threshold);
+    eprintln!("Dice on lines 2 px wide: scale 1 {native_dice:.3}, fit {fit_dice:.3}");
+    assert!(native_dice > 0.6, "at scale 1 the lines are found: Dice {native_dice:.3}");
+    assert!(fit_dice < native_dice - 0.25, "at fit they are lost: Dice {fit_dice:.3} against {native_dice:.3}");
+}

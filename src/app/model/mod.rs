@@ -441,7 +441,10 @@ impl ModelCtl {
         source.device = source.device.autodiff();
         let version = self.versions.next();
         let available = training::training_memory(&source.device, self.panel.memory_limit_gib);
-        let plan = self.training.plan(doc, &self.heads, &memory_model, available, self.panel.epochs, version)?;
+        let mut plan = self.training.plan(doc, &self.heads, &memory_model, available, self.panel.epochs, version)?;
+        // Trained at the scale it predicts at: crops of the model input at that scale (the
+        // memory plan is the same, a crop being the model input's size).
+        plan.config.scale = self.scale_for(doc).0;
         let control = Arc::new(Control::default());
         let slices = plan.samples.len();
         let job = TrainJob {

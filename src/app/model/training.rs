@@ -14,6 +14,7 @@ use super::super::document::Document;
 use super::heads::Heads;
 use crate::model::footprint::TrainingMemoryModel;
 use crate::state::bitplane::{BitPlane, PixelBox};
+use crate::state::scale::Scale;
 use crate::state::{Provenance, ReviewState, SliceIndex};
 use crate::train::memory::{ActivationsChoice, Available, MemoryPlan};
 use crate::train::worker::{PendingSample, TrainerEvent};
@@ -129,6 +130,7 @@ impl Training {
             augment: true,
             activations: memory.activations,
             seed: version,
+            scale: Scale::Fit,
         };
         Ok(Plan { samples, validation, config, memory })
     }
