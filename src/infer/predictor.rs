@@ -266,13 +266,7 @@ impl Predictor {
                 let fused = e.unwrap_or_else(|| fresh.iter().find(|(f, _)| *f == t).expect("embedded above").1.clone());
                 let outs = self.model.stream_step(fused, &mut states[t], StreamMode::Clean);
                 if reported {
-                    let logits: Vec<Tensor<4>> = outs.iter().map(|o| self.model.reported_logits(o).0).collect();
-                    let host =
-                        Tensor::cat(logits, 0).into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
-                    for (c, l) in host.chunks(s * s).enumerate().take(classes) {
-                        let p: Vec<f32> = l.iter().map(|&v| sigmoid(v)).collect();
-                        grid.blend_into(t, &p, &mut acc[c]);
-                    }
+                    self.blend_tile(grid, t, &outs, &mut acc);
                 }
             }
         }
@@ -338,6 +332,19 @@ impl Predictor {
             }
         }
         Tensor::from_data(TensorData::new(grid.model_mask(t, &bytes), [1, 1, s, s]), &self.model.device())
+    }
+
+    /// Adds tile `t`'s reported probabilities (`outs`, one per class) into `acc` (one
+    /// `width × height` map per class), weighted ([`TileGrid::blend_into`]); read back and
+    /// computed on the host.
+    fn blend_tile(&self, grid: &TileGrid, t: usize, outs: &[SliceOutput], acc: &mut [Vec<f32>]) {
+        let s = grid.input_px();
+        let logits: Vec<Tensor<4>> = outs.iter().map(|o| self.model.reported_logits(o).0).collect();
+        let host = Tensor::cat(logits, 0).into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        for (l, a) in host.chunks(s * s).zip(acc.iter_mut()) {
+            let p: Vec<f32> = l.iter().map(|&v| sigmoid(v)).collect();
+            grid.blend_into(t, &p, a);
+        }
     }
 
     /// Starts turning a slice's outputs into `width × height` probabilities scaled to 0–255, one
@@ -537,11 +544,9 @@ impl Predictor {
             return Ok(self.start_probabilities(&[out], width, height).finish().remove(0));
         }
         // The refined tile, weighted (`w · p` inside the tile, 0 elsewhere) …
-        let logits = self.model.reported_logits(&out).0;
-        let host = logits.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
-        let p: Vec<f32> = host.iter().map(|&v| sigmoid(v)).collect();
-        let mut refined = vec![0.0f32; width * height];
-        grid.blend_into(t, &p, &mut refined);
+        let mut refined = vec![vec![0.0f32; width * height]];
+        self.blend_tile(&grid, t, &[out], &mut refined);
+        let refined = &refined[0];
         // … over the current map, which keeps `1 − w` of itself.
         let mut map =
             current.filter(|c| c.len() == width * height).map_or_else(|| vec![0; width * height], <[u8]>::to_vec);

@@ -409,14 +409,13 @@ fn nth_set_pixel(plane: &BitPlane, mut index: u64) -> Option<(usize, usize)> {
 /// from every pixel a person vouched for in those slices (any class), so crops never come
 /// from unvouched areas alone.
 fn draw_window(batch: &[&TrainSample], s: usize, scale: f64, draws: &mut Draws) -> Window {
-    let planes: Vec<(&TrainSample, &BitPlane)> =
-        batch.iter().flat_map(|t| t.vouched.iter().map(move |p| (*t, p))).collect();
-    let total: u64 = planes.iter().map(|(_, p)| p.count_ones()).sum();
+    let planes: Vec<&BitPlane> = batch.iter().flat_map(|t| &t.vouched).collect();
+    let total: u64 = planes.iter().map(|p| p.count_ones()).sum();
     let first = batch[0];
     let (mut cx, mut cy) = (first.width / 2, first.height / 2);
     if total > 0 {
         let mut k = draws.next() % total;
-        for (_, p) in &planes {
+        for p in &planes {
             let n = p.count_ones();
             if k < n {
                 if let Some((x, y)) = nth_set_pixel(p, k) {
