@@ -186,6 +186,7 @@ pub fn tiled_slices(
             seeds: Vec::new(),
             max_warmup_slices: 0,
             scale: Scale::NATIVE,
+            fill: None,
         };
         let mut predictor = Predictor::new(&model, 1);
         let t = Instant::now();

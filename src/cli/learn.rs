@@ -369,6 +369,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
         seeds,
         max_warmup_slices: 32,
         scale,
+        fill: None,
     };
     let threshold = a.threshold.unwrap_or(loaded.model.config().stream.cross_batch_threshold);
     let cut = crate::state::probability_cut(threshold as f32);

@@ -14,7 +14,7 @@ pub mod worker;
 
 pub use plan::{Pass, plan_passes};
 pub use predictor::{
-    Flow, InferError, Predictor, Progress, Prompts, RefineTarget, Seed, SlicePrediction, StackRequest,
+    FillIn, Flow, InferError, Predictor, Progress, Prompts, RefineTarget, Seed, SlicePrediction, StackRequest,
     probabilities_on_device, probabilities_on_host,
 };
 pub use tile::{Scale, TileGrid};

@@ -12,6 +12,10 @@
 //! embeddings and outputs at a time and the slice's blend buffer (4 bytes per pixel and class).
 //! A 4096² slice at scale 1 is 11 × 11 tiles of 512² for B+ (1.1 GiB of streams per class),
 //! 43 × 43 of 128² for the micro reference (240 MiB).
+//!
+//! With [`StackRequest::fill`] (the app) a slice's tiles go in the order of the view on screen
+//! and the slice so far is reported while they are decoded ([`SlicePrediction::partial`]), so
+//! the part a person looks at comes first.
 
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -30,7 +34,7 @@ use crate::model::nn::BilinearResize;
 use crate::model::prompt::{BoxPrompt, PointPrompt};
 use crate::model::{SliceOutput, StreamMode, StreamState};
 use crate::state::SliceIndex;
-use crate::state::bitplane::BitPlane;
+use crate::state::bitplane::{BitPlane, PixelBox};
 
 /// A slice with a person's masks: where streaming starts.
 #[derive(Clone, Debug)]
@@ -58,6 +62,23 @@ pub struct StackRequest {
     pub max_warmup_slices: usize,
     /// How slices map to the model's input: the whole slice resized, or tiles at a scale.
     pub scale: Scale,
+    /// Report tiled slices while their tiles are decoded, the tiles on screen first (the app);
+    /// `None`: each slice once, complete (the command line).
+    pub fill: Option<FillIn>,
+}
+
+/// How a tiled slice is reported while its tiles are decoded, so a person watching sees the
+/// part on screen first instead of waiting for the whole slice (a 4096² slice at scale 1 is
+/// 121 B+ tiles, minutes on a CPU).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FillIn {
+    /// The part of the slice on screen, slice pixels: the tiles overlapping it are decoded
+    /// first, nearest its centre first, then the rest outwards ([`TileGrid::order_from`]), on
+    /// every slice.
+    pub view: PixelBox,
+    /// Least seconds between two reports of a slice in progress; the first comes as soon as
+    /// the tiles on screen are done.
+    pub interval_s: f64,
 }
 
 /// One predicted slice.
@@ -68,6 +89,11 @@ pub struct SlicePrediction {
     /// Per head ([`HeadIndex`] order), `width × height` probabilities scaled to 0–255 (the reported
     /// prediction is `p > cross_batch_threshold`, 0.4 in SAM4EM).
     pub probabilities: Vec<Vec<u8>>,
+    /// `None`: the slice is complete. `Some(tiles)`: a report while the slice's tiles are
+    /// decoded ([`StackRequest::fill`]): only pixels inside these tiles (those decoded so far)
+    /// hold probabilities, the weighted mean of the decoded tiles covering them (final where
+    /// every tile covering a pixel is decoded); elsewhere the maps are 0 and mean nothing.
+    pub partial: Option<Vec<PixelBox>>,
 }
 
 /// How far a request has come.
@@ -79,18 +105,27 @@ pub struct Progress {
     pub total: usize,
     /// Seconds since the request started.
     pub elapsed_s: f64,
+    /// For a report of part of a slice ([`SlicePrediction::partial`]): its tiles decoded so far
+    /// and its tiles in all.
+    pub slice_tiles: Option<(usize, usize)>,
 }
 
 impl Progress {
-    /// Throughput so far.
+    /// Throughput so far, counting the decoded part of a slice in progress.
     pub fn slices_per_s(&self) -> f64 {
-        if self.elapsed_s > 0.0 { self.done as f64 / self.elapsed_s } else { 0.0 }
+        if self.elapsed_s > 0.0 { self.done_slices() / self.elapsed_s } else { 0.0 }
+    }
+
+    /// Slices reported, plus the decoded fraction of a slice in progress.
+    pub fn done_slices(&self) -> f64 {
+        let part = self.slice_tiles.map_or(0.0, |(d, n)| d as f64 / n.max(1) as f64);
+        self.done as f64 + part
     }
 
     /// Estimated seconds left at the current throughput.
     pub fn eta_s(&self) -> Option<f64> {
         let rate = self.slices_per_s();
-        (rate > 0.0).then(|| (self.total - self.done) as f64 / rate)
+        (rate > 0.0).then(|| (self.total as f64 - self.done_slices()).max(0.0) / rate)
     }
 }
 
@@ -223,25 +258,43 @@ impl Predictor {
 
     /// Decodes every tile of slice `z` (advancing each tile's streams in `states`), the tiles
     /// embedded `encoder_batch` at a time from one fetch of the slice (only if some are not
-    /// cached), and, when `reported`, blends their probabilities into one `width × height` map
-    /// per class ([`TileGrid::blend_into`], on the host). Each tile's outputs are blended and
-    /// dropped before the next batch of tiles is embedded, so a slice of any size holds one
-    /// batch of tile embeddings and outputs at a time, besides the streams and the blend.
+    /// cached), and, unless `report` is [`Report::Nothing`], blends their probabilities into one
+    /// `width × height` map per class ([`TileGrid::blend_into`], on the host). Each tile's
+    /// outputs are blended and dropped before the next batch of tiles is embedded, so a slice of
+    /// any size holds one batch of tile embeddings and outputs at a time, besides the streams
+    /// and the blend. With [`Report::Progressive`] the tiles go in the view's order and the
+    /// slice so far is sent to `on_partial` (with its tiles decoded and in all) once the tiles
+    /// on screen are done and then at the fill-in interval; this keeps one more `f32` map, the
+    /// decoded tiles' weights.
     fn tiled_slice(
         &mut self,
         z: usize,
         grid: &TileGrid,
         states: &mut [Vec<StreamState>],
-        reported: bool,
+        report: Report<'_>,
         fetch: &mut ImageFetch<'_>,
-    ) -> Result<Option<Vec<Vec<u8>>>, InferError> {
+        on_partial: &mut dyn FnMut(SlicePrediction, (usize, usize)) -> Flow,
+    ) -> Result<TiledSlice, InferError> {
         let (width, height) = grid.size();
         let s = grid.input_px();
         let classes = self.model.heads.len();
+        let reported = !matches!(report, Report::Nothing);
         let mut acc = if reported { vec![vec![0.0f32; width * height]; classes] } else { Vec::new() };
+        let fill = match report {
+            Report::Progressive(fill) if grid.len() > 1 => Some(fill),
+            _ => None,
+        };
+        let (order, in_view) = match fill {
+            Some(f) => grid.order_from(f.view),
+            None => ((0..grid.len()).collect(), 0),
+        };
+        // The decoded tiles' summed weights: what the partial maps are normalised by.
+        let mut weights = if fill.is_some() { vec![0.0f32; width * height] } else { Vec::new() };
+        let mut last_sent = Instant::now();
+        let mut view_sent = false;
+        let mut done = 0;
         let mut image: Option<Vec<u8>> = None;
-        let tiles: Vec<usize> = (0..grid.len()).collect();
-        for chunk in tiles.chunks(self.encoder_batch) {
+        for chunk in order.chunks(self.encoder_batch) {
             let cached: Vec<Option<Tensor<4>>> = chunk.iter().map(|&t| self.embeddings.get(&(z, t)).cloned()).collect();
             let missing: Vec<usize> = chunk.iter().zip(&cached).filter(|(_, e)| e.is_none()).map(|(&t, _)| t).collect();
             let mut fresh: Vec<(usize, Tensor<4>)> = Vec::new();
@@ -268,13 +321,32 @@ impl Predictor {
                 if reported {
                     self.blend_tile(grid, t, &outs, &mut acc);
                 }
+                if fill.is_some() {
+                    grid.add_weights(t, &mut weights);
+                }
+            }
+            done += chunk.len();
+            let Some(fill) = fill else { continue };
+            let due = (!view_sent && done >= in_view) || last_sent.elapsed().as_secs_f64() >= fill.interval_s;
+            if done < order.len() && due {
+                let probabilities = acc.iter().map(|a| partial_map(a, &weights)).collect();
+                let tiles = order[..done].iter().map(|&t| grid.tile_box(t)).collect();
+                let partial = SlicePrediction { z: SliceIndex(z), probabilities, partial: Some(tiles) };
+                if on_partial(partial, (done, order.len())) == Flow::Stop {
+                    return Ok(TiledSlice::Stopped);
+                }
+                view_sent = true;
+                last_sent = Instant::now();
             }
         }
-        Ok(reported.then(|| {
+        if !reported {
+            return Ok(TiledSlice::Unreported);
+        }
+        Ok(TiledSlice::Complete(
             acc.into_iter()
                 .map(|a| a.into_iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect())
-                .collect()
-        }))
+                .collect(),
+        ))
     }
 
     /// The embedding of `upcoming[0]` on a one-tile grid, from the cache or from one encoder
@@ -408,9 +480,12 @@ impl Predictor {
         let start = Instant::now();
         let mut done = 0;
         for pass in &passes {
-            if !self.run_pass(pass, request, fetch, &mut |prediction| {
-                done += 1;
-                on_slice(prediction, Progress { done, total, elapsed_s: start.elapsed().as_secs_f64() })
+            if !self.run_pass(pass, request, fetch, &mut |prediction, slice_tiles| {
+                if prediction.partial.is_none() {
+                    done += 1;
+                }
+                let elapsed_s = start.elapsed().as_secs_f64();
+                on_slice(prediction, Progress { done, total, elapsed_s, slice_tiles })
             })? {
                 return Ok(false);
             }
@@ -423,7 +498,7 @@ impl Predictor {
         pass: &Pass,
         request: &StackRequest,
         fetch: &mut ImageFetch<'_>,
-        on_slice: &mut dyn FnMut(SlicePrediction) -> Flow,
+        on_slice: &mut dyn FnMut(SlicePrediction, Option<(usize, usize)>) -> Flow,
     ) -> Result<bool, InferError> {
         let classes = self.model.heads.len();
         let grid = self.grid(request.width, request.height, request.scale);
@@ -448,18 +523,31 @@ impl Predictor {
         for (i, &z) in pass.order.iter().enumerate() {
             let reported = i >= pass.warmup;
             if !untiled {
-                let maps = self.tiled_slice(z, &grid, &mut states, reported, fetch)?;
-                if let Some(probabilities) = maps
-                    && on_slice(SlicePrediction { z: SliceIndex(z), probabilities }) == Flow::Stop
-                {
-                    return Ok(false);
+                let report = match (reported, &request.fill) {
+                    (false, _) => Report::Nothing,
+                    (true, None) => Report::Complete,
+                    (true, Some(fill)) => Report::Progressive(fill),
+                };
+                let mut on_partial = |p: SlicePrediction, tiles: (usize, usize)| on_slice(p, Some(tiles));
+                match self.tiled_slice(z, &grid, &mut states, report, fetch, &mut on_partial)? {
+                    TiledSlice::Stopped => return Ok(false),
+                    TiledSlice::Complete(probabilities) => {
+                        let slice = SlicePrediction { z: SliceIndex(z), probabilities, partial: None };
+                        if on_slice(slice, None) == Flow::Stop {
+                            return Ok(false);
+                        }
+                    }
+                    TiledSlice::Unreported => {}
                 }
                 continue;
             }
             let fused = self.embedding_ahead(&pass.order[i..], &grid, fetch)?;
             let outs = self.model.stream_step(fused, &mut states[0], StreamMode::Clean);
             if let Some((previous, pending)) = reading.take()
-                && on_slice(SlicePrediction { z: SliceIndex(previous), probabilities: pending.finish() }) == Flow::Stop
+                && on_slice(
+                    SlicePrediction { z: SliceIndex(previous), probabilities: pending.finish(), partial: None },
+                    None,
+                ) == Flow::Stop
             {
                 return Ok(false);
             }
@@ -467,7 +555,8 @@ impl Predictor {
                 match self.start_probabilities(&outs, request.width, request.height) {
                     pending @ Pending::Reading { .. } => reading = Some((z, pending)),
                     ready => {
-                        if on_slice(SlicePrediction { z: SliceIndex(z), probabilities: ready.finish() }) == Flow::Stop {
+                        let slice = SlicePrediction { z: SliceIndex(z), probabilities: ready.finish(), partial: None };
+                        if on_slice(slice, None) == Flow::Stop {
                             return Ok(false);
                         }
                     }
@@ -475,7 +564,10 @@ impl Predictor {
             }
         }
         if let Some((previous, pending)) = reading
-            && on_slice(SlicePrediction { z: SliceIndex(previous), probabilities: pending.finish() }) == Flow::Stop
+            && on_slice(
+                SlicePrediction { z: SliceIndex(previous), probabilities: pending.finish(), partial: None },
+                None,
+            ) == Flow::Stop
         {
             return Ok(false);
         }
@@ -579,6 +671,36 @@ impl Predictor {
         self.embeddings.put((z, t), e.clone());
         Ok(e)
     }
+}
+
+/// What [`Predictor::tiled_slice`] reports of a slice.
+#[derive(Clone, Copy, Debug)]
+enum Report<'a> {
+    /// Nothing (a warm-up slice).
+    Nothing,
+    /// The blended maps, once every tile is decoded.
+    Complete,
+    /// As `Complete`, and the slice so far while its tiles are decoded.
+    Progressive(&'a FillIn),
+}
+
+/// What [`Predictor::tiled_slice`] ended with.
+enum TiledSlice {
+    /// The slice's blended maps, one per class.
+    Complete(Vec<Vec<u8>>),
+    /// Decoded, not reported.
+    Unreported,
+    /// The caller stopped the request during a partial report.
+    Stopped,
+}
+
+/// A slice's blend so far (`acc`, the decoded tiles' weighted sum) as probabilities 0–255: the
+/// weighted mean of the decoded tiles covering each pixel, 0 where none does.
+fn partial_map(acc: &[f32], weights: &[f32]) -> Vec<u8> {
+    acc.iter()
+        .zip(weights)
+        .map(|(&a, &w)| if w > 0.0 { ((a / w).clamp(0.0, 1.0) * 255.0).round() as u8 } else { 0 })
+        .collect()
 }
 
 /// Which map a refinement changes.

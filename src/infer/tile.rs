@@ -20,6 +20,7 @@
 //! Pure host code: no model, no device.
 
 use crate::model::preprocess::Window;
+use crate::state::bitplane::PixelBox;
 pub use crate::state::scale::Scale;
 
 /// Part of a tile, on each side, that overlaps its neighbours (at least; the even spread can make
@@ -159,6 +160,19 @@ impl TileGrid {
         }
     }
 
+    /// Adds tile `i`'s blend weights into `acc` (`width × height`): after every tile is added,
+    /// `acc` is 1 everywhere; before, it is what a partial blend is normalised by.
+    pub fn add_weights(&self, i: usize, acc: &mut [f32]) {
+        assert_eq!(acc.len(), self.width * self.height, "weight buffer is not {}×{}", self.width, self.height);
+        let (sx, sy) = (&self.xs[i % self.xs.len()], &self.ys[i / self.xs.len()]);
+        for (ly, &wy) in sy.weights.iter().enumerate() {
+            let row = &mut acc[(sy.start + ly) * self.width + sx.start..][..sx.len];
+            for (a, &wx) in row.iter_mut().zip(&sx.weights) {
+                *a += wx * wy;
+            }
+        }
+    }
+
     /// The blend weight of tile `i` at stack pixel `(x, y)` (0 outside the tile).
     pub fn weight(&self, i: usize, x: usize, y: usize) -> f32 {
         let (sx, sy) = (&self.xs[i % self.xs.len()], &self.ys[i / self.xs.len()]);
@@ -181,6 +195,38 @@ impl TileGrid {
         let n = centres.len().max(1) as f64;
         let (x, y) = centres.iter().fold((0.0, 0.0), |(x, y), c| (x + c.0, y + c.1));
         self.tile_at(x / n, y / n)
+    }
+
+    /// Every tile once, those overlapping `view` (stack pixels, e.g. the part of the slice on
+    /// screen) first, each group nearest `view`'s centre first, so a slice decoded in this order
+    /// fills in from the middle of the view outwards; and how many overlap `view`. An empty
+    /// `view` overlaps nothing: all tiles by distance from its corner.
+    pub fn order_from(&self, view: PixelBox) -> (Vec<usize>, usize) {
+        let (cx, cy) = ((view.x0 + view.x1) as f64 / 2.0, (view.y0 + view.y1) as f64 / 2.0);
+        let key = |i: &usize| {
+            let t = self.tile(*i);
+            let overlaps = !view.is_empty()
+                && t.x0 < view.x1
+                && view.x0 < t.x0 + t.width
+                && t.y0 < view.y1
+                && view.y0 < t.y0 + t.height;
+            let (tx, ty) = (t.x0 as f64 + t.width as f64 / 2.0, t.y0 as f64 + t.height as f64 / 2.0);
+            (!overlaps, (tx - cx).powi(2) + (ty - cy).powi(2))
+        };
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        // Ties keep row-major order (a stable sort).
+        order.sort_by(|a, b| {
+            let (ka, kb) = (key(a), key(b));
+            ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+        });
+        let in_view = order.iter().take_while(|i| !key(i).0).count();
+        (order, in_view)
+    }
+
+    /// Tile `i`'s pixels as a box.
+    pub fn tile_box(&self, i: usize) -> PixelBox {
+        let t = self.tile(i);
+        PixelBox { x0: t.x0, y0: t.y0, x1: t.x0 + t.width, y1: t.y0 + t.height }
     }
 
     /// The index of the tile a point (stack pixels) is best decoded in: the one whose centre is
@@ -347,6 +393,34 @@ mod tests {
         grid.blend_into(0, &vec![1.0; s * s], &mut acc);
         assert!(acc[..grid.tile(0).width].iter().all(|&v| v > 0.0));
         assert!(acc[w - 1] == 0.0 && acc[(h - 1) * w + w - 1] == 0.0);
+    }
+
+    #[test]
+    fn tiles_under_the_view_come_first_nearest_its_centre() {
+        let grid = TileGrid::new(1000, 700, 128, Scale::NATIVE);
+        let view = PixelBox { x0: 300, y0: 200, x1: 520, y1: 330 };
+        let (order, in_view) = grid.order_from(view);
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..grid.len()).collect::<Vec<_>>(), "every tile once");
+        let overlaps = |i: usize| {
+            let b = grid.tile_box(i);
+            b.x0 < view.x1 && view.x0 < b.x1 && b.y0 < view.y1 && view.y0 < b.y1
+        };
+        assert_eq!(in_view, (0..grid.len()).filter(|&i| overlaps(i)).count());
+        assert!(in_view > 1 && in_view < grid.len());
+        assert!(order[..in_view].iter().all(|&i| overlaps(i)) && order[in_view..].iter().all(|&i| !overlaps(i)));
+        // The first tile is the one centred nearest the view's centre.
+        assert_eq!(order[0], grid.tile_at(410.0, 265.0));
+        // Weights added in the view's order sum to 1 everywhere once every tile is in.
+        let mut weights = vec![0.0f32; 1000 * 700];
+        for &i in &order {
+            grid.add_weights(i, &mut weights);
+        }
+        assert!(weights.iter().all(|w| (w - 1.0).abs() < 1e-6));
+        // The whole slice as the view: every tile is in it.
+        let all = PixelBox { x0: 0, y0: 0, x1: 1000, y1: 700 };
+        assert_eq!(grid.order_from(all).1, grid.len());
     }
 
     #[test]

@@ -52,6 +52,13 @@ impl Camera {
         [(p[0] - offset[0]) / scale[0], (p[1] - offset[1]) / scale[1]]
     }
 
+    /// The image area a `view_size` view shows: `[x0, y0, x1, y1]` in image pixels (not clamped
+    /// to the image).
+    pub fn visible_area(&self, view_size: [f32; 2], aspect_y: f32) -> [f32; 4] {
+        let half = [view_size[0] / 2.0 / self.zoom, view_size[1] / 2.0 / (self.zoom * aspect_y)];
+        [self.center[0] - half[0], self.center[1] - half[1], self.center[0] + half[0], self.center[1] + half[1]]
+    }
+
     /// Multiplies the zoom by `factor`, keeping the image point under `anchor` (a screen
     /// point) where it is.
     pub fn zoom_about(
@@ -353,6 +360,20 @@ mod tests {
         let (scale, offset) = cam.screen_from_image([0.0, 0.0], [400.0, 300.0], 1.0);
         assert!(offset[0].abs() < 1e-3);
         assert!(offset[1] >= 0.0 && offset[1] + 256.0 * scale[1] <= 300.0 + 1e-3);
+    }
+
+    #[test]
+    fn the_visible_area_is_what_the_view_corners_show() {
+        let cam = Camera { zoom: 2.0, center: [300.0, 100.0] };
+        let (min, size) = ([10.0, 20.0], [400.0, 200.0]);
+        for aspect in [1.0, 3.0] {
+            let a = cam.visible_area(size, aspect);
+            let top_left = cam.image_from_screen(min, min, size, aspect);
+            let bottom_right = cam.image_from_screen([min[0] + size[0], min[1] + size[1]], min, size, aspect);
+            for (got, want) in a.iter().zip([top_left[0], top_left[1], bottom_right[0], bottom_right[1]]) {
+                assert!((got - want).abs() < 1e-3, "{a:?} at aspect {aspect}");
+            }
+        }
     }
 
     #[test]

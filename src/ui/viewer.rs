@@ -8,6 +8,7 @@ use eframe::egui::{self, Event, Key, Modifiers, MouseWheelUnit, PointerButton, P
 use crate::render::{
     ClassStyle, Magnification, OverlayParams, PredictionParams, ScreenFromImage, SliceViewCallback, ViewId, ViewParams,
 };
+use crate::state::bitplane::PixelBox;
 use crate::state::palette;
 use crate::state::tools::{EditPlane, PointerEvent, Tool, ToolState};
 use crate::state::view::Camera;
@@ -104,6 +105,8 @@ pub struct ViewerState {
     /// The view size and camera of the last fit: while the camera is unchanged the image stays
     /// fitted when the window is resized.
     fitted: Option<(Vec2, Camera)>,
+    /// The XY view's size in the last frame (what [`ViewerState::visible_xy`] measures).
+    xy_size: Option<Vec2>,
 }
 
 impl ViewerState {
@@ -127,6 +130,7 @@ impl ViewerState {
             hover: None,
             scroll_accum: 0.0,
             fitted: None,
+            xy_size: None,
         }
     }
 
@@ -203,6 +207,23 @@ impl ViewerState {
         })
     }
 
+    /// The part of the slice the XY view shows, in slice pixels (clamped to the slice; the
+    /// whole slice before the first frame). What a prediction decodes first.
+    pub fn visible_xy(&self) -> PixelBox {
+        let [w, h, _] = self.shape;
+        let whole = PixelBox { x0: 0, y0: 0, x1: w, y1: h };
+        let (Some(cam), Some(size)) = (self.camera, self.xy_size) else { return whole };
+        let a = cam.visible_area([size.x, size.y], 1.0);
+        let clamp = |v: f32, hi: usize| (v.max(0.0) as usize).min(hi);
+        let area = PixelBox {
+            x0: clamp(a[0].floor(), w),
+            y0: clamp(a[1].floor(), h),
+            x1: clamp(a[2].ceil(), w),
+            y1: clamp(a[3].ceil(), h),
+        };
+        if area.is_empty() { whole } else { area }
+    }
+
     /// Fits the XY image into a view of `size`.
     pub fn fit(&mut self, size: Vec2) {
         let (image, aspect) = self.plane_geometry(Plane::Xy);
@@ -214,6 +235,7 @@ impl ViewerState {
     /// Fits when nothing is shown yet, or when the view was fitted, not zoomed or panned since,
     /// and has changed size (window resized, panels moved).
     pub fn keep_fitted(&mut self, size: Vec2) {
+        self.xy_size = Some(size);
         let still_fitted = self.fitted.filter(|(_, cam)| Some(*cam) == self.camera);
         if self.camera.is_none() || still_fitted.is_some_and(|(s, _)| s != size) {
             self.fit(size);
@@ -588,6 +610,19 @@ pub fn layout(rect: Rect, state: &ViewerState) -> Vec<(Plane, Rect)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_visible_part_of_the_slice_follows_zoom_and_pan() {
+        let mut v = ViewerState::new([1000, 800, 3], 1.0, Contrast::full_range(crate::state::DType::U8), 1);
+        let whole = PixelBox { x0: 0, y0: 0, x1: 1000, y1: 800 };
+        assert_eq!(v.visible_xy(), whole, "before the first frame");
+        v.keep_fitted(Vec2::new(500.0, 400.0));
+        assert_eq!(v.visible_xy(), whole, "fitted");
+        v.camera = Some(Camera { zoom: 2.0, center: [200.0, 600.0] });
+        assert_eq!(v.visible_xy(), PixelBox { x0: 75, y0: 500, x1: 325, y1: 700 });
+        v.camera = Some(Camera { zoom: 2.0, center: [990.0, 10.0] });
+        assert_eq!(v.visible_xy(), PixelBox { x0: 865, y0: 0, x1: 1000, y1: 110 }, "clamped to the slice");
+    }
 
     #[test]
     fn scale_bar_picks_round_lengths() {

@@ -515,6 +515,14 @@ fn lucchi_quad(shared: &Path, dir: &Path) -> (std::path::PathBuf, std::path::Pat
     (img, lab, cfg)
 }
 
+/// Tiles per slice (across, down) of a `width × height` stack at scale 1 for the model input of
+/// the configuration file `cfg` (the fixture set's, reduced).
+fn native_tiles(cfg: &Path, width: usize, height: usize) -> (usize, usize) {
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cfg).unwrap()).unwrap();
+    let input = json["image_size"].as_u64().unwrap() as usize;
+    sam4em::infer::TileGrid::new(width, height, input, sam4em::infer::Scale::NATIVE).columns_rows()
+}
+
 #[test]
 fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
     let Some(shared) = common::shared() else { return };
@@ -611,8 +619,10 @@ fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("predicted 4 slices") && text.contains("mitochondria.tif"), "{text}");
-    // The adapter's scale by default, the one it was trained at: 11 × 8 tiles of 128² per slice.
-    assert!(text.contains("scale 1 (88 tiles per slice)"), "{text}");
+    // The adapter's scale by default, the one it was trained at: 11 × 8 tiles of 128² per slice
+    // on the published set.
+    let (across, down) = native_tiles(&cfg, 1024, 768);
+    assert!(text.contains(&format!("scale 1 ({} tiles per slice)", across * down)), "{text}");
     let info = sam4em(&["info", &s(&pred.join("mitochondria.tif"))]);
     assert!(stdout(&info).contains("4 x 768 x 1024"), "{}", stdout(&info));
     assert!(pred.join("mitochondria_probability.tif").is_file());
@@ -669,8 +679,8 @@ fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
 
 #[test]
 fn predict_at_scale_one_tiles_a_large_stack_in_bounded_memory() {
-    // Four 1024² slices with the micro model at 128²: 11 × 11 tiles per slice.
-    tiled_prediction(1024, 11);
+    // Four 1024² slices: 11 × 11 tiles per slice with the published micro model at 128².
+    tiled_prediction(1024);
 }
 
 /// The size: four 4096² slices, 43 × 43 tiles of 128² per slice (about 6 minutes on 2
@@ -678,13 +688,14 @@ fn predict_at_scale_one_tiles_a_large_stack_in_bounded_memory() {
 #[test]
 #[ignore = "6 minutes: run by .ci/extended (part tiles)"]
 fn predict_at_scale_one_tiles_a_4096_stack_in_bounded_memory() {
-    tiled_prediction(4096, 43);
+    tiled_prediction(4096);
 }
 
-/// `sam4em predict --json` on four `side²` slices (Lucchi++ slices tiled) with the micro model at
-/// 128², without an adapter: at scale 1 by default, `across × across` tiles per slice, the whole
-/// run under 2 GiB peak RSS; `fit` is one tile; a scale that is not one is refused.
-fn tiled_prediction(side: usize, across: usize) {
+/// `sam4em predict --json` on four `side²` slices (Lucchi++ slices tiled) with the fixture set's
+/// micro model (its input reduced, 128² on the published set), without an adapter: at scale 1
+/// by default, with the tiles of that input per slice, the whole run under 2 GiB peak RSS;
+/// `fit` is one tile; a scale that is not one is refused.
+fn tiled_prediction(side: usize) {
     use sam4em::state::SliceIndex;
     let Some(shared) = common::shared() else { return };
     let tmp = tempfile::tempdir().unwrap();
@@ -718,6 +729,7 @@ fn tiled_prediction(side: usize, across: usize) {
     let v = run(None);
     eprintln!("{v}");
     assert_eq!(v["scale"], "1", "{v}");
+    let (across, _) = native_tiles(&cfg, side, side);
     assert_eq!(
         v["tiles"],
         serde_json::json!({ "per_slice": across * across, "columns": across, "rows": across }),

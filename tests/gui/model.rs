@@ -211,11 +211,42 @@ fn predict_accept_retrain_refresh_and_roll_back() {
     let after = h.state().model_prediction(MITOCHONDRIA, z).unwrap();
     assert_ne!(after, before, "predictions refresh with the new version");
 
-    // Roll back to the bare base model: the slice is predicted again, without the adapter.
+    // Roll back to the bare base model, zoomed into the slice's top-right corner: the slice is
+    // predicted again, without the adapter, the tiles on screen first. The layer fills in: while
+    // the rest is decoded it shows the new prediction on screen (final there) and the old one
+    // elsewhere.
+    let fitted = h.state().viewer().unwrap().camera;
+    h.state_mut().viewer_mut().unwrap().camera =
+        Some(sam4em::state::view::Camera { zoom: 8.0, center: [w as f32 - 40.0, 40.0] });
+    h.step();
+    let view = h.state().viewer().unwrap().visible_xy();
+    assert!(view.x1 == w && view.y0 < 10 && view.width() < w / 2 && view.height() < hgt / 2, "{view:?}");
     h.state_mut().apply(AppCommand::Model(ModelAction::UseVersion(0)), &ctx);
-    wait_for(&mut h, "rolling back", |a| !a.model_busy() && a.model_view().active_version == 0);
+    let seen = std::cell::RefCell::new(Vec::<std::sync::Arc<Vec<u8>>>::new());
+    wait_for(&mut h, "rolling back", |a| {
+        if let Some(p) = a.model_prediction(MITOCHONDRIA, z)
+            && seen.borrow().last() != Some(&p)
+        {
+            seen.borrow_mut().push(p);
+        }
+        !a.model_busy() && a.model_view().active_version == 0
+    });
     let back = h.state().model_prediction(MITOCHONDRIA, z).unwrap();
     assert_ne!(back, after, "the rolled-back model predicts differently");
+    let filling: Vec<_> = seen.into_inner().into_iter().filter(|p| **p != *after && **p != *back).collect();
+    eprintln!("rolling back: {} layer states while the slice filled in", filling.len());
+    assert!(!filling.is_empty(), "the slice filled in from the view");
+    for p in &filling {
+        let on_screen = |i: usize| (view.x0..view.x1).contains(&(i % w)) && (view.y0..view.y1).contains(&(i / w));
+        let worst = (0..w * hgt).filter(|&i| on_screen(i)).map(|i| p[i].abs_diff(back[i])).max().unwrap();
+        assert!(worst <= 1, "on screen the filling layer is the new prediction (off by {worst})");
+        assert!(
+            (0..w * hgt).any(|i| !on_screen(i) && p[i] == after[i] && back[i] != after[i]),
+            "the old one elsewhere"
+        );
+    }
+    h.state_mut().viewer_mut().unwrap().camera = fitted;
+    h.step();
     // And forward again: v1's predictions come back exactly.
     h.state_mut().apply(AppCommand::Model(ModelAction::UseVersion(1)), &ctx);
     wait_for(&mut h, "using v1 again", |a| !a.model_busy() && a.model_view().active_version == 1);

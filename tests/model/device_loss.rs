@@ -56,6 +56,7 @@ fn request(depth: usize) -> (StackRequest, sam4em::worker::SharedImages) {
         seeds: Vec::<Seed>::new(),
         max_warmup_slices: 0,
         scale: sam4em::infer::Scale::Fit,
+        fill: None,
     };
     (request, images)
 }

@@ -89,6 +89,7 @@ fn seeded_request(data: &Lucchi, first_z: usize) -> StackRequest {
         seeds: vec![Seed { z: SliceIndex(first_z), masks: vec![Some(data.labels[0].clone())] }],
         max_warmup_slices: 8,
         scale: sam4em::infer::Scale::Fit,
+        fill: None,
     }
 }
 

@@ -8,12 +8,12 @@
 use crate::common;
 
 use burn::tensor::Device;
-use sam4em::infer::{Flow, Predictor, Scale, Seed, StackRequest, TileGrid};
+use sam4em::infer::{FillIn, Flow, Predictor, Progress, Scale, Seed, StackRequest, TileGrid};
 use sam4em::io::{OpenOptions, open_stack};
 use sam4em::model::multi::MultiModel;
 use sam4em::model::{Init, Sam4em, Sam4emConfig};
 use sam4em::state::SliceIndex;
-use sam4em::state::bitplane::BitPlane;
+use sam4em::state::bitplane::{BitPlane, PixelBox};
 
 /// Slices `0..depth` of the Lucchi++ train split cropped to `width × height` at `(x0, y0)`, and
 /// the label of the first as a seed mask.
@@ -57,6 +57,7 @@ fn predict(model: &MultiModel, images: &[Vec<u8>], seed: &BitPlane, scale: Scale
         seeds: vec![Seed { z: SliceIndex(0), masks: vec![Some(seed.clone())] }],
         max_warmup_slices: 8,
         scale,
+        fill: None,
     };
     let mut out = vec![Vec::new(); images.len()];
     let mut fetches = 0;
@@ -152,6 +153,90 @@ fn every_tile_streams_along_z_as_its_crop_would_on_its_own() {
         }
     }
     assert!(own > 0 && blended > 0, "{own} pixels of one tile, {blended} blended");
+}
+
+/// Every report of a prediction of `images` at scale 1 from slice 0 with `fill`: the slice, its
+/// map, the tiles of a partial report, and the progress.
+type Report = (usize, Vec<u8>, Option<Vec<PixelBox>>, Progress);
+
+fn reports(model: &MultiModel, images: &[Vec<u8>], seed: &BitPlane, fill: Option<FillIn>) -> Vec<Report> {
+    let request = StackRequest {
+        width: seed.width(),
+        height: seed.height(),
+        range: 0..images.len(),
+        visible: SliceIndex(0),
+        seeds: vec![Seed { z: SliceIndex(0), masks: vec![Some(seed.clone())] }],
+        max_warmup_slices: 8,
+        scale: Scale::NATIVE,
+        fill,
+    };
+    let mut out = Vec::new();
+    let done = Predictor::new(model, 4)
+        .predict(&request, &mut |z| Ok(images[z.0].clone()), &mut |s, progress| {
+            out.push((s.z.0, s.probabilities[0].clone(), s.partial, progress));
+            Flow::Continue
+        })
+        .unwrap();
+    assert!(done);
+    out
+}
+
+#[test]
+fn a_tiled_slice_fills_in_from_the_view_and_ends_as_the_plain_prediction() {
+    let Some(model) = model() else { return };
+    let s = model.config().image_size;
+    let (w, h) = (2 * s + s / 2, 2 * s);
+    let Some((images, seed)) = lucchi_crop(0, 0, w, h, 3) else { return };
+    let grid = TileGrid::new(w, h, s, Scale::NATIVE);
+    // The view: a part of the slice near its top-right corner.
+    let view = PixelBox { x0: w - s * 3 / 4, y0: s / 8, x1: w - s / 4, y1: s / 2 };
+    let (order, in_view) = grid.order_from(view);
+    assert!(in_view >= 1 && in_view < grid.len(), "{in_view} of {} tiles under the view", grid.len());
+    let plain = reports(&model, &images, &seed, None);
+    assert!(plain.iter().all(|r| r.2.is_none() && r.3.slice_tiles.is_none()), "no fill-in, no partial report");
+    // One report per slice after its tiles on screen (the interval never comes), then the slice.
+    let fill = FillIn { view, interval_s: 1e9 };
+    let filled = reports(&model, &images, &seed, Some(fill));
+    assert_eq!(filled.len(), 2 * images.len());
+    let view_tiles: Vec<PixelBox> = order[..in_view].iter().map(|&t| grid.tile_box(t)).collect();
+    for (z, pair) in filled.chunks(2).enumerate() {
+        let [(pz, partial, Some(tiles), pp), (fz, complete, None, fp)] = pair else {
+            panic!(
+                "slice {z}: a partial report then the slice, got {:?}",
+                pair.iter().map(|r| r.2.is_some()).collect::<Vec<_>>()
+            )
+        };
+        assert_eq!((*pz, *fz), (z, z));
+        assert_eq!(tiles, &view_tiles, "slice {z}: the tiles on screen, nearest the view's centre first");
+        assert_eq!((pp.done, pp.slice_tiles), (z, Some((in_view, grid.len()))), "a partial report is not a slice done");
+        assert_eq!((fp.done, fp.slice_tiles), (z + 1, None));
+        // The complete slice is the plain prediction (the blend sums tiles in another order:
+        // at most a rounding tie apart).
+        let (_, plain_map, _, _) = &plain[z];
+        let apart = complete.iter().zip(plain_map).filter(|(a, b)| a != b).count();
+        let worst = complete.iter().zip(plain_map).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        assert!(worst <= 1 && apart * 10_000 <= w * h, "slice {z}: {apart} pixels differ, by up to {worst}");
+        // Every tile covering a pixel on screen is decoded in the first report: there the
+        // partial map is already the final one; outside the decoded tiles it is 0.
+        for y in 0..h {
+            for x in 0..w {
+                let (p, c) = (partial[y * w + x], complete[y * w + x]);
+                let on_screen = (view.x0..view.x1).contains(&x) && (view.y0..view.y1).contains(&y);
+                let decoded = tiles.iter().any(|t| (t.x0..t.x1).contains(&x) && (t.y0..t.y1).contains(&y));
+                if on_screen {
+                    assert!(p.abs_diff(c) <= 1, "slice {z} ({x}, {y}) on screen: {p} before, {c} after");
+                } else if !decoded {
+                    assert_eq!(p, 0, "slice {z} ({x}, {y}) is in no decoded tile");
+                }
+            }
+        }
+    }
+    // With no interval, a report after every tile (the CPU embeds one tile per pass), each with
+    // one more tile, never the last.
+    let every = reports(&model, &images[..1], &seed, Some(FillIn { view, interval_s: 0.0 }));
+    let counts: Vec<usize> = every.iter().filter_map(|r| r.2.as_ref().map(Vec::len)).collect();
+    assert_eq!(counts, (1..grid.len()).collect::<Vec<_>>());
+    assert!(every.last().unwrap().2.is_none());
 }
 
 /// A synthetic stack of `depth` slices of `side²`: noisy grey with dark lines two pixels wide

@@ -34,7 +34,7 @@ use eframe::egui;
 
 use super::document::Document;
 use crate::infer::worker::{InferCommand, InferEvent, InferenceWorker};
-use crate::infer::{ModelImages, Scale, StackRequest};
+use crate::infer::{FillIn, ModelImages, Scale, StackRequest};
 use crate::io::session::ModelRef;
 use crate::model::adapter::BaseCheckpoint;
 use crate::model::device::{Precision, device_at, half_precision_available};
@@ -51,7 +51,7 @@ use crate::worker::SharedImages;
 use download::Download;
 pub(super) use error::ModelError;
 use heads::Heads;
-use predictions::Predictions;
+use predictions::{PartialSlice, Predictions};
 use refine::Refine;
 use settings::ModelSettings;
 use training::Training;
@@ -311,6 +311,8 @@ impl ModelCtl {
             seeds: predictions::seeds(doc, &self.heads),
             max_warmup_slices: 32,
             scale: self.scale_for(doc).0,
+            // Tiled slices fill in from the part on screen, a report at most twice a second.
+            fill: Some(FillIn { view: doc.view.visible_xy(), interval_s: 0.5 }),
         };
         w.send(InferCommand::Predict { generation, request, images: Self::images(&doc.volume) });
         self.predictions.started(generation, range.len());
@@ -596,7 +598,16 @@ impl ModelCtl {
                     }
                     let z_now = doc.as_deref().map_or(prediction.z, |d| d.view.cursor.z);
                     for (head, p) in prediction.probabilities.into_iter().enumerate() {
-                        self.predictions.insert(crate::model::HeadIndex(head), prediction.z, version, p, z_now);
+                        let head = crate::model::HeadIndex(head);
+                        match &prediction.partial {
+                            None => self.predictions.insert(head, prediction.z, version, p, z_now),
+                            Some(tiles) => {
+                                // Only worth keeping while a stack is open (its width places the tiles).
+                                let Some(width) = doc.as_deref().map(|d| d.volume.width()) else { continue };
+                                let slice = PartialSlice { version, probabilities: &p, width, tiles };
+                                self.predictions.insert_tiles(head, prediction.z, slice, z_now);
+                            }
+                        }
                     }
                     self.predictions.progressed(generation, &progress);
                 }

@@ -11,7 +11,7 @@ use super::heads::Heads;
 use crate::app::document::Document;
 use crate::infer::{Progress, Seed};
 use crate::model::HeadIndex;
-use crate::state::bitplane::BitPlane;
+use crate::state::bitplane::{BitPlane, PixelBox};
 use crate::state::{ClassId, SliceIndex};
 
 /// Most bytes of model predictions kept in memory; beyond it the slices farthest from the
@@ -23,6 +23,10 @@ struct Running {
     generation: u64,
     done: usize,
     total: usize,
+    /// Slices done, with the decoded fraction of a slice in progress.
+    done_slices: f64,
+    /// Tiles decoded and in all of a tiled slice in progress.
+    slice_tiles: Option<(usize, usize)>,
     slices_per_s: f64,
     eta_s: Option<f64>,
 }
@@ -69,6 +73,31 @@ impl Predictions {
                 bytes -= p.len();
                 self.versions.remove(&key);
             }
+        }
+    }
+
+    /// Copies the pixels of `tiles` (the tiles decoded so far of a slice in progress) from
+    /// `probabilities` (`width` wide) into head `head`'s prediction of slice `z`, keeping the
+    /// rest (an earlier prediction, shown until its tiles come); without one, stores
+    /// `probabilities` whole (0 outside the tiles, nothing shown there).
+    pub(super) fn insert_tiles(&mut self, head: HeadIndex, z: SliceIndex, slice: PartialSlice<'_>, z_now: SliceIndex) {
+        let PartialSlice { version, probabilities, width, tiles } = slice;
+        match self.slices.get_mut(&(head, z)) {
+            Some(map) if map.len() == probabilities.len() => {
+                let map = Arc::make_mut(map);
+                for t in tiles.iter().filter(|t| t.x1 <= width) {
+                    for y in t.y0..t.y1 {
+                        let row = y * width;
+                        if let (Some(to), Some(from)) =
+                            (map.get_mut(row + t.x0..row + t.x1), probabilities.get(row + t.x0..row + t.x1))
+                        {
+                            to.copy_from_slice(from);
+                        }
+                    }
+                }
+                self.stamp += 1;
+            }
+            _ => self.insert(head, z, version, probabilities.to_vec(), z_now),
         }
     }
 
@@ -141,7 +170,15 @@ impl Predictions {
 
     /// Request `generation` started, reporting `total` slices.
     pub(super) fn started(&mut self, generation: u64, total: usize) {
-        self.running = Some(Running { generation, done: 0, total, slices_per_s: 0.0, eta_s: None });
+        self.running = Some(Running {
+            generation,
+            done: 0,
+            total,
+            done_slices: 0.0,
+            slice_tiles: None,
+            slices_per_s: 0.0,
+            eta_s: None,
+        });
     }
 
     /// Whether a request is running.
@@ -161,6 +198,8 @@ impl Predictions {
         {
             r.done = progress.done;
             r.total = progress.total;
+            r.done_slices = progress.done_slices();
+            r.slice_tiles = progress.slice_tiles;
             r.slices_per_s = progress.slices_per_s();
             r.eta_s = progress.eta_s();
         }
@@ -177,9 +216,10 @@ impl Predictions {
     pub(super) fn progress_line(&self) -> Option<(f32, String)> {
         self.running.as_ref().map(|r| {
             let eta = r.eta_s.map_or(String::new(), |s| format!(" · {s:.0} s left"));
+            let tiles = r.slice_tiles.map_or(String::new(), |(d, n)| format!(" (next: {d}/{n} tiles)"));
             (
-                r.done as f32 / r.total.max(1) as f32,
-                format!("{}/{} slices · {:.2} slices/s{eta}", r.done, r.total, r.slices_per_s),
+                (r.done_slices / r.total.max(1) as f64) as f32,
+                format!("{}/{} slices{tiles} · {:.2} slices/s{eta}", r.done, r.total, r.slices_per_s),
             )
         })
     }
@@ -229,6 +269,18 @@ impl Predictions {
             None => {}
         }
     }
+}
+
+/// Part of a slice in progress (see [`Predictions::insert_tiles`]).
+pub(super) struct PartialSlice<'a> {
+    /// The adapter version predicting it.
+    pub(super) version: u64,
+    /// One head's probabilities 0–255, `width × height`, meaningful inside `tiles` only.
+    pub(super) probabilities: &'a [u8],
+    /// Slice width.
+    pub(super) width: usize,
+    /// The tiles decoded so far.
+    pub(super) tiles: &'a [PixelBox],
 }
 
 /// The slices with a person's masks, per head: where streaming starts.
@@ -289,15 +341,42 @@ mod tests {
     }
 
     #[test]
+    fn tiles_of_a_slice_in_progress_replace_only_their_pixels() {
+        let mut p = Predictions::default();
+        let (head, z) = (HeadIndex(0), SliceIndex(2));
+        let tile = PixelBox { x0: 1, y0: 0, x1: 3, y1: 2 };
+        fn partial<'a>(probabilities: &'a [u8], tiles: &'a [PixelBox]) -> PartialSlice<'a> {
+            PartialSlice { version: 1, probabilities, width: 4, tiles }
+        }
+        // Nothing yet: stored whole (0 outside the tile shows nothing).
+        p.insert_tiles(head, z, partial(&[0, 9, 9, 0, 0, 9, 9, 0, 0, 0, 0, 0], &[tile]), z);
+        assert_eq!(p.get(head, z).as_deref(), Some(&vec![0, 9, 9, 0, 0, 9, 9, 0, 0, 0, 0, 0]));
+        // An earlier prediction stays outside the tiles decoded so far; the shown layer updates.
+        p.insert(head, z, 0, vec![5; 12], z);
+        assert!(p.next_shown(ClassId(1), Some(head), z).is_some());
+        p.insert_tiles(head, z, partial(&[0, 7, 7, 0, 0, 7, 7, 0, 0, 0, 0, 0], &[tile]), z);
+        assert_eq!(p.get(head, z).as_deref(), Some(&vec![5, 7, 7, 5, 5, 7, 7, 5, 5, 5, 5, 5]));
+        assert!(p.next_shown(ClassId(1), Some(head), z).is_some(), "the layer shows the new tiles");
+        // A tile outside the slice is ignored, not a panic.
+        p.insert_tiles(head, z, partial(&[1; 12], &[PixelBox { x0: 2, y0: 2, x1: 9, y1: 9 }]), z);
+        assert_eq!(p.get(head, z).as_deref(), Some(&vec![5, 7, 7, 5, 5, 7, 7, 5, 5, 5, 5, 5]));
+    }
+
+    #[test]
     fn progress_is_tracked_for_the_running_request_only() {
         let mut p = Predictions::default();
         p.started(3, 10);
-        p.progressed(2, &Progress { done: 9, total: 10, elapsed_s: 1.0 });
+        p.progressed(2, &Progress { done: 9, total: 10, elapsed_s: 1.0, slice_tiles: None });
         assert!(p.progress_line().unwrap().1.starts_with("0/10 slices"));
-        p.progressed(3, &Progress { done: 5, total: 10, elapsed_s: 2.0 });
+        p.progressed(3, &Progress { done: 5, total: 10, elapsed_s: 2.0, slice_tiles: None });
         let (fraction, line) = p.progress_line().unwrap();
         assert_eq!(fraction, 0.5);
         assert!(line.starts_with("5/10 slices · 2.50 slices/s · 2 s left"), "{line}");
+        // Half of slice 6's tiles: counted in the fraction and the rate.
+        p.progressed(3, &Progress { done: 5, total: 10, elapsed_s: 2.2, slice_tiles: Some((60, 120)) });
+        let (fraction, line) = p.progress_line().unwrap();
+        assert_eq!(fraction, 0.55);
+        assert!(line.starts_with("5/10 slices (next: 60/120 tiles) · 2.50 slices/s · 2 s left"), "{line}");
         p.finished(2);
         assert!(p.is_running());
         p.finished(3);
