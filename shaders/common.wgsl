@@ -4,6 +4,11 @@
 // Coordinates: image space is in texels, (0, 0) at the top-left corner of texel (0, 0); the
 // quad spans [0, width] x [0, height]. `ndc_from_image` maps image space to normalised device
 // coordinates of the whole render target (the renderer computes it from the screen transform).
+//
+// Textures are 2D arrays: an image larger than the device's largest texture is cut into tiles
+// of `tiling.xy` texels, `tiling.z` across, tile (column c, row r) in layer r * tiling.z + c
+// (one layer when it fits). Every texel load goes through `tile_texel`, so filters read across
+// tile borders as within a tile.
 
 struct ViewParams {
     // ndc = image * ndc_from_image.xy + ndc_from_image.zw
@@ -19,6 +24,8 @@ struct ViewParams {
     prediction: vec4<f32>,
     // rgb: prediction tint (0..1), a: unused.
     prediction_tint: vec4<f32>,
+    // x, y: tile size in texels, z: tiles across, w: unused.
+    tiling: vec4<u32>,
     // Per class slot: rgb colour (0..1), a: opacity (0 hides the class).
     class_color: array<vec4<f32>, 16>,
 };
@@ -45,6 +52,21 @@ fn vs_main(@builtin(vertex_index) index: u32) -> VertexOut {
 fn texel_clamped(p: vec2<f32>) -> vec2<i32> {
     let last = vec2<i32>(view.image_size.xy) - vec2<i32>(1, 1);
     return clamp(vec2<i32>(floor(p)), vec2<i32>(0, 0), last);
+}
+
+// Where image texel `t` lives: its array layer and its texel within that layer's tile.
+struct TileTexel {
+    texel: vec2<i32>,
+    layer: i32,
+};
+
+fn tile_texel(t: vec2<i32>) -> TileTexel {
+    let size = vec2<i32>(view.tiling.xy);
+    let tile = t / size;
+    var out: TileTexel;
+    out.texel = t - tile * size;
+    out.layer = tile.y * i32(view.tiling.z) + tile.x;
+    return out;
 }
 
 // Whether image position `p` falls inside the image.

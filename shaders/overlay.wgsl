@@ -7,14 +7,15 @@
 //
 // Output is premultiplied alpha (blend: one, one-minus-source-alpha).
 
-@group(1) @binding(0) var mask: texture_2d<u32>;
+@group(1) @binding(0) var mask: texture_2d_array<u32>;
 
 // Class bits at image position `p`; nothing outside the image.
 fn bits_at(p: vec2<f32>) -> u32 {
     if (!inside_image(p)) {
         return 0u;
     }
-    return textureLoad(mask, texel_clamped(p), 0).r;
+    let at = tile_texel(texel_clamped(p));
+    return textureLoad(mask, at.texel, at.layer, 0).r;
 }
 
 @fragment

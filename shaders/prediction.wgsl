@@ -5,10 +5,11 @@
 //
 // Output is premultiplied alpha (blend: one, one-minus-source-alpha).
 
-@group(1) @binding(0) var probability: texture_2d<f32>;
+@group(1) @binding(0) var probability: texture_2d_array<f32>;
 
 fn load_probability(t: vec2<i32>) -> f32 {
-    return textureLoad(probability, t, 0).r;
+    let at = tile_texel(t);
+    return textureLoad(probability, at.texel, at.layer, 0).r;
 }
 
 @fragment

@@ -7,15 +7,17 @@
 // data), `fs_float` a float one (f32 data). Each pipeline binds only the texture its entry
 // point reads.
 
-@group(1) @binding(0) var image_uint: texture_2d<u32>;
-@group(1) @binding(1) var image_float: texture_2d<f32>;
+@group(1) @binding(0) var image_uint: texture_2d_array<u32>;
+@group(1) @binding(1) var image_float: texture_2d_array<f32>;
 
 fn load_uint(t: vec2<i32>) -> f32 {
-    return f32(textureLoad(image_uint, t, 0).r);
+    let at = tile_texel(t);
+    return f32(textureLoad(image_uint, at.texel, at.layer, 0).r);
 }
 
 fn load_float(t: vec2<i32>) -> f32 {
-    return textureLoad(image_float, t, 0).r;
+    let at = tile_texel(t);
+    return textureLoad(image_float, at.texel, at.layer, 0).r;
 }
 
 // Maps a raw sample to display grey in 0..1.

@@ -46,6 +46,9 @@ pub(super) struct Document {
     /// where it is, and not waited for.
     pub(super) failed: Vec<LoadRequest>,
     pub(super) gpu: GpuContent,
+    /// Upload failures already reported: one that recurs (a mask upload is retried every
+    /// frame) is said once, not every frame.
+    render_failures: std::collections::HashSet<String>,
     /// Rectangles of the shown XY slice that edits changed since the last mask upload. When
     /// every change since then was noted here, only these are re-uploaded.
     pub(super) dirty_rects: Vec<render::PixelRect>,
@@ -132,6 +135,7 @@ impl Document {
             requested_prediction: None,
             failed: Vec::new(),
             gpu: GpuContent::default(),
+            render_failures: Default::default(),
             dirty_rects: Vec::new(),
             edits_noted: false,
             unnoted_change: false,
@@ -458,7 +462,8 @@ impl Document {
             // Report once; marking as shown stops a retry every frame.
             self.gpu.xy_image = self.xy.as_ref().map(|(z, _)| *z);
             self.gpu.ortho_image = ortho_pos;
-            notices.extend(failures.into_iter().map(Notice::error));
+            let new: Vec<String> = failures.into_iter().filter(|f| self.render_failures.insert(f.clone())).collect();
+            notices.extend(new.into_iter().map(Notice::error));
         }
     }
 

@@ -16,5 +16,5 @@ pub use callback::SliceViewCallback;
 pub use device::{DeviceCaps, HeadlessGpu, ModelDevicePlan};
 pub use slice_renderer::{
     CLASS_SLOTS, ClassStyle, ImagePixels, Magnification, OverlayParams, PixelRect, PredictionParams, RenderError,
-    ScreenFromImage, SliceRenderer, UploadStats, ViewId, ViewParams,
+    ScreenFromImage, SliceRenderer, Tiling, UploadStats, ViewId, ViewParams,
 };

@@ -2,6 +2,13 @@
 //! bit), one for the class masks (a 16-bit set of class slots per pixel) and one for a
 //! prediction (probabilities), drawn in that order by the three shaders in `shaders/`.
 //!
+//! Each texture is a 2D array: an image larger than the device's largest texture side
+//! (`max_texture_dimension_2d`, 8192 to 32768 px) is cut into a grid of equal tiles, one per
+//! array layer ([`Tiling`]), and the shaders find each texel's layer themselves, so a slice is
+//! still drawn as one quad and every filter (bilinear magnification, the overlay's outline)
+//! reads across tile borders as within a tile: no seams, and the same pixels as one texture.
+//! An image that fits is one layer.
+//!
 //! Textures are written only through the `set_*` / `update_*` calls, which the caller makes
 //! when content changes; drawing a frame writes nothing but the small uniform block. Mask edits
 //! go through [`SliceRenderer::update_mask_rect`], which uploads the edited rectangle only.
@@ -14,6 +21,10 @@ use super::shaders;
 
 /// Class slots the overlay shader draws at once (bits of the mask texture).
 pub const CLASS_SLOTS: usize = 16;
+
+/// Most bytes one texture write stages: a larger upload (a 16384² probability map is 1 GiB) is
+/// written in bands of rows.
+const MAX_WRITE_BYTES: u32 = 64 << 20;
 
 /// Which view of the stack: the app uses one per plane (XY, XZ, YZ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -185,15 +196,29 @@ pub struct ViewParams {
 /// Errors of the renderer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
-    /// The image does not fit one texture on this device.
-    #[error("a {width}x{height} px image exceeds this GPU's largest texture ({max} px a side)")]
+    /// The image needs more tiles than the device has texture array layers.
+    #[error(
+        "a {width}x{height} px image needs more than this GPU's {layers} texture layers of at most {max} px a side"
+    )]
     TooLarge {
         /// Image width.
         width: u32,
         /// Image height.
         height: u32,
-        /// Device limit.
+        /// Largest texture side, px.
         max: u32,
+        /// Most layers in a texture array.
+        layers: u32,
+    },
+    /// An image without pixels.
+    #[error("{what}: a {width}x{height} px image has no pixels")]
+    Empty {
+        /// Which layer.
+        what: &'static str,
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
     },
     /// Data length does not match the stated size.
     #[error("{what}: {got} samples given for a {width}x{height} px image")]
@@ -215,6 +240,40 @@ pub enum RenderError {
     },
 }
 
+/// How an image is cut into the layers of a texture array: `across × down` tiles of
+/// `tile_px` texels (the last column and row may be narrower), layer `row · across + column`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiling {
+    /// Tile width and height, texels (every layer's size).
+    pub tile_px: [u32; 2],
+    /// Tiles across.
+    pub across: u32,
+    /// Tiles down.
+    pub down: u32,
+}
+
+impl Tiling {
+    /// The fewest tiles of at most `max_side` texels a side that cover a `width × height` image,
+    /// as equal as they can be (so the layers waste at most a row and a column each).
+    pub fn new(width: u32, height: u32, max_side: u32) -> Self {
+        let max_side = max_side.max(1);
+        let (across, down) = (width.div_ceil(max_side).max(1), height.div_ceil(max_side).max(1));
+        Tiling { tile_px: [width.div_ceil(across).max(1), height.div_ceil(down).max(1)], across, down }
+    }
+
+    /// Array layers.
+    pub fn layers(&self) -> u32 {
+        self.across * self.down
+    }
+
+    /// The image rectangle of layer `layer`, clipped to a `size` image.
+    pub fn rect(&self, layer: u32, size: [u32; 2]) -> PixelRect {
+        let (col, row) = (layer % self.across, layer / self.across);
+        let (x0, y0) = (col * self.tile_px[0], row * self.tile_px[1]);
+        PixelRect { x0, y0, x1: (x0 + self.tile_px[0]).min(size[0]), y1: (y0 + self.tile_px[1]).min(size[1]) }
+    }
+}
+
 /// Bytes and texture writes so far, so tests and the status bar can see what was uploaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UploadStats {
@@ -234,6 +293,7 @@ struct Uniform {
     flags: [u32; 4],
     prediction: [f32; 4],
     prediction_tint: [f32; 4],
+    tiling: [u32; 4],
     class_color: [[f32; 4]; CLASS_SLOTS],
 }
 
@@ -242,7 +302,8 @@ fn unit(c: u8) -> f32 {
 }
 
 impl Uniform {
-    fn new(p: &ViewParams, image_size: [u32; 2], target_size_px: [u32; 2], pixels_per_point: f32) -> Self {
+    fn new(p: &ViewParams, image: &Layer, target_size_px: [u32; 2], pixels_per_point: f32) -> Self {
+        let image_size = image.size;
         // Image texel -> physical pixel -> NDC of the whole target (y up).
         let [tw, th] = target_size_px.map(|v| v.max(1) as f32);
         let sx = p.screen_from_image.scale[0] * pixels_per_point;
@@ -272,6 +333,7 @@ impl Uniform {
             ],
             prediction: [pr.threshold, pr.opacity.clamp(0.0, 1.0), if pr.soft { 1.0 } else { 0.0 }, 0.0],
             prediction_tint: [unit(pr.tint[0]), unit(pr.tint[1]), unit(pr.tint[2]), 0.0],
+            tiling: [image.tiling.tile_px[0], image.tiling.tile_px[1], image.tiling.across, 0],
             class_color,
         }
     }
@@ -281,6 +343,7 @@ struct Layer {
     texture: wgpu::Texture,
     bind_group: wgpu::BindGroup,
     size: [u32; 2],
+    tiling: Tiling,
     format: wgpu::TextureFormat,
 }
 
@@ -316,6 +379,7 @@ pub struct SliceRenderer {
     overlay: wgpu::RenderPipeline,
     prediction: wgpu::RenderPipeline,
     max_texture_side_px: u32,
+    max_layers: u32,
     views: HashMap<ViewId, ViewGpu>,
     stats: UploadStats,
 }
@@ -326,7 +390,7 @@ fn texture_entry(binding: u32, sample_type: wgpu::TextureSampleType) -> wgpu::Bi
         visibility: wgpu::ShaderStages::FRAGMENT,
         ty: wgpu::BindingType::Texture {
             sample_type,
-            view_dimension: wgpu::TextureViewDimension::D2,
+            view_dimension: wgpu::TextureViewDimension::D2Array,
             multisampled: false,
         },
         count: None,
@@ -418,6 +482,7 @@ impl SliceRenderer {
             single_uint_layout,
             single_float_layout,
             max_texture_side_px: device.limits().max_texture_dimension_2d,
+            max_layers: device.limits().max_texture_array_layers,
             views: HashMap::new(),
             stats: UploadStats::default(),
         }
@@ -428,9 +493,20 @@ impl SliceRenderer {
         self.stats
     }
 
-    /// Largest image side this device can show.
+    /// Largest side of one texture (one tile of an image; [`Tiling`]).
     pub fn max_texture_side_px(&self) -> u32 {
         self.max_texture_side_px
+    }
+
+    /// Most tiles an image may be cut into (the device's texture array layers).
+    pub fn max_tiles(&self) -> u32 {
+        self.max_layers
+    }
+
+    /// Cuts images into tiles of at most `px` a side (at most the device's limit) from the
+    /// next upload on: how tests draw images larger than a tile on any device.
+    pub fn limit_texture_side(&mut self, px: u32) {
+        self.max_texture_side_px = px.clamp(1, self.max_texture_side_px);
     }
 
     fn view_mut(&mut self, device: &wgpu::Device, view: ViewId) -> &mut ViewGpu {
@@ -458,19 +534,28 @@ impl SliceRenderer {
         })
     }
 
-    fn check_size(&self, what: &'static str, width: u32, height: u32, len: usize) -> Result<(), RenderError> {
-        let max = self.max_texture_side_px;
-        if width == 0 || height == 0 || width > max || height > max {
-            return Err(RenderError::TooLarge { width, height, max });
+    /// The tiling of a `width × height` image of `len` samples, checked.
+    fn check_size(&self, what: &'static str, width: u32, height: u32, len: usize) -> Result<Tiling, RenderError> {
+        if width == 0 || height == 0 {
+            return Err(RenderError::Empty { what, width, height });
+        }
+        let tiling = Tiling::new(width, height, self.max_texture_side_px);
+        if u64::from(tiling.across) * u64::from(tiling.down) > u64::from(self.max_layers) {
+            return Err(RenderError::TooLarge {
+                width,
+                height,
+                max: self.max_texture_side_px,
+                layers: self.max_layers,
+            });
         }
         if len != width as usize * height as usize {
             return Err(RenderError::BadLength { what, got: len, width, height });
         }
-        Ok(())
+        Ok(tiling)
     }
 
-    /// Makes sure `slot` holds a `width × height` texture of `format`, reusing the existing one
-    /// when it matches.
+    /// Makes sure `slot` holds a texture array for a `size` image cut as `tiling`, of `format`,
+    /// reusing the existing one when it matches.
     #[allow(clippy::too_many_arguments)]
     fn ensure_layer(
         device: &wgpu::Device,
@@ -478,16 +563,20 @@ impl SliceRenderer {
         label: &str,
         layout: &wgpu::BindGroupLayout,
         binding: u32,
-        width: u32,
-        height: u32,
+        size: [u32; 2],
+        tiling: Tiling,
         format: wgpu::TextureFormat,
     ) {
-        if slot.as_ref().is_some_and(|l| l.size == [width, height] && l.format == format) {
+        if slot.as_ref().is_some_and(|l| l.size == size && l.tiling == tiling && l.format == format) {
             return;
         }
         let texture = device.create_texture(&wgpu::TextureDescriptor {
             label: Some(label),
-            size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+            size: wgpu::Extent3d {
+                width: tiling.tile_px[0],
+                height: tiling.tile_px[1],
+                depth_or_array_layers: tiling.layers(),
+            },
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
@@ -495,45 +584,69 @@ impl SliceRenderer {
             usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
-        let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+        let view = texture.create_view(&wgpu::TextureViewDescriptor {
+            dimension: Some(wgpu::TextureViewDimension::D2Array),
+            ..Default::default()
+        });
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(label),
             layout,
             entries: &[wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::TextureView(&view) }],
         });
-        *slot = Some(Layer { texture, bind_group, size: [width, height], format });
+        *slot = Some(Layer { texture, bind_group, size, tiling, format });
     }
 
-    fn write(
+    /// Writes the image rectangle `rect` into `layer`'s tiles, one write per tile it touches
+    /// (and per band of at most [`MAX_WRITE_BYTES`], so no staging copy is huge). `bytes` holds
+    /// the samples of a region of the image whose top-left pixel is `origin`, `row_px` samples
+    /// per row; `rect` lies inside it.
+    fn write_rect(
         stats: &mut UploadStats,
         queue: &wgpu::Queue,
-        texture: &wgpu::Texture,
-        origin: [u32; 2],
-        size: [u32; 2],
+        layer: &Layer,
+        rect: PixelRect,
         bytes: &[u8],
+        origin: [u32; 2],
+        row_px: u32,
     ) {
-        let bytes_per_texel = (bytes.len() / (size[0] as usize * size[1] as usize)) as u32;
-        queue.write_texture(
-            wgpu::TexelCopyTextureInfo {
-                texture,
-                mip_level: 0,
-                origin: wgpu::Origin3d { x: origin[0], y: origin[1], z: 0 },
-                aspect: wgpu::TextureAspect::All,
-            },
-            bytes,
-            wgpu::TexelCopyBufferLayout {
-                offset: 0,
-                bytes_per_row: Some(size[0] * bytes_per_texel),
-                rows_per_image: None,
-            },
-            wgpu::Extent3d { width: size[0], height: size[1], depth_or_array_layers: 1 },
-        );
-        stats.writes += 1;
-        stats.bytes += bytes.len() as u64;
+        let texel_bytes = layer.format.block_copy_size(None).unwrap_or(1);
+        for l in 0..layer.tiling.layers() {
+            let tile = layer.tiling.rect(l, layer.size);
+            let (x0, x1) = (rect.x0.max(tile.x0), rect.x1.min(tile.x1));
+            let (y0, y1) = (rect.y0.max(tile.y0), rect.y1.min(tile.y1));
+            if x0 >= x1 || y0 >= y1 {
+                continue;
+            }
+            let row_bytes = (x1 - x0) * texel_bytes;
+            let band_rows = (MAX_WRITE_BYTES / row_bytes).max(1);
+            let mut y = y0;
+            while y < y1 {
+                let rows = band_rows.min(y1 - y);
+                let first = u64::from(y - origin[1]) * u64::from(row_px) + u64::from(x0 - origin[0]);
+                queue.write_texture(
+                    wgpu::TexelCopyTextureInfo {
+                        texture: &layer.texture,
+                        mip_level: 0,
+                        origin: wgpu::Origin3d { x: x0 - tile.x0, y: y - tile.y0, z: l },
+                        aspect: wgpu::TextureAspect::All,
+                    },
+                    bytes,
+                    wgpu::TexelCopyBufferLayout {
+                        offset: first * u64::from(texel_bytes),
+                        bytes_per_row: Some(row_px * texel_bytes),
+                        rows_per_image: None,
+                    },
+                    wgpu::Extent3d { width: x1 - x0, height: rows, depth_or_array_layers: 1 },
+                );
+                stats.writes += 1;
+                stats.bytes += u64::from(row_bytes) * u64::from(rows);
+                y += rows;
+            }
+        }
     }
 
-    /// (Re)creates the `slot` texture of `view` when its size or format changed, then writes
-    /// all of it.
+    /// (Re)creates the `slot` texture of `view` when its size, tiling or format changed, then
+    /// writes all of it.
     #[allow(clippy::too_many_arguments)]
     fn upload_layer(
         &mut self,
@@ -542,6 +655,7 @@ impl SliceRenderer {
         view: ViewId,
         slot: LayerSlot,
         size: [u32; 2],
+        tiling: Tiling,
         format: wgpu::TextureFormat,
         bytes: &[u8],
     ) {
@@ -558,9 +672,10 @@ impl SliceRenderer {
             LayerSlot::Mask => &mut v.mask,
             LayerSlot::Prediction => &mut v.prediction,
         };
-        Self::ensure_layer(device, layer, label, &layout, binding, size[0], size[1], format);
+        Self::ensure_layer(device, layer, label, &layout, binding, size, tiling, format);
         let layer = layer.as_ref().expect("just ensured");
-        Self::write(&mut stats, queue, &layer.texture, [0, 0], size, bytes);
+        let whole = PixelRect { x0: 0, y0: 0, x1: size[0], y1: size[1] };
+        Self::write_rect(&mut stats, queue, layer, whole, bytes, [0, 0], size[0]);
         self.stats = stats;
     }
 
@@ -574,8 +689,9 @@ impl SliceRenderer {
         height: u32,
         pixels: ImagePixels<'_>,
     ) -> Result<(), RenderError> {
-        self.check_size("image", width, height, pixels.len())?;
-        self.upload_layer(device, queue, view, LayerSlot::Image, [width, height], pixels.format(), pixels.bytes());
+        let tiling = self.check_size("image", width, height, pixels.len())?;
+        let (format, bytes) = (pixels.format(), pixels.bytes());
+        self.upload_layer(device, queue, view, LayerSlot::Image, [width, height], tiling, format, bytes);
         Ok(())
     }
 
@@ -590,9 +706,9 @@ impl SliceRenderer {
         height: u32,
         bits: &[u16],
     ) -> Result<(), RenderError> {
-        self.check_size("mask", width, height, bits.len())?;
-        let format = wgpu::TextureFormat::R16Uint;
-        self.upload_layer(device, queue, view, LayerSlot::Mask, [width, height], format, bytemuck::cast_slice(bits));
+        let tiling = self.check_size("mask", width, height, bits.len())?;
+        let (format, bytes) = (wgpu::TextureFormat::R16Uint, bytemuck::cast_slice(bits));
+        self.upload_layer(device, queue, view, LayerSlot::Mask, [width, height], tiling, format, bytes);
         Ok(())
     }
 
@@ -619,14 +735,8 @@ impl SliceRenderer {
                 height: rect.height(),
             });
         }
-        Self::write(
-            &mut self.stats,
-            queue,
-            &layer.texture,
-            [rect.x0, rect.y0],
-            [rect.width(), rect.height()],
-            bytemuck::cast_slice(bits),
-        );
+        let bytes = bytemuck::cast_slice(bits);
+        Self::write_rect(&mut self.stats, queue, layer, rect, bytes, [rect.x0, rect.y0], rect.width());
         Ok(())
     }
 
@@ -647,9 +757,9 @@ impl SliceRenderer {
         height: u32,
         probabilities: &[f32],
     ) -> Result<(), RenderError> {
-        self.check_size("prediction", width, height, probabilities.len())?;
+        let tiling = self.check_size("prediction", width, height, probabilities.len())?;
         let (format, bytes) = (wgpu::TextureFormat::R32Float, bytemuck::cast_slice(probabilities));
-        self.upload_layer(device, queue, view, LayerSlot::Prediction, [width, height], format, bytes);
+        self.upload_layer(device, queue, view, LayerSlot::Prediction, [width, height], tiling, format, bytes);
         Ok(())
     }
 
@@ -686,7 +796,7 @@ impl SliceRenderer {
     ) {
         let Some(v) = self.views.get_mut(&view) else { return };
         let Some(image) = &v.image else { return };
-        let uniform = Uniform::new(params, image.size, target_size_px, pixels_per_point);
+        let uniform = Uniform::new(params, image, target_size_px, pixels_per_point);
         queue.write_buffer(&v.uniform, 0, bytemuck::bytes_of(&uniform));
         v.overlay_visible = params.overlay.visible && v.mask.as_ref().is_some_and(|m| m.size == image.size);
         v.prediction_visible = params.prediction.visible && v.prediction.as_ref().is_some_and(|p| p.size == image.size);

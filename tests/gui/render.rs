@@ -233,8 +233,118 @@ fn mask_edits_upload_the_rectangle_only() {
         r.set_image(&gpu.device, &gpu.queue, VIEW, 3, 3, ImagePixels::U8(&[0; 8])),
         Err(RenderError::BadLength { .. })
     ));
-    let huge = r.max_texture_side_px() + 1;
-    assert!(matches!(r.set_mask(&gpu.device, &gpu.queue, VIEW, huge, 1, &[]), Err(RenderError::TooLarge { .. })));
+    // More tiles than the device has texture layers: refused before anything is read.
+    let huge = r.max_texture_side_px() * (r.max_tiles() + 1);
+    let e = r.set_mask(&gpu.device, &gpu.queue, VIEW, huge, 1, &[]).unwrap_err();
+    assert!(matches!(e, RenderError::TooLarge { .. }) && e.to_string().contains("texture layers"), "{e}");
+    assert!(matches!(r.set_mask(&gpu.device, &gpu.queue, VIEW, 0, 4, &[]), Err(RenderError::Empty { .. })));
+}
+
+/// Draws `views`' parameters over a `target` and returns each frame's pixels.
+fn frames(gpu: &HeadlessGpu, r: &mut SliceRenderer, target: &Offscreen, params: &[ViewParams]) -> Vec<Vec<u8>> {
+    params
+        .iter()
+        .map(|p| {
+            target.draw(&gpu.device, &gpu.queue, r, &[(VIEW, *p)], [0.1, 0.2, 0.3, 1.0]);
+            target.read_rgba(&gpu.device, &gpu.queue)
+        })
+        .collect()
+}
+
+/// Slices larger than a texture (issue 21): the image, masks and prediction cut into tiles of
+/// 64 px at most are drawn exactly as one texture draws them, at every zoom, with bilinear
+/// magnification and outlines reading across the tiles' borders, before and after a mask edit
+/// that straddles them.
+#[test]
+fn an_image_cut_into_tiles_draws_as_one_texture() {
+    use sam4em::render::Tiling;
+    let gpu = gpu();
+    let (w, h) = (150u32, 100u32);
+    let image: Vec<u16> = (0..w * h).map(|i| ((i % w) * 37 + (i / w) * 101) as u16 % 4000).collect();
+    // A disc and a bar of class 0, a square of class 3, across the tiles' borders (50 px apart).
+    let bits: Vec<u16> = (0..w * h)
+        .map(|i| {
+            let (x, y) = ((i % w) as f32, (i / w) as f32);
+            let disc = (x - 52.0).powi(2) + (y - 47.0).powi(2) < 400.0;
+            let bar = (95.0..105.0).contains(&x);
+            let square = (40.0..60.0).contains(&x) && (60.0..90.0).contains(&y);
+            u16::from(disc || bar) | (u16::from(square) << 3)
+        })
+        .collect();
+    let probabilities: Vec<f32> =
+        (0..w * h).map(|i| ((i % w) as f32 / w as f32 + (i / w) as f32 / 300.0) % 1.0).collect();
+    let mut plain = SliceRenderer::new(&gpu.device, TARGET_FORMAT, 1);
+    let mut tiled = SliceRenderer::new(&gpu.device, TARGET_FORMAT, 1);
+    tiled.limit_texture_side(64);
+    let tiling = Tiling::new(w, h, 64);
+    assert_eq!((tiling.across, tiling.down, tiling.tile_px), (3, 2, [50, 50]));
+    for r in [&mut plain, &mut tiled] {
+        r.set_image(&gpu.device, &gpu.queue, VIEW, w, h, ImagePixels::U16(&image)).unwrap();
+        r.set_mask(&gpu.device, &gpu.queue, VIEW, w, h, &bits).unwrap();
+        r.set_prediction(&gpu.device, &gpu.queue, VIEW, w, h, &probabilities).unwrap();
+    }
+    let mut base = params_1to1();
+    base.window = [100.0, 3900.0];
+    base.overlay.classes[0] = ClassStyle { rgb: [255, 60, 0], opacity: 0.6, visible: true };
+    base.overlay.classes[3] = ClassStyle { rgb: [0, 90, 255], opacity: 0.5, visible: true };
+    base.prediction.threshold = 0.7;
+    base.prediction.soft = true;
+    let mut zoomed = base;
+    // 3.7 target px per texel, texel (40, 38) at the target's corner: the tiles' corner (50, 50)
+    // is on screen.
+    zoomed.screen_from_image = ScreenFromImage { scale: [3.7, 3.7], offset: [-40.0 * 3.7, -38.0 * 3.7] };
+    let mut linear = zoomed;
+    linear.magnification = Magnification::Linear;
+    let mut outline = base;
+    outline.overlay.outline = true;
+    outline.overlay.outline_width_px = 3;
+    outline.screen_from_image.scale = [0.8, 0.6];
+    let mut outline_zoomed = zoomed;
+    outline_zoomed.overlay.outline = true;
+    let views = [base, zoomed, linear, outline, outline_zoomed];
+    let target = Offscreen::new(&gpu.device, w, h);
+    let want = frames(&gpu, &mut plain, &target, &views);
+    assert_eq!(frames(&gpu, &mut tiled, &target, &views), want, "the tiled draw differs");
+    // An edit across the four tiles meeting at (50, 50): one write per tile it touches.
+    let rect = PixelRect { x0: 45, y0: 44, x1: 58, y1: 53 };
+    let edit: Vec<u16> = (0..rect.width() * rect.height()).map(|i| if i % 3 == 0 { 4 } else { 1 }).collect();
+    let mut p = base;
+    p.overlay.classes[2] = ClassStyle { rgb: [0, 255, 0], opacity: 0.9, visible: true };
+    for (i, r) in [&mut plain, &mut tiled].into_iter().enumerate() {
+        let before = r.upload_stats();
+        r.update_mask_rect(&gpu.queue, VIEW, rect, &edit).unwrap();
+        let after = r.upload_stats();
+        assert_eq!(after.bytes - before.bytes, u64::from(rect.width() * rect.height()) * 2);
+        let writes = after.writes - before.writes;
+        assert_eq!(writes, [1, 4][i], "one write per tile touched");
+    }
+    let want = frames(&gpu, &mut plain, &target, &[p, zoomed]);
+    assert_eq!(frames(&gpu, &mut tiled, &target, &[p, zoomed]), want, "the tiled draw differs after an edit");
+    assert_ne!(want[0], frames(&gpu, &mut plain, &target, &[base])[0], "the edit shows");
+}
+
+/// A slice wider than this device's largest texture (16384 px on lavapipe): refused before
+/// tiles, now drawn from two; the texels on both sides of the border are where they belong.
+#[test]
+fn a_slice_wider_than_the_largest_texture_is_drawn() {
+    let gpu = gpu();
+    let mut r = SliceRenderer::new(&gpu.device, TARGET_FORMAT, 1);
+    let max = r.max_texture_side_px();
+    let (w, h) = (max + 100, 2u32);
+    let image: Vec<u8> = (0..w * h).map(|i| ((i % w) % 251) as u8).collect();
+    r.set_image(&gpu.device, &gpu.queue, VIEW, w, h, ImagePixels::U8(&image)).unwrap();
+    r.set_prediction(&gpu.device, &gpu.queue, VIEW, w, h, &vec![0.0; (w * h) as usize]).unwrap();
+    let border = w.div_ceil(2);
+    // 32 texels around the border between the two tiles, one per target pixel.
+    let mut p = params_1to1();
+    p.screen_from_image.offset = [16.0 - border as f32, 0.0];
+    let target = Offscreen::new(&gpu.device, 32, h);
+    target.draw(&gpu.device, &gpu.queue, &mut r, &[(VIEW, p)], [0.0; 4]);
+    let rgba = target.read_rgba(&gpu.device, &gpu.queue);
+    for x in 0..32 {
+        let want = ((border - 16 + x) % 251) as f64;
+        close(px(&rgba, 32, x, 1), [want; 3], &format!("texel {}", border - 16 + x));
+    }
 }
 
 #[test]

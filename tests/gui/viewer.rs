@@ -314,6 +314,37 @@ fn a_corrupt_file_is_an_error_naming_it() {
     h.get_by_label_contains("broken.tif");
 }
 
+/// A stack whose slices are wider than this device's largest texture (issue 21) opens and
+/// is drawn from tiled textures, its far end included; before, the upload was refused with an
+/// error.
+#[test]
+fn a_slice_wider_than_the_largest_texture_opens_and_draws() {
+    let max = sam4em::render::HeadlessGpu::new().unwrap().device.limits().max_texture_dimension_2d as usize;
+    let (w, h) = (max + 600, 48);
+    // Dark, with a bright block beyond the first texture's reach.
+    let page: Vec<u8> = (0..w * h).map(|i| if (max + 200..max + 500).contains(&(i % w)) { 250 } else { 20 }).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("wide.tif");
+    sam4em::io::export::write_u8_stack(&stack, w, h, &[page.clone(), page]).unwrap();
+    let mut h = harness(OpenRequest::stack(&stack));
+    settle(&mut h);
+    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
+    assert_eq!(h.state().viewer().unwrap().shape, [w, 48, 2]);
+    // Looking 1:1 at the block, then at a dark part of the first texture: the frames differ by
+    // the block (300 × 48 texels), which is drawn.
+    let mut bright_at = |x: usize| {
+        h.state_mut().viewer_mut().unwrap().camera =
+            Some(sam4em::state::view::Camera { zoom: 1.0, center: [x as f32, 24.0] });
+        h.step();
+        h.step();
+        let image = h.render().expect("a frame");
+        image.pixels().filter(|p| p.0[0] >= 240 && p.0[1] >= 240 && p.0[2] >= 240).count()
+    };
+    let (block, dark) = (bright_at(max + 350), bright_at(1000));
+    assert!(block >= dark + 250 * 40, "{block} bright pixels at the block, {dark} elsewhere");
+    assert!(h.state().errors().is_empty(), "{:?}", h.state().errors());
+}
+
 #[derive(Debug)]
 struct Dropped(PathBuf);
 
