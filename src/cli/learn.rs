@@ -93,6 +93,59 @@ pub struct PredictArgs {
     /// instead of the text summary.
     #[arg(long)]
     pub json: bool,
+    /// Most memory the tiles' slice memories and prompts carried through z may take, GiB: a
+    /// slice with more tiles is streamed in bands of tile rows, one band through the stack
+    /// after the other (same result; each slice is read once per band).
+    #[arg(long, default_value_t = crate::infer::predictor::DEFAULT_STREAM_BUDGET_BYTES as f64 / f64::from(1 << 30), value_name = "GiB")]
+    pub stream_memory_gib: f64,
+}
+
+/// Probabilities as they are predicted, kept in an unnamed temporary file beside the output
+/// (page `z` of class `c` at `(c · depth + z) · width · height`), so neither a stack of them nor
+/// a slice in bands has to be held in memory: written as slices (or bands of their rows)
+/// come, read back page by page for the masks of slices that came in bands and for the
+/// probability TIFFs.
+struct Spool {
+    file: std::fs::File,
+    dir: PathBuf,
+    page_bytes: u64,
+    depth: u64,
+}
+
+impl Spool {
+    fn new(out: &Path, classes: usize, width: usize, height: usize, depth: usize) -> Result<Self> {
+        let dir = out.parent().filter(|p| p.is_dir()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let page_bytes = (width * height) as u64;
+        let file = tempfile::tempfile_in(&dir)
+            .and_then(|f| f.set_len(page_bytes * (classes * depth) as u64).map(|()| f))
+            .with_context(|| {
+                format!("cannot keep the predicted probabilities in a temporary file in {}", dir.display())
+            })?;
+        Ok(Spool { file, dir, page_bytes, depth: depth as u64 })
+    }
+
+    fn offset(&self, class: usize, z: usize, row: usize, width: usize) -> u64 {
+        (class as u64 * self.depth + z as u64) * self.page_bytes + (row * width) as u64
+    }
+
+    fn write(&mut self, class: usize, z: usize, first_row: usize, width: usize, values: &[u8]) -> Result<()> {
+        use std::io::{Seek, SeekFrom, Write};
+        let at = self.offset(class, z, first_row, width);
+        self.file.seek(SeekFrom::Start(at)).and_then(|_| self.file.write_all(values)).with_context(|| {
+            format!("cannot write predicted probabilities to a temporary file in {}", self.dir.display())
+        })
+    }
+
+    fn page(&mut self, class: usize, z: usize) -> Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut page = vec![0u8; self.page_bytes as usize];
+        let at = self.offset(class, z, 0, 0);
+        self.file
+            .seek(SeekFrom::Start(at))
+            .and_then(|_| self.file.read_exact(&mut page))
+            .with_context(|| format!("cannot read predicted probabilities back from {}", self.dir.display()))?;
+        Ok(page)
+    }
 }
 
 /// Learning-rate schedule choice.
@@ -321,6 +374,9 @@ fn bar(total: u64, what: &str) -> ProgressBar {
 
 /// Runs `sam4em predict`.
 pub fn predict(a: &PredictArgs) -> Result<()> {
+    if !(a.stream_memory_gib.is_finite() && a.stream_memory_gib > 0.0) {
+        bail!("--stream-memory-gib {} is not a positive number of GiB", a.stream_memory_gib);
+    }
     let stack = Arc::new(open(&a.stack)?);
     let range = parse_range(a.slices.as_deref(), stack.depth())?;
     let device = crate::model::device::device_at(&a.model.device.device(), a.precision)
@@ -374,45 +430,71 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
     let threshold = a.threshold.unwrap_or(loaded.model.config().stream.cross_batch_threshold);
     let cut = crate::state::probability_cut(threshold as f32);
 
-    let mut predictor = Predictor::new(&loaded.model, 4);
+    let budget = (a.stream_memory_gib * f64::from(1 << 30)) as u64;
+    let mut predictor = Predictor::new(&loaded.model, 4).with_stream_budget(budget);
+    let bands = predictor.bands(&grid).len();
     let mut masks = MaskVolume::new(w, h, stack.depth());
-    let mut probabilities: Vec<Vec<Vec<u8>>> =
-        vec![vec![vec![0; w * h]; stack.depth()]; if a.probabilities { classes.len() } else { 0 }];
+    let mut spool = match a.probabilities || bands > 1 {
+        true => Some(Spool::new(&a.out, classes.len(), w, h, stack.depth())?),
+        false => None,
+    };
     let table = ClassTable::from_names(&classes)?;
     let progress = bar(range.len() as u64, "predict");
     let started = Instant::now();
     let mut fetch = |z: SliceIndex| images.image(z);
-    let mut failure = None;
+    let mut failure: Option<anyhow::Error> = None;
     predictor.predict(&request, &mut fetch, &mut |p, prog| {
+        let complete = p.rows.end == h;
         for (c, probs) in p.probabilities.iter().enumerate() {
+            let page = match &mut spool {
+                Some(spool) => spool.write(c, p.z.0, p.rows.start, w, probs).and_then(|()| match p.rows == (0..h) {
+                    true => Ok(None),
+                    // The last band of a slice: its whole page is in the spool now.
+                    false if complete => spool.page(c, p.z.0).map(Some),
+                    false => Ok(None),
+                }),
+                None => Ok(None),
+            };
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    failure = Some(e);
+                    return Flow::Stop;
+                }
+            };
+            if !complete {
+                continue;
+            }
+            let page = page.as_deref().unwrap_or(probs);
             let mut plane = BitPlane::new(w, h);
-            for (i, _) in probs.iter().enumerate().filter(|(_, v)| i32::from(**v) > cut) {
+            for (i, _) in page.iter().enumerate().filter(|(_, v)| i32::from(**v) > cut) {
                 plane.set(i % w, i / w, true);
             }
             let id = table.find(&classes[c]).expect("built from these names").id;
             if let Err(e) = masks.put_model(id, p.z, &plane) {
-                failure = Some(e);
+                failure = Some(e.into());
                 return Flow::Stop;
             }
-            if let Some(out) = probabilities.get_mut(c) {
-                out[p.z.0] = probs.clone();
-            }
         }
-        progress.set_position(prog.done as u64);
+        progress.set_position(prog.done_slices() as u64);
         progress.set_message(format!("{:.2} slices/s", prog.slices_per_s()));
         Flow::Continue
     })?;
     progress.finish_and_clear();
     if let Some(e) = failure {
-        return Err(e.into());
+        return Err(e);
     }
     let seconds = started.elapsed().as_secs_f64();
     let report = io::export_masks(&masks, &table, &a.out, &[ExportFormat::Tiff], &ExportOptions::default())?;
     let mut written: Vec<PathBuf> = Vec::new();
-    for (c, probs) in probabilities.iter().enumerate() {
-        let path = a.out.join(format!("{}_probability.tif", table.find(&classes[c]).expect("known").export_name));
-        io::export::write_u8_stack(&path, w, h, probs)?;
-        written.push(path);
+    if let (true, Some(spool)) = (a.probabilities, &mut spool) {
+        for (c, name) in classes.iter().enumerate() {
+            let path = a.out.join(format!("{}_probability.tif", table.find(name).expect("known").export_name));
+            io::export::write_u8_stack_with(&path, w, h, stack.depth(), |z| {
+                spool.page(c, z.0).map_err(|e| format!("{e:#}"))
+            })?;
+            written.push(path);
+        }
     }
     written.extend(report.outputs.iter().cloned());
     if a.json {
@@ -424,7 +506,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
         let v = serde_json::json!({
             "stack": a.stack, "width": w, "height": h, "slices": range.len(), "seconds": seconds,
             "scale": scale, "model_input_px": input_px,
-            "tiles": { "per_slice": grid.len(), "columns": columns, "rows": rows },
+            "tiles": { "per_slice": grid.len(), "columns": columns, "rows": rows, "bands": bands },
             "threshold": threshold, "device": super::model::device_name(&device),
             "precision": a.precision.to_string(),
             "peak_rss_bytes": train_memory::rss().map(|(_, peak)| peak),
@@ -433,7 +515,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    for path in &written[..probabilities.len()] {
+    for path in &written[..if a.probabilities { classes.len() } else { 0 }] {
         println!("wrote {}", path.display());
     }
     println!(

@@ -5,13 +5,16 @@
 //!
 //! Tiles: a slice cut into tiles ([`StackRequest::scale`]) is streamed tile by tile, each tile
 //! with its own slice memory and previous-mask prompt carried along z, its seed masks cropped to
-//! it; the tiles' probabilities are blended into one map per class. All tiles of a slice are
-//! decoded before the next slice, so every tile's stream is alive for the whole pass: per tile
-//! and class one single-slot memory `[1, C_m, g, g]` and one prompt `[1, 1, S, S]` (f32: 9 MiB
-//! for B+ at 512², 128 KiB for the micro reference at 128²), plus one encoder batch of tile
-//! embeddings and outputs at a time and the slice's blend buffer (4 bytes per pixel and class).
-//! A 4096² slice at scale 1 is 11 × 11 tiles of 512² for B+ (1.1 GiB of streams per class),
-//! 43 × 43 of 128² for the micro reference (240 MiB).
+//! it; the tiles' probabilities are blended into one map per class. A tile's streams live for
+//! the whole pass: per class one single-slot memory `[1, C_m, g, g]` and one prompt
+//! `[1, 1, S, S]` (f32: 9 MiB for B+ at 512², 128 KiB for the micro reference at 128²). When
+//! every tile's streams fit the stream budget ([`Predictor::with_stream_budget`]), all tiles
+//! of a slice are decoded before the next slice; otherwise the tiles go in bands of whole tile
+//! rows, one band through the whole pass after the other ([`Predictor::bands`]), each slice
+//! reported band by band. Besides the streams: one encoder batch of tile embeddings and
+//! outputs at a time and the band's blend buffer (4 bytes per pixel and class). A 4096² slice
+//! at scale 1 is 11 × 11 tiles of 512² for B+ (1.1 GiB of streams per class, one band with the
+//! default budget), a 16384² slice 43 × 43 (15 bands of 3 tile rows for three classes).
 //!
 //! With [`StackRequest::fill`] (the app) a slice's tiles go in the order of the view on screen
 //! and the slice so far is reported while they are decoded ([`SlicePrediction::partial`]), so
@@ -86,10 +89,13 @@ pub struct FillIn {
 pub struct SlicePrediction {
     /// The slice.
     pub z: SliceIndex,
-    /// Per head ([`HeadIndex`] order), `width × height` probabilities scaled to 0–255 (the reported
-    /// prediction is `p > cross_batch_threshold`, 0.4 in SAM4EM).
+    /// Per head ([`HeadIndex`] order), probabilities scaled to 0–255 of `rows` (`width` each; the
+    /// reported prediction is `p > cross_batch_threshold`, 0.4 in SAM4EM).
     pub probabilities: Vec<Vec<u8>>,
-    /// `None`: the slice is complete. `Some(tiles)`: a report while the slice's tiles are
+    /// The rows of the slice `probabilities` cover (`0..height` but for a band of tile rows,
+    /// [`Predictor::with_stream_budget`]); their values are final.
+    pub rows: Range<usize>,
+    /// `None`: the rows are complete. `Some(tiles)`: a report while the slice's tiles are
     /// decoded ([`StackRequest::fill`]): only pixels inside these tiles (those decoded so far)
     /// hold probabilities, the weighted mean of the decoded tiles covering them (final where
     /// every tile covering a pixel is decoded); elsewhere the maps are 0 and mean nothing.
@@ -108,18 +114,25 @@ pub struct Progress {
     /// For a report of part of a slice ([`SlicePrediction::partial`]): its tiles decoded so far
     /// and its tiles in all.
     pub slice_tiles: Option<(usize, usize)>,
+    /// Tile decodes so far and in all (warm-up slices included; one per slice untiled): how
+    /// far the request has come, also while slices are in progress (a slice's tiles, bands of
+    /// tiles that finish every slice only in the last band).
+    pub decoded: (usize, usize),
 }
 
 impl Progress {
-    /// Throughput so far, counting the decoded part of a slice in progress.
+    /// Throughput so far, in slices' worth of decoding per second.
     pub fn slices_per_s(&self) -> f64 {
         if self.elapsed_s > 0.0 { self.done_slices() / self.elapsed_s } else { 0.0 }
     }
 
-    /// Slices reported, plus the decoded fraction of a slice in progress.
+    /// How many slices' worth of the request is decoded ([`Progress::decoded`]'s fraction of
+    /// `total`).
     pub fn done_slices(&self) -> f64 {
-        let part = self.slice_tiles.map_or(0.0, |(d, n)| d as f64 / n.max(1) as f64);
-        self.done as f64 + part
+        match self.decoded {
+            (d, n) if n > 0 => self.total as f64 * d as f64 / n as f64,
+            _ => self.done as f64,
+        }
     }
 
     /// Estimated seconds left at the current throughput.
@@ -146,6 +159,12 @@ pub enum InferError {
     Image {
         /// The slice.
         z: SliceIndex,
+        /// Why.
+        reason: String,
+    },
+    /// The rows one band of tiles hands to the next could not be kept on disk.
+    #[error("cannot keep the rows shared by two bands of tiles in a temporary file: {reason}")]
+    Spill {
         /// Why.
         reason: String,
     },
@@ -181,7 +200,14 @@ pub struct Predictor {
     post_on_device: bool,
     /// The device-side resize for the last slice size, `(width, height)`.
     resize: Option<((usize, usize), BilinearResize)>,
+    /// Most bytes the tile streams of one band may take ([`Predictor::with_stream_budget`]).
+    stream_budget_bytes: u64,
 }
+
+/// The default stream budget: every tile's streams of a 4096² slice of B+ tiles at scale 1,
+/// three classes (121 tiles × 27 MiB = 3.2 GiB), fit in one band; a 16384² slice (1,849
+/// tiles) goes in 15 bands of 3 tile rows.
+pub const DEFAULT_STREAM_BUDGET_BYTES: u64 = 4 << 30;
 
 impl Predictor {
     /// Wraps `model` (merged here for speed; the caller keeps the unmerged one), keeping the
@@ -205,7 +231,20 @@ impl Predictor {
             encoder_batch,
             post_on_device: !crate::model::device::is_cpu(&model.device()),
             resize: None,
+            stream_budget_bytes: DEFAULT_STREAM_BUDGET_BYTES,
         }
+    }
+
+    /// Caps the memory of the tile streams carried through z: a slice with more tiles than
+    /// the budget holds is streamed in bands of whole tile rows, one band through the whole
+    /// pass after the other ([`Predictor::bands`]), each slice reported band by band
+    /// ([`SlicePrediction::rows`]). Every tile is still embedded and decoded once per pass; the
+    /// cost is one more read of each slice's image per band, and the rows two bands share
+    /// are kept in a temporary file between them. The result is the one-band result bit for
+    /// bit (the same sums in the same order).
+    pub fn with_stream_budget(mut self, bytes: u64) -> Self {
+        self.stream_budget_bytes = bytes;
+        self
     }
 
     /// Runs sigmoid, the resize to the slice's size and the scaling to 0–255 on the model's
@@ -256,40 +295,51 @@ impl Predictor {
         }
     }
 
-    /// Decodes every tile of slice `z` (advancing each tile's streams in `states`), the tiles
-    /// embedded `encoder_batch` at a time from one fetch of the slice (only if some are not
-    /// cached), and, unless `report` is [`Report::Nothing`], blends their probabilities into one
-    /// `width × height` map per class ([`TileGrid::blend_into`], on the host). Each tile's
-    /// outputs are blended and dropped before the next batch of tiles is embedded, so a slice of
-    /// any size holds one batch of tile embeddings and outputs at a time, besides the streams
-    /// and the blend. With [`Report::Progressive`] the tiles go in the view's order and the
-    /// slice so far is sent to `on_partial` (with its tiles decoded and in all) once the tiles
-    /// on screen are done and then at the fill-in interval; this keeps one more `f32` map, the
-    /// decoded tiles' weights.
+    /// Decodes band `band`'s tiles of slice `z` (advancing each tile's streams in `states`,
+    /// indexed from the band's first tile), the tiles embedded `encoder_batch` at a time from
+    /// one fetch of the slice (only if some are not cached), and, unless `report` is
+    /// [`Report::Nothing`], blends their probabilities into one map per class of the band's
+    /// rows ([`TileGrid::blend_rows`], on the host), on top of `carried` (the sums the band
+    /// above left in the rows it shares with this one). Each tile's outputs are blended and
+    /// dropped before the next batch of tiles is embedded, so a slice of any size holds one
+    /// batch of tile embeddings and outputs at a time, besides the streams and the blend. With
+    /// [`Report::Progressive`] (one band: the whole slice) the tiles go in the view's order and
+    /// the slice so far is sent to `on_partial` (with its tiles decoded and in all) once the
+    /// tiles on screen are done and then at the fill-in interval; this keeps one more `f32`
+    /// map, the decoded tiles' weights.
+    #[allow(clippy::too_many_arguments)]
     fn tiled_slice(
         &mut self,
         z: usize,
         grid: &TileGrid,
+        band: &Band,
         states: &mut [Vec<StreamState>],
         report: Report<'_>,
+        carried: Option<Vec<Vec<f32>>>,
         fetch: &mut ImageFetch<'_>,
         on_partial: &mut dyn FnMut(SlicePrediction, (usize, usize)) -> Flow,
     ) -> Result<TiledSlice, InferError> {
-        let (width, height) = grid.size();
+        let (width, _) = grid.size();
         let s = grid.input_px();
         let classes = self.model.heads.len();
         let reported = !matches!(report, Report::Nothing);
-        let mut acc = if reported { vec![vec![0.0f32; width * height]; classes] } else { Vec::new() };
+        let rows = band.rows.len();
+        let mut acc = if reported { vec![vec![0.0f32; width * rows]; classes] } else { Vec::new() };
+        if reported && let Some(carried) = carried {
+            for (a, c) in acc.iter_mut().zip(carried) {
+                a[..c.len()].copy_from_slice(&c);
+            }
+        }
         let fill = match report {
-            Report::Progressive(fill) if grid.len() > 1 => Some(fill),
+            Report::Progressive(fill) if band.tiles.len() > 1 && band.rows == (0..grid.size().1) => Some(fill),
             _ => None,
         };
         let (order, in_view) = match fill {
             Some(f) => grid.order_from(f.view),
-            None => ((0..grid.len()).collect(), 0),
+            None => (band.tiles.clone().collect(), 0),
         };
         // The decoded tiles' summed weights: what the partial maps are normalised by.
-        let mut weights = if fill.is_some() { vec![0.0f32; width * height] } else { Vec::new() };
+        let mut weights = if fill.is_some() { vec![0.0f32; width * rows] } else { Vec::new() };
         let mut last_sent = Instant::now();
         let mut view_sent = false;
         let mut done = 0;
@@ -317,9 +367,9 @@ impl Predictor {
             }
             for (&t, e) in chunk.iter().zip(cached) {
                 let fused = e.unwrap_or_else(|| fresh.iter().find(|(f, _)| *f == t).expect("embedded above").1.clone());
-                let outs = self.model.stream_step(fused, &mut states[t], StreamMode::Clean);
+                let outs = self.model.stream_step(fused, &mut states[t - band.tiles.start], StreamMode::Clean);
                 if reported {
-                    self.blend_tile(grid, t, &outs, &mut acc);
+                    self.blend_tile(grid, t, &outs, &mut acc, band.rows.start);
                 }
                 if fill.is_some() {
                     grid.add_weights(t, &mut weights);
@@ -331,7 +381,8 @@ impl Predictor {
             if done < order.len() && due {
                 let probabilities = acc.iter().map(|a| partial_map(a, &weights)).collect();
                 let tiles = order[..done].iter().map(|&t| grid.tile_box(t)).collect();
-                let partial = SlicePrediction { z: SliceIndex(z), probabilities, partial: Some(tiles) };
+                let partial =
+                    SlicePrediction { z: SliceIndex(z), probabilities, rows: band.rows.clone(), partial: Some(tiles) };
                 if on_partial(partial, (done, order.len())) == Flow::Stop {
                     return Ok(TiledSlice::Stopped);
                 }
@@ -342,11 +393,15 @@ impl Predictor {
         if !reported {
             return Ok(TiledSlice::Unreported);
         }
-        Ok(TiledSlice::Complete(
-            acc.into_iter()
-                .map(|a| a.into_iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect())
-                .collect(),
-        ))
+        // Rows below the next band's first are final; the rest goes on to that band.
+        let split = (band.final_end - band.rows.start) * width;
+        let mut carry = Vec::with_capacity(classes);
+        let mut maps = Vec::with_capacity(classes);
+        for mut a in acc {
+            carry.push(a.split_off(split));
+            maps.push(a.into_iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect());
+        }
+        Ok(TiledSlice::Rows { maps, carry })
     }
 
     /// The embedding of `upcoming[0]` on a one-tile grid, from the cache or from one encoder
@@ -406,16 +461,16 @@ impl Predictor {
         Tensor::from_data(TensorData::new(grid.model_mask(t, &bytes), [1, 1, s, s]), &self.model.device())
     }
 
-    /// Adds tile `t`'s reported probabilities (`outs`, one per class) into `acc` (one
-    /// `width × height` map per class), weighted ([`TileGrid::blend_into`]); read back and
+    /// Adds tile `t`'s reported probabilities (`outs`, one per class) into `acc` (one map per
+    /// class of whole rows from row `y0` on), weighted ([`TileGrid::blend_rows`]); read back and
     /// computed on the host.
-    fn blend_tile(&self, grid: &TileGrid, t: usize, outs: &[SliceOutput], acc: &mut [Vec<f32>]) {
+    fn blend_tile(&self, grid: &TileGrid, t: usize, outs: &[SliceOutput], acc: &mut [Vec<f32>], y0: usize) {
         let s = grid.input_px();
         let logits: Vec<Tensor<4>> = outs.iter().map(|o| self.model.reported_logits(o).0).collect();
         let host = Tensor::cat(logits, 0).into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
         for (l, a) in host.chunks(s * s).zip(acc.iter_mut()) {
             let p: Vec<f32> = l.iter().map(|&v| sigmoid(v)).collect();
-            grid.blend_into(t, &p, a);
+            grid.blend_rows(t, &p, a, y0);
         }
     }
 
@@ -443,8 +498,9 @@ impl Predictor {
     }
 
     /// Predicts `request.range`, calling `on_slice` after each reported slice (in decoding
-    /// order); `on_slice` returning [`Flow::Stop`] ends the request early. Returns whether it
-    /// ran to the end.
+    /// order) or, for slices cut into more bands of tiles than fit the stream budget, after
+    /// each band of each slice ([`SlicePrediction::rows`]); `on_slice` returning
+    /// [`Flow::Stop`] ends the request early. Returns whether it ran to the end.
     pub fn predict(
         &mut self,
         request: &StackRequest,
@@ -477,15 +533,18 @@ impl Predictor {
         let seed_z: Vec<usize> = request.seeds.iter().map(|s| s.z.0).collect();
         let passes = plan_passes(request.range.clone(), &seed_z, request.visible.0, request.max_warmup_slices);
         let total: usize = passes.iter().map(|p| p.reported().len()).sum();
+        let tiles = self.grid(request.width, request.height, request.scale).len();
+        let to_decode = passes.iter().map(|p| p.order.len()).sum::<usize>() * tiles;
         let start = Instant::now();
-        let mut done = 0;
+        let (mut done, mut decoded) = (0, 0);
         for pass in &passes {
-            if !self.run_pass(pass, request, fetch, &mut |prediction, slice_tiles| {
-                if prediction.partial.is_none() {
+            if !self.run_pass(pass, request, fetch, &mut decoded, &mut |prediction, slice_tiles, decoded| {
+                if prediction.partial.is_none() && prediction.rows.end == request.height {
                     done += 1;
                 }
                 let elapsed_s = start.elapsed().as_secs_f64();
-                on_slice(prediction, Progress { done, total, elapsed_s, slice_tiles })
+                let progress = Progress { done, total, elapsed_s, slice_tiles, decoded: (decoded, to_decode) };
+                on_slice(prediction, progress)
             })? {
                 return Ok(false);
             }
@@ -493,70 +552,129 @@ impl Predictor {
         Ok(true)
     }
 
+    /// The bands of tile rows a slice cut as `grid` is streamed in: as many rows per band as
+    /// keep every band tile's streams (one single-slot memory and one prompt per class) within
+    /// the stream budget; one band when all fit.
+    pub fn bands(&self, grid: &TileGrid) -> Vec<Range<usize>> {
+        grid.row_bands((self.stream_budget_bytes / self.tile_stream_bytes().max(1)) as usize)
+    }
+
+    /// Bytes of one tile's streams, every class: a single-slot memory `[1, C_m, g, g]` and a
+    /// prompt `[1, 1, S, S]` per class, as `f32` (9 MiB per class for B+ at 512²).
+    pub fn tile_stream_bytes(&self) -> u64 {
+        let c = self.model.config();
+        let g = c.grid() as u64;
+        let per_class = (c.memory.memory_dim as u64 * g * g + (c.image_size as u64).pow(2)) * 4;
+        per_class * self.model.heads.len() as u64
+    }
+
     fn run_pass(
         &mut self,
         pass: &Pass,
         request: &StackRequest,
         fetch: &mut ImageFetch<'_>,
-        on_slice: &mut dyn FnMut(SlicePrediction, Option<(usize, usize)>) -> Flow,
+        decoded: &mut usize,
+        on_slice: &mut dyn FnMut(SlicePrediction, Option<(usize, usize)>, usize) -> Flow,
     ) -> Result<bool, InferError> {
-        let classes = self.model.heads.len();
         let grid = self.grid(request.width, request.height, request.scale);
-        let seed = pass.seed.and_then(|z| request.seeds.iter().find(|s| s.z.0 == z));
-        // One stream per tile and class, each prompted with its crop of the seed's masks.
-        let mut states: Vec<Vec<StreamState>> = (0..grid.len())
-            .map(|t| {
-                let seeds: Vec<Option<Tensor<4>>> = match seed {
-                    Some(seed) => {
-                        seed.masks.iter().map(|m| m.as_ref().map(|m| self.mask_tensor(&grid, t, m))).collect()
-                    }
-                    None => vec![None; classes],
-                };
-                self.model.start_single_slot_streams(seeds)
-            })
-            .collect();
         // The whole slice resized: sigmoid, resize and scaling may run on the device.
-        let untiled = grid.len() == 1 && grid.scale() == Scale::Fit;
-        // A slice whose probabilities are still being read back: reported once the next slice's
-        // work is queued behind the read.
-        let mut reading: Option<(usize, Pending)> = None;
-        for (i, &z) in pass.order.iter().enumerate() {
-            let reported = i >= pass.warmup;
-            if !untiled {
-                let report = match (reported, &request.fill) {
+        if grid.len() == 1 && grid.scale() == Scale::Fit {
+            return self.untiled_pass(pass, request, &grid, fetch, decoded, on_slice);
+        }
+        let bands = self.bands(&grid);
+        // What a band leaves to the next, per slice: the sums of the rows they share.
+        let mut carried = Spill::default();
+        for (b, rows) in bands.iter().enumerate() {
+            let band = Band {
+                tiles: grid.tiles_in_rows(rows.clone()),
+                rows: grid.pixel_rows(rows.clone()),
+                final_end: grid.row_start(rows.end),
+            };
+            let mut states = self.band_streams(pass, request, &grid, &band);
+            let mut carry = Spill::default();
+            for (i, &z) in pass.order.iter().enumerate() {
+                let report = match (i >= pass.warmup, &request.fill) {
                     (false, _) => Report::Nothing,
                     (true, None) => Report::Complete,
                     (true, Some(fill)) => Report::Progressive(fill),
                 };
-                let mut on_partial = |p: SlicePrediction, tiles: (usize, usize)| on_slice(p, Some(tiles));
-                match self.tiled_slice(z, &grid, &mut states, report, fetch, &mut on_partial)? {
+                let from_above = if b > 0 && i >= pass.warmup { Some(carried.take(z)?) } else { None };
+                let at = *decoded;
+                let mut on_partial = |p: SlicePrediction, tiles: (usize, usize)| on_slice(p, Some(tiles), at + tiles.0);
+                let outcome =
+                    self.tiled_slice(z, &grid, &band, &mut states, report, from_above, fetch, &mut on_partial)?;
+                *decoded += band.tiles.len();
+                match outcome {
                     TiledSlice::Stopped => return Ok(false),
-                    TiledSlice::Complete(probabilities) => {
-                        let slice = SlicePrediction { z: SliceIndex(z), probabilities, partial: None };
-                        if on_slice(slice, None) == Flow::Stop {
+                    TiledSlice::Rows { maps, carry: rest } => {
+                        if b + 1 < bands.len() {
+                            carry.put(z, &rest)?;
+                        }
+                        let rows = band.rows.start..band.final_end;
+                        let slice = SlicePrediction { z: SliceIndex(z), probabilities: maps, rows, partial: None };
+                        if on_slice(slice, None, *decoded) == Flow::Stop {
                             return Ok(false);
                         }
                     }
                     TiledSlice::Unreported => {}
                 }
-                continue;
             }
-            let fused = self.embedding_ahead(&pass.order[i..], &grid, fetch)?;
+            carried = carry;
+        }
+        Ok(true)
+    }
+
+    /// One stream per tile of `band` and class, each prompted with its crop of the pass's seed.
+    fn band_streams(&self, pass: &Pass, request: &StackRequest, grid: &TileGrid, band: &Band) -> Vec<Vec<StreamState>> {
+        let classes = self.model.heads.len();
+        let seed = pass.seed.and_then(|z| request.seeds.iter().find(|s| s.z.0 == z));
+        band.tiles
+            .clone()
+            .map(|t| {
+                let seeds: Vec<Option<Tensor<4>>> = match seed {
+                    Some(seed) => seed.masks.iter().map(|m| m.as_ref().map(|m| self.mask_tensor(grid, t, m))).collect(),
+                    None => vec![None; classes],
+                };
+                self.model.start_single_slot_streams(seeds)
+            })
+            .collect()
+    }
+
+    /// A pass with every slice resized whole to the model input ([`Scale::Fit`]).
+    fn untiled_pass(
+        &mut self,
+        pass: &Pass,
+        request: &StackRequest,
+        grid: &TileGrid,
+        fetch: &mut ImageFetch<'_>,
+        decoded: &mut usize,
+        on_slice: &mut dyn FnMut(SlicePrediction, Option<(usize, usize)>, usize) -> Flow,
+    ) -> Result<bool, InferError> {
+        let whole = Band { tiles: 0..1, rows: 0..request.height, final_end: request.height };
+        let mut states = self.band_streams(pass, request, grid, &whole);
+        let slice = |z: usize, probabilities| SlicePrediction {
+            z: SliceIndex(z),
+            probabilities,
+            rows: 0..request.height,
+            partial: None,
+        };
+        // A slice whose probabilities are still being read back: reported once the next slice's
+        // work is queued behind the read.
+        let mut reading: Option<(usize, Pending)> = None;
+        for (i, &z) in pass.order.iter().enumerate() {
+            let fused = self.embedding_ahead(&pass.order[i..], grid, fetch)?;
             let outs = self.model.stream_step(fused, &mut states[0], StreamMode::Clean);
+            *decoded += 1;
             if let Some((previous, pending)) = reading.take()
-                && on_slice(
-                    SlicePrediction { z: SliceIndex(previous), probabilities: pending.finish(), partial: None },
-                    None,
-                ) == Flow::Stop
+                && on_slice(slice(previous, pending.finish()), None, *decoded) == Flow::Stop
             {
                 return Ok(false);
             }
-            if reported {
+            if i >= pass.warmup {
                 match self.start_probabilities(&outs, request.width, request.height) {
                     pending @ Pending::Reading { .. } => reading = Some((z, pending)),
                     ready => {
-                        let slice = SlicePrediction { z: SliceIndex(z), probabilities: ready.finish(), partial: None };
-                        if on_slice(slice, None) == Flow::Stop {
+                        if on_slice(slice(z, ready.finish()), None, *decoded) == Flow::Stop {
                             return Ok(false);
                         }
                     }
@@ -564,10 +682,7 @@ impl Predictor {
             }
         }
         if let Some((previous, pending)) = reading
-            && on_slice(
-                SlicePrediction { z: SliceIndex(previous), probabilities: pending.finish(), partial: None },
-                None,
-            ) == Flow::Stop
+            && on_slice(slice(previous, pending.finish()), None, *decoded) == Flow::Stop
         {
             return Ok(false);
         }
@@ -637,7 +752,7 @@ impl Predictor {
         }
         // The refined tile, weighted (`w · p` inside the tile, 0 elsewhere) …
         let mut refined = vec![vec![0.0f32; width * height]];
-        self.blend_tile(&grid, t, &[out], &mut refined);
+        self.blend_tile(&grid, t, &[out], &mut refined, 0);
         let refined = &refined[0];
         // … over the current map, which keeps `1 − w` of itself.
         let mut map =
@@ -686,12 +801,73 @@ enum Report<'a> {
 
 /// What [`Predictor::tiled_slice`] ended with.
 enum TiledSlice {
-    /// The slice's blended maps, one per class.
-    Complete(Vec<Vec<u8>>),
+    /// The band's final rows, one map per class, and the sums of the rows it shares with the
+    /// next band (empty for the last), one per class.
+    Rows {
+        /// Probabilities 0–255 of the rows from the band's first to its `final_end`.
+        maps: Vec<Vec<u8>>,
+        /// Weighted sums of the rows from `final_end` to the band's last.
+        carry: Vec<Vec<f32>>,
+    },
     /// Decoded, not reported.
     Unreported,
     /// The caller stopped the request during a partial report.
     Stopped,
+}
+
+/// A band of tile rows streamed through a pass on its own ([`Predictor::bands`]).
+#[derive(Clone, Debug)]
+struct Band {
+    /// Its tiles (whole tile rows).
+    tiles: Range<usize>,
+    /// The stack rows they cover.
+    rows: Range<usize>,
+    /// Rows above this are final once the band is decoded: the next band's first row (the
+    /// slice's height for the last band).
+    final_end: usize,
+}
+
+/// Per-slice row sums one band hands to the next, kept in an unnamed temporary file (for a
+/// 16384² slice of B+ tiles at scale 1, 134 rows × 16384 × 4 bytes = 8.8 MB per slice and
+/// class, so a pass of many slices would otherwise hold gigabytes). Created on the first `put`.
+#[derive(Default)]
+struct Spill {
+    file: Option<std::fs::File>,
+    /// Slice → (offset, values per class, classes).
+    index: std::collections::HashMap<usize, (u64, usize, usize)>,
+    end: u64,
+}
+
+impl Spill {
+    fn put(&mut self, z: usize, sums: &[Vec<f32>]) -> Result<(), InferError> {
+        use std::io::{Seek, SeekFrom, Write};
+        let failed = |e: std::io::Error| InferError::Spill { reason: e.to_string() };
+        if self.file.is_none() {
+            self.file = Some(tempfile::tempfile().map_err(failed)?);
+        }
+        let file = self.file.as_mut().expect("created above");
+        let per_class = sums.first().map_or(0, Vec::len);
+        let bytes: Vec<u8> = sums.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+        file.seek(SeekFrom::Start(self.end)).map_err(failed)?;
+        file.write_all(&bytes).map_err(failed)?;
+        self.index.insert(z, (self.end, per_class, sums.len()));
+        self.end += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Slice `z`'s sums (nothing when the band above left none for it).
+    fn take(&mut self, z: usize) -> Result<Vec<Vec<f32>>, InferError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let failed = |e: std::io::Error| InferError::Spill { reason: e.to_string() };
+        let (Some(file), Some(&(at, per_class, classes))) = (self.file.as_mut(), self.index.get(&z)) else {
+            return Ok(Vec::new());
+        };
+        let mut bytes = vec![0u8; per_class * classes * 4];
+        file.seek(SeekFrom::Start(at)).map_err(failed)?;
+        file.read_exact(&mut bytes).map_err(failed)?;
+        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        Ok(values.chunks(per_class.max(1)).map(<[f32]>::to_vec).collect())
+    }
 }
 
 /// A slice's blend so far (`acc`, the decoded tiles' weighted sum) as probabilities 0–255: the

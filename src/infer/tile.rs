@@ -139,9 +139,16 @@ impl TileGrid {
     /// every tile is added, `acc` holds the blended map. The covered part is resized back to the
     /// tile's stack size (bilinear) unless the scale is 1; padding is dropped.
     pub fn blend_into(&self, i: usize, probabilities: &[f32], acc: &mut [f32]) {
+        assert_eq!(acc.len(), self.width * self.height, "blend buffer is not {}×{}", self.width, self.height);
+        self.blend_rows(i, probabilities, acc, 0);
+    }
+
+    /// As [`TileGrid::blend_into`] into a buffer of whole rows from row `y0` on (`acc` holds
+    /// rows `y0..`, `width` each; the tile's rows must lie in them): a band of tile rows
+    /// blended on its own ([`TileGrid::row_bands`]).
+    pub fn blend_rows(&self, i: usize, probabilities: &[f32], acc: &mut [f32], y0: usize) {
         let s = self.input_px;
         assert_eq!(probabilities.len(), s * s, "tile probabilities are not {s}×{s}");
-        assert_eq!(acc.len(), self.width * self.height, "blend buffer is not {}×{}", self.width, self.height);
         let (sx, sy) = (&self.xs[i % self.xs.len()], &self.ys[i / self.xs.len()]);
         let mut content = Vec::with_capacity(sx.model_len * sy.model_len);
         for y in 0..sy.model_len {
@@ -153,11 +160,35 @@ impl TileGrid {
             super::resize_bilinear_f32(&content, sx.model_len, sy.model_len, sx.len, sy.len)
         };
         for (ly, &wy) in sy.weights.iter().enumerate() {
-            let row = &mut acc[(sy.start + ly) * self.width + sx.start..][..sx.len];
+            let row = &mut acc[(sy.start + ly - y0) * self.width + sx.start..][..sx.len];
             for ((a, &p), &wx) in row.iter_mut().zip(&local[ly * sx.len..(ly + 1) * sx.len]).zip(&sx.weights) {
                 *a += wx * wy * p;
             }
         }
+    }
+
+    /// Tile rows in bands of at most `max_tiles` tiles (at least one row each), top to bottom:
+    /// what [`super::Predictor`] streams through z one band at a time when the streams of every
+    /// tile would not fit its memory budget.
+    pub fn row_bands(&self, max_tiles: usize) -> Vec<std::ops::Range<usize>> {
+        let per_band = (max_tiles / self.xs.len()).max(1);
+        (0..self.ys.len()).step_by(per_band).map(|r| r..(r + per_band).min(self.ys.len())).collect()
+    }
+
+    /// The stack rows tile rows `rows` cover.
+    pub fn pixel_rows(&self, rows: std::ops::Range<usize>) -> std::ops::Range<usize> {
+        let last = &self.ys[rows.end - 1];
+        self.ys[rows.start].start..last.start + last.len
+    }
+
+    /// The first stack row of tile row `row`; the slice's height past the last tile row.
+    pub fn row_start(&self, row: usize) -> usize {
+        self.ys.get(row).map_or(self.height, |s| s.start)
+    }
+
+    /// The tiles of tile rows `rows`, row by row.
+    pub fn tiles_in_rows(&self, rows: std::ops::Range<usize>) -> std::ops::Range<usize> {
+        rows.start * self.xs.len()..rows.end * self.xs.len()
     }
 
     /// Adds tile `i`'s blend weights into `acc` (`width × height`): after every tile is added,
@@ -421,6 +452,38 @@ mod tests {
         // The whole slice as the view: every tile is in it.
         let all = PixelBox { x0: 0, y0: 0, x1: 1000, y1: 700 };
         assert_eq!(grid.order_from(all).1, grid.len());
+    }
+
+    #[test]
+    fn bands_of_tile_rows_cover_the_slice_once() {
+        let grid = TileGrid::new(1000, 700, 128, Scale::NATIVE);
+        let (cols, rows) = grid.columns_rows();
+        assert_eq!(grid.row_bands(usize::MAX), vec![0..rows], "everything fits: one band");
+        let bands = grid.row_bands(2 * cols + 1);
+        assert!(bands.len() > 1 && bands.iter().all(|b| b.len() <= 2));
+        assert_eq!(bands.first().unwrap().start, 0);
+        assert_eq!(bands.last().unwrap().end, rows);
+        assert!(bands.windows(2).all(|p| p[0].end == p[1].start));
+        assert_eq!(grid.row_bands(1).len(), rows, "at least one row per band");
+        // Blending band by band into row buffers gives the whole-slice blend.
+        let mut whole = vec![0.0f32; 1000 * 700];
+        for i in 0..grid.len() {
+            grid.blend_into(i, &vec![(i % 7) as f32 / 7.0; 128 * 128], &mut whole);
+        }
+        for band in &bands {
+            let px = grid.pixel_rows(band.clone());
+            let mut acc = vec![0.0f32; px.len() * 1000];
+            for i in grid.tiles_in_rows(band.clone()) {
+                grid.blend_rows(i, &vec![(i % 7) as f32 / 7.0; 128 * 128], &mut acc, px.start);
+            }
+            // Rows no other band reaches are final.
+            let own = grid.row_start(band.start)..grid.row_start(band.end);
+            let end = if band.end == rows { 700 } else { own.end };
+            let first_own = if band.start == 0 { 0 } else { grid.pixel_rows(band.start - 1..band.start).end };
+            for y in first_own.max(px.start)..end {
+                assert_eq!(acc[(y - px.start) * 1000..][..1000], whole[y * 1000..][..1000], "row {y}");
+            }
+        }
     }
 
     #[test]

@@ -279,6 +279,35 @@ pub fn write_u8_stack(path: &Path, width: usize, height: usize, pages: &[Vec<u8>
     Ok(())
 }
 
+/// As [`write_u8_stack`] with the pages produced one at a time by `page` (so a stack need not
+/// be held in memory); the first page `page` fails on fails the write, naming the file, and
+/// leaves nothing at `path`.
+pub fn write_u8_stack_with(
+    path: &Path,
+    width: usize,
+    height: usize,
+    depth: usize,
+    mut page: impl FnMut(SliceIndex) -> Result<Vec<u8>, String>,
+) -> Result<(), IoError> {
+    let mut staged = StagedWrites::new();
+    let opts = ExportOptions::default();
+    staged.file(path, |out| {
+        let mut failed = None;
+        write_stack::<_, Gray8>(out, width, height, depth, &opts, |z| {
+            if failed.is_none() {
+                match page(z) {
+                    Ok(p) => return p,
+                    Err(e) => failed = Some(format!("page {}: {e}", z.0)),
+                }
+            }
+            vec![0; width * height]
+        })?;
+        failed.map_or(Ok(()), Err)
+    })?;
+    staged.commit()?;
+    Ok(())
+}
+
 /// Stages one class as a folder of binary PNGs named `<export name>_<z>.png`, z zero-padded
 /// to at least four digits.
 pub fn stage_class_pngs(

@@ -640,7 +640,7 @@ fn train_predict_and_eval_end_to_end_on_lucchi_slices() {
         stderr(&o)
     );
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v["tiles"], serde_json::json!({ "per_slice": 1, "columns": 1, "rows": 1 }), "{v}");
+    assert_eq!(v["tiles"], serde_json::json!({ "per_slice": 1, "columns": 1, "rows": 1, "bands": 1 }), "{v}");
     assert_eq!((v["scale"].as_str(), v["slices"].as_u64()), (Some("fit"), Some(1)), "{v}");
     // Half precision is for GPUs; on the CPU it is refused before anything is read or written.
     let refused = tmp.path().join("pred-f16");
@@ -715,15 +715,17 @@ fn tiled_prediction(side: usize) {
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let (stack_s, pt_s, cfg_s, out_s) =
         (s(&stack), s(&common::fixture_checkpoint(&set)), s(&cfg), s(&tmp.path().join("out")));
-    let run = |scale: Option<&str>| {
+    let run_into = |out: &str, extra: &[&str]| {
         let mut args = vec!["predict", &stack_s, "--checkpoint", &pt_s, "--config", &cfg_s, "--device", "cpu"];
-        args.extend(["--out", &out_s, "--json"]);
-        if let Some(scale) = scale {
-            args.extend(["--scale", scale]);
-        }
+        args.extend(["--out", out, "--json"]);
+        args.extend(extra);
         let o = sam4em(&args);
         assert!(o.status.success(), "{}", stderr(&o));
         serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    let run = |scale: Option<&str>| match scale {
+        Some(scale) => run_into(&out_s, &["--scale", scale]),
+        None => run_into(&out_s, &["--probabilities"]),
     };
     // Without an adapter, a slice more than twice the model input is predicted at scale 1.
     let v = run(None);
@@ -732,7 +734,7 @@ fn tiled_prediction(side: usize) {
     let (across, _) = native_tiles(&cfg, side, side);
     assert_eq!(
         v["tiles"],
-        serde_json::json!({ "per_slice": across * across, "columns": across, "rows": across }),
+        serde_json::json!({ "per_slice": across * across, "columns": across, "rows": across, "bands": 1 }),
         "{v}"
     );
     assert_eq!(v["slices"], 4);
@@ -742,6 +744,25 @@ fn tiled_prediction(side: usize) {
     assert!(v["foreground_voxels"]["mitochondria"].as_u64().is_some(), "{v}");
     let masks = sam4em::io::open_stack(&tmp.path().join("out/mitochondria.tif"), &Default::default()).unwrap();
     assert_eq!((masks.width(), masks.height(), masks.depth()), (side, side, 4));
+    if side <= 1024 {
+        // Streams allowed one tile row at a time: a band per tile row, each through the stack,
+        // the same masks and probabilities (the probabilities spooled to a temporary file).
+        let banded = s(&tmp.path().join("banded"));
+        let v = run_into(&banded, &["--probabilities", "--stream-memory-gib", "1e-9"]);
+        assert_eq!(v["tiles"]["bands"], across, "{v}");
+        for name in ["mitochondria.tif", "mitochondria_probability.tif"] {
+            let [a, b] = [&out_s, &banded]
+                .map(|d| sam4em::io::open_stack(&Path::new(d).join(name), &Default::default()).unwrap());
+            assert_eq!(b.depth(), 4);
+            for z in 0..4 {
+                let [pa, pb] = [&a, &b].map(|v| v.slice(SliceIndex(z)).unwrap().data.clone());
+                assert!(pa == pb, "{name}, slice {z}: the bands differ from one band");
+            }
+        }
+        let o = sam4em(&["predict", &stack_s, "--checkpoint", &pt_s, "--out", &banded, "--stream-memory-gib", "0"]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("--stream-memory-gib 0 is not a positive number"), "{}", stderr(&o));
+    }
     // `fit`: the paper's whole-slice resize, one tile.
     let v = run(Some("fit"));
     assert_eq!((v["scale"].as_str(), v["tiles"]["per_slice"].as_u64()), (Some("fit"), Some(1)), "{v}");

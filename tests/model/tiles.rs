@@ -239,6 +239,64 @@ fn a_tiled_slice_fills_in_from_the_view_and_ends_as_the_plain_prediction() {
     assert!(every.last().unwrap().2.is_none());
 }
 
+/// Bounded memory (issue 21): with a stream budget of one tile row, a slice is streamed in
+/// bands of tile rows, each band through every slice before the next; each slice comes band by
+/// band, its rows once each, and the assembled maps are the one-band maps bit for bit.
+#[test]
+fn bands_of_tile_rows_stream_through_z_and_give_the_same_maps() {
+    let Some(model) = model() else { return };
+    let s = model.config().image_size;
+    let (w, h) = (s + s / 2, 2 * s + s / 3);
+    let Some((images, seed)) = lucchi_crop(0, 0, w, h, 3) else { return };
+    let grid = TileGrid::new(w, h, s, Scale::NATIVE);
+    let (columns, rows) = grid.columns_rows();
+    assert!(rows >= 3, "{columns} × {rows} tiles");
+    let plain = predict(&model, &images, &seed, Scale::NATIVE);
+    let request = StackRequest {
+        width: w,
+        height: h,
+        range: 0..images.len(),
+        visible: SliceIndex(0),
+        seeds: vec![Seed { z: SliceIndex(0), masks: vec![Some(seed.clone())] }],
+        max_warmup_slices: 8,
+        scale: Scale::NATIVE,
+        fill: None,
+    };
+    let mut predictor = Predictor::new(&model, 4);
+    let budget = predictor.tile_stream_bytes() * columns as u64;
+    predictor = predictor.with_stream_budget(budget);
+    assert_eq!(predictor.bands(&grid).len(), rows, "one tile row per band");
+    let mut maps = vec![vec![0u8; w * h]; images.len()];
+    let mut covered = vec![vec![0usize; h]; images.len()];
+    let mut order = Vec::new();
+    let mut progress = Vec::new();
+    let done = predictor
+        .predict(&request, &mut |z| Ok(images[z.0].clone()), &mut |p, prog| {
+            assert!(p.partial.is_none());
+            maps[p.z.0][p.rows.start * w..p.rows.end * w].copy_from_slice(&p.probabilities[0]);
+            for y in p.rows.clone() {
+                covered[p.z.0][y] += 1;
+            }
+            order.push((p.z.0, p.rows.clone()));
+            progress.push(prog);
+            Flow::Continue
+        })
+        .unwrap();
+    assert!(done);
+    assert!(covered.iter().flatten().all(|&n| n == 1), "every row of every slice exactly once");
+    assert_eq!(maps, plain, "bands give the one-band maps bit for bit");
+    // Band after band: every slice's first band before any slice's second.
+    assert_eq!(order.len(), rows * images.len());
+    assert!(order[..images.len()].iter().all(|(_, r)| r.start == 0), "{order:?}");
+    // A slice is done with its last band; the decoded fraction grows to the whole.
+    let finals: Vec<usize> = progress.iter().map(|p| p.done).collect();
+    assert_eq!(*finals.last().unwrap(), images.len());
+    assert_eq!(finals.iter().filter(|&&d| d == 0).count(), (rows - 1) * images.len());
+    assert!(progress.windows(2).all(|p| p[0].decoded.0 < p[1].decoded.0));
+    let last = progress.last().unwrap().decoded;
+    assert_eq!(last, (last.1, images.len() * grid.len()));
+}
+
 /// A synthetic stack of `depth` slices of `side²`: noisy grey with dark lines two pixels wide
 /// (membrane-like structures at every angle, drifting slowly through z), and the lines as labels.
 fn thin_lines(side: usize, depth: usize) -> (Vec<Vec<u8>>, Vec<BitPlane>) {

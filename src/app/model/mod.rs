@@ -597,16 +597,26 @@ impl ModelCtl {
                         continue; // superseded or from an older adapter
                     }
                     let z_now = doc.as_deref().map_or(prediction.z, |d| d.view.cursor.z);
+                    // Part of a slice (tiles so far, a band's rows) goes into the stack's maps,
+                    // so only while a stack is open.
+                    let size = doc.as_deref().map(|d| (d.volume.width(), d.volume.height()));
                     for (head, p) in prediction.probabilities.into_iter().enumerate() {
                         let head = crate::model::HeadIndex(head);
-                        match &prediction.partial {
-                            None => self.predictions.insert(head, prediction.z, version, p, z_now),
-                            Some(tiles) => {
-                                // Only worth keeping while a stack is open (its width places the tiles).
-                                let Some(width) = doc.as_deref().map(|d| d.volume.width()) else { continue };
-                                let slice = PartialSlice { version, probabilities: &p, width, tiles };
-                                self.predictions.insert_tiles(head, prediction.z, slice, z_now);
+                        let whole = size.is_none_or(|(_, h)| prediction.rows == (0..h));
+                        match (&prediction.partial, whole, size) {
+                            (None, true, _) => self.predictions.insert(head, prediction.z, version, p, z_now),
+                            (_, _, Some((width, height))) => {
+                                let part = PartialSlice {
+                                    version,
+                                    probabilities: &p,
+                                    width,
+                                    height,
+                                    rows: prediction.rows.clone(),
+                                    tiles: prediction.partial.as_deref(),
+                                };
+                                self.predictions.insert_part(head, prediction.z, part, z_now);
                             }
+                            (_, _, None) => {}
                         }
                     }
                     self.predictions.progressed(generation, &progress);

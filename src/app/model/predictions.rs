@@ -76,28 +76,34 @@ impl Predictions {
         }
     }
 
-    /// Copies the pixels of `tiles` (the tiles decoded so far of a slice in progress) from
-    /// `probabilities` (`width` wide) into head `head`'s prediction of slice `z`, keeping the
-    /// rest (an earlier prediction, shown until its tiles come); without one, stores
-    /// `probabilities` whole (0 outside the tiles, nothing shown there).
-    pub(super) fn insert_tiles(&mut self, head: HeadIndex, z: SliceIndex, slice: PartialSlice<'_>, z_now: SliceIndex) {
-        let PartialSlice { version, probabilities, width, tiles } = slice;
-        match self.slices.get_mut(&(head, z)) {
-            Some(map) if map.len() == probabilities.len() => {
-                let map = Arc::make_mut(map);
-                for t in tiles.iter().filter(|t| t.x1 <= width) {
-                    for y in t.y0..t.y1 {
-                        let row = y * width;
-                        if let (Some(to), Some(from)) =
-                            (map.get_mut(row + t.x0..row + t.x1), probabilities.get(row + t.x0..row + t.x1))
-                        {
-                            to.copy_from_slice(from);
-                        }
-                    }
-                }
-                self.stamp += 1;
+    /// Copies part of a slice (the tiles decoded so far of a slice in progress, or the rows of
+    /// a band of tiles) into head `head`'s prediction of slice `z`, keeping the rest (an
+    /// earlier prediction, shown until its part comes); without one, the rest is 0 (nothing
+    /// shown there).
+    pub(super) fn insert_part(&mut self, head: HeadIndex, z: SliceIndex, part: PartialSlice<'_>, z_now: SliceIndex) {
+        let PartialSlice { version, probabilities, width, height, rows, tiles } = part;
+        if rows.end > height || probabilities.len() != rows.len() * width {
+            return; // not this stack's
+        }
+        let whole = [PixelBox { x0: 0, y0: rows.start, x1: width, y1: rows.end }];
+        let boxes = tiles.unwrap_or(&whole);
+        let fresh = self.slices.get(&(head, z)).is_none_or(|m| m.len() != width * height);
+        if fresh {
+            self.slices.insert((head, z), Arc::new(vec![0; width * height]));
+        }
+        let map = Arc::make_mut(self.slices.get_mut(&(head, z)).expect("inserted above"));
+        for t in boxes.iter().filter(|t| t.x1 <= width) {
+            for y in t.y0.max(rows.start)..t.y1.min(rows.end) {
+                let (to, from) = (y * width, (y - rows.start) * width);
+                map[to + t.x0..to + t.x1].copy_from_slice(&probabilities[from + t.x0..from + t.x1]);
             }
-            _ => self.insert(head, z, version, probabilities.to_vec(), z_now),
+        }
+        if fresh {
+            // Stored like a whole slice (version, budget), now that it holds something.
+            let map = self.slices.remove(&(head, z)).map(Arc::unwrap_or_clone).unwrap_or_default();
+            self.insert(head, z, version, map, z_now);
+        } else {
+            self.stamp += 1;
         }
     }
 
@@ -271,16 +277,21 @@ impl Predictions {
     }
 }
 
-/// Part of a slice in progress (see [`Predictions::insert_tiles`]).
+/// Part of a slice (see [`Predictions::insert_part`]).
 pub(super) struct PartialSlice<'a> {
     /// The adapter version predicting it.
     pub(super) version: u64,
-    /// One head's probabilities 0–255, `width × height`, meaningful inside `tiles` only.
+    /// One head's probabilities 0–255 of `rows` (`width` each), meaningful inside `tiles` only
+    /// when there are tiles.
     pub(super) probabilities: &'a [u8],
     /// Slice width.
     pub(super) width: usize,
-    /// The tiles decoded so far.
-    pub(super) tiles: &'a [PixelBox],
+    /// Slice height.
+    pub(super) height: usize,
+    /// The rows `probabilities` covers.
+    pub(super) rows: std::ops::Range<usize>,
+    /// The tiles decoded so far of a slice in progress; `None`: all of `rows`.
+    pub(super) tiles: Option<&'a [PixelBox]>,
 }
 
 /// The slices with a person's masks, per head: where streaming starts.
@@ -341,39 +352,56 @@ mod tests {
     }
 
     #[test]
-    fn tiles_of_a_slice_in_progress_replace_only_their_pixels() {
+    fn parts_of_a_slice_replace_only_their_pixels() {
         let mut p = Predictions::default();
         let (head, z) = (HeadIndex(0), SliceIndex(2));
         let tile = PixelBox { x0: 1, y0: 0, x1: 3, y1: 2 };
-        fn partial<'a>(probabilities: &'a [u8], tiles: &'a [PixelBox]) -> PartialSlice<'a> {
-            PartialSlice { version: 1, probabilities, width: 4, tiles }
+        fn tiles<'a>(probabilities: &'a [u8], tiles: &'a [PixelBox]) -> PartialSlice<'a> {
+            PartialSlice { version: 1, probabilities, width: 4, height: 3, rows: 0..3, tiles: Some(tiles) }
         }
         // Nothing yet: stored whole (0 outside the tile shows nothing).
-        p.insert_tiles(head, z, partial(&[0, 9, 9, 0, 0, 9, 9, 0, 0, 0, 0, 0], &[tile]), z);
+        p.insert_part(head, z, tiles(&[0, 9, 9, 0, 0, 9, 9, 0, 0, 0, 0, 0], &[tile]), z);
         assert_eq!(p.get(head, z).as_deref(), Some(&vec![0, 9, 9, 0, 0, 9, 9, 0, 0, 0, 0, 0]));
         // An earlier prediction stays outside the tiles decoded so far; the shown layer updates.
         p.insert(head, z, 0, vec![5; 12], z);
         assert!(p.next_shown(ClassId(1), Some(head), z).is_some());
-        p.insert_tiles(head, z, partial(&[0, 7, 7, 0, 0, 7, 7, 0, 0, 0, 0, 0], &[tile]), z);
+        p.insert_part(head, z, tiles(&[0, 7, 7, 0, 0, 7, 7, 0, 0, 0, 0, 0], &[tile]), z);
         assert_eq!(p.get(head, z).as_deref(), Some(&vec![5, 7, 7, 5, 5, 7, 7, 5, 5, 5, 5, 5]));
         assert!(p.next_shown(ClassId(1), Some(head), z).is_some(), "the layer shows the new tiles");
         // A tile outside the slice is ignored, not a panic.
-        p.insert_tiles(head, z, partial(&[1; 12], &[PixelBox { x0: 2, y0: 2, x1: 9, y1: 9 }]), z);
+        p.insert_part(head, z, tiles(&[1; 12], &[PixelBox { x0: 2, y0: 2, x1: 9, y1: 9 }]), z);
         assert_eq!(p.get(head, z).as_deref(), Some(&vec![5, 7, 7, 5, 5, 7, 7, 5, 5, 5, 5, 5]));
+        // The rows of a band of tiles: rows 1 and 2 only.
+        let band = PartialSlice { version: 1, probabilities: &[3; 8], width: 4, height: 3, rows: 1..3, tiles: None };
+        p.insert_part(head, z, band, z);
+        assert_eq!(p.get(head, z).as_deref(), Some(&vec![5, 7, 7, 5, 3, 3, 3, 3, 3, 3, 3, 3]));
+        // Rows that do not fit the stack are not taken.
+        let wrong = PartialSlice { version: 1, probabilities: &[1; 8], width: 4, height: 3, rows: 2..4, tiles: None };
+        p.insert_part(head, z, wrong, z);
+        assert_eq!(p.get(head, z).as_deref(), Some(&vec![5, 7, 7, 5, 3, 3, 3, 3, 3, 3, 3, 3]));
     }
 
     #[test]
     fn progress_is_tracked_for_the_running_request_only() {
         let mut p = Predictions::default();
         p.started(3, 10);
-        p.progressed(2, &Progress { done: 9, total: 10, elapsed_s: 1.0, slice_tiles: None });
+        p.progressed(2, &Progress { done: 9, total: 10, elapsed_s: 1.0, slice_tiles: None, decoded: (9, 10) });
         assert!(p.progress_line().unwrap().1.starts_with("0/10 slices"));
-        p.progressed(3, &Progress { done: 5, total: 10, elapsed_s: 2.0, slice_tiles: None });
+        p.progressed(3, &Progress { done: 5, total: 10, elapsed_s: 2.0, slice_tiles: None, decoded: (5, 10) });
         let (fraction, line) = p.progress_line().unwrap();
         assert_eq!(fraction, 0.5);
         assert!(line.starts_with("5/10 slices · 2.50 slices/s · 2 s left"), "{line}");
         // Half of slice 6's tiles: counted in the fraction and the rate.
-        p.progressed(3, &Progress { done: 5, total: 10, elapsed_s: 2.2, slice_tiles: Some((60, 120)) });
+        p.progressed(
+            3,
+            &Progress {
+                done: 5,
+                total: 10,
+                elapsed_s: 2.2,
+                slice_tiles: Some((60, 120)),
+                decoded: (5 * 120 + 60, 10 * 120),
+            },
+        );
         let (fraction, line) = p.progress_line().unwrap();
         assert_eq!(fraction, 0.55);
         assert!(line.starts_with("5/10 slices (next: 60/120 tiles) · 2.50 slices/s · 2 s left"), "{line}");
