@@ -20,7 +20,9 @@ struct ViewParams {
     // x: linear magnification (0 nearest, 1 linear), y: overlay outline mode (0 filled,
     // 1 outline), z: outline width in screen pixels, w: bit set of visible class slots.
     flags: vec4<u32>,
-    // x: probability threshold, y: opacity, z: soft (1: alpha follows probability), w: unused.
+    // x: probability threshold, y: opacity, z: soft (1: alpha follows probability), w: for a
+    // texture of bytes (v / 255) the byte cut, floor(threshold * 255) (foreground: v > cut),
+    // else -1.
     prediction: vec4<f32>,
     // rgb: prediction tint (0..1), a: unused.
     prediction_tint: vec4<f32>,

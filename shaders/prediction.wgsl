@@ -21,8 +21,10 @@ fn fs_prediction(in: VertexOut) -> @location(0) vec4<f32> {
         let b = bilinear(in.image);
         p = bilinear_mix(b, load_probability(b.t00), load_probability(b.t10), load_probability(b.t01), load_probability(b.t11));
     }
-    // Foreground is above the threshold, as everywhere (state::probability_cut).
-    if (p <= view.prediction.x) {
+    // Foreground is above the threshold, as everywhere (state::probability_cut); bytes by the
+    // byte rule, so the GPU's rounding of v / 255 cannot move a pixel across it.
+    let above = select(p > view.prediction.x, round(p * 255.0) > view.prediction.w, view.prediction.w >= 0.0);
+    if (!above) {
         discard;
     }
     let alpha = view.prediction.y * select(1.0, clamp(p, 0.0, 1.0), view.prediction.z > 0.5);

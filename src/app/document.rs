@@ -38,7 +38,7 @@ pub(super) struct Document {
     pub(super) auto_contrast_pending: bool,
     pub(super) xy: Option<(SliceIndex, Arc<Slice>)>,
     pub(super) ortho: Option<([usize; 2], Arc<Slice>, Arc<Slice>)>,
-    pub(super) probabilities: Option<(SliceIndex, Arc<Vec<f32>>)>,
+    pub(super) probabilities: Option<(SliceIndex, LayerProbabilities)>,
     pub(super) requested_slice: Option<SliceIndex>,
     pub(super) requested_ortho: Option<[usize; 2]>,
     pub(super) requested_prediction: Option<SliceIndex>,
@@ -68,6 +68,41 @@ pub(super) struct Document {
     /// The prediction layer must be emptied at the next upload (the model has nothing for
     /// the class now shown).
     pub(super) clear_prediction: bool,
+}
+
+/// The probabilities the prediction layer shows on a slice.
+#[derive(Clone, Debug)]
+pub(super) enum LayerProbabilities {
+    /// A loaded probability map, 0..1.
+    Floats(Arc<Vec<f32>>),
+    /// The model's, 0–255 for 0..1 (shared with its store; drawn from an 8-bit texture).
+    Bytes(Arc<Vec<u8>>),
+}
+
+impl LayerProbabilities {
+    /// The probability at pixel `i`, 0..1.
+    pub(super) fn at(&self, i: usize) -> f32 {
+        match self {
+            LayerProbabilities::Floats(p) => p[i],
+            LayerProbabilities::Bytes(p) => f32::from(p[i]) / 255.0,
+        }
+    }
+
+    /// The pixels above `threshold` as a `width × height` plane (the rule everywhere:
+    /// `p > threshold`, [`crate::state::probability_cut`] for bytes).
+    pub(super) fn plane(&self, width: usize, height: usize, threshold: f32) -> crate::state::bitplane::BitPlane {
+        match self {
+            LayerProbabilities::Floats(p) => super::jobs::threshold_plane(width, height, p, threshold),
+            LayerProbabilities::Bytes(p) => {
+                let cut = crate::state::probability_cut(threshold);
+                let mut plane = crate::state::bitplane::BitPlane::new(width, height);
+                for (i, _) in p.iter().enumerate().filter(|(_, v)| i32::from(**v) > cut) {
+                    plane.set(i % width, i / width, true);
+                }
+                plane
+            }
+        }
+    }
 }
 
 /// What is on the GPU now, so uploads happen only when content changes.
@@ -283,7 +318,7 @@ impl Document {
                         self.requested_prediction = None;
                     }
                     if z == self.view.cursor.z {
-                        self.probabilities = Some((z, probabilities));
+                        self.probabilities = Some((z, LayerProbabilities::Floats(probabilities)));
                     }
                 }
                 LoadEvent::Failed { request, error } => {
@@ -445,7 +480,12 @@ impl Document {
             }
             match &self.probabilities {
                 Some((pz, p)) if Some(*pz) == self.gpu.xy_image && self.gpu.prediction != Some(*pz) => {
-                    match r.set_prediction(device, queue, Plane::Xy.view_id(), w as u32, h as u32, p) {
+                    let (view, (w, h)) = (Plane::Xy.view_id(), (w as u32, h as u32));
+                    let uploaded = match p {
+                        LayerProbabilities::Floats(p) => r.set_prediction(device, queue, view, w, h, p),
+                        LayerProbabilities::Bytes(p) => r.set_prediction_bytes(device, queue, view, w, h, p),
+                    };
+                    match uploaded {
                         Ok(()) => self.gpu.prediction = Some(*pz),
                         Err(e) => report(e),
                     }
@@ -498,7 +538,7 @@ impl Document {
             .filter(|cl| self.masks.mask(cl.id, z).is_some_and(|m| m.get(x, y)))
             .map(|cl| cl.name.clone())
             .collect();
-        let probability = self.probabilities.as_ref().filter(|(pz, _)| *pz == z).map(|(_, p)| p[y * w + x]);
+        let probability = self.probabilities.as_ref().filter(|(pz, _)| *pz == z).map(|(_, p)| p.at(y * w + x));
         HoverInfo { voxel: Some([x, y, z.0]), value, classes, probability }
     }
 }

@@ -71,7 +71,7 @@ impl StudioApp {
                     return;
                 };
                 let [w, h, _] = doc.view.shape;
-                let plane = jobs::threshold_plane(w, h, &p, doc.view.prediction.threshold);
+                let plane = p.plane(w, h, doc.view.prediction.threshold);
                 edit_tools::accept_predictions(&mut doc.masks, &mut doc.editor, class, &[(pz, plane)])
             }
             EditAction::AcceptPrediction { all_unreviewed: true } if self.model.has_predictions(class) => {

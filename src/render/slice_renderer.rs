@@ -302,7 +302,16 @@ fn unit(c: u8) -> f32 {
 }
 
 impl Uniform {
-    fn new(p: &ViewParams, image: &Layer, target_size_px: [u32; 2], pixels_per_point: f32) -> Self {
+    /// `bytes_prediction`: the prediction texture holds bytes (`v / 255`), thresholded by the
+    /// byte rule (`v > floor(threshold · 255)`, `state::probability_cut`) so that the GPU's
+    /// rounding of `v / 255` never moves a pixel across the threshold.
+    fn new(
+        p: &ViewParams,
+        image: &Layer,
+        bytes_prediction: bool,
+        target_size_px: [u32; 2],
+        pixels_per_point: f32,
+    ) -> Self {
         let image_size = image.size;
         // Image texel -> physical pixel -> NDC of the whole target (y up).
         let [tw, th] = target_size_px.map(|v| v.max(1) as f32);
@@ -331,7 +340,12 @@ impl Uniform {
                 p.overlay.outline_width_px.max(1),
                 visible_bits,
             ],
-            prediction: [pr.threshold, pr.opacity.clamp(0.0, 1.0), if pr.soft { 1.0 } else { 0.0 }, 0.0],
+            prediction: [
+                pr.threshold,
+                pr.opacity.clamp(0.0, 1.0),
+                if pr.soft { 1.0 } else { 0.0 },
+                if bytes_prediction { (f64::from(pr.threshold) * 255.0).floor() as f32 } else { -1.0 },
+            ],
             prediction_tint: [unit(pr.tint[0]), unit(pr.tint[1]), unit(pr.tint[2]), 0.0],
             tiling: [image.tiling.tile_px[0], image.tiling.tile_px[1], image.tiling.across, 0],
             class_color,
@@ -763,6 +777,24 @@ impl SliceRenderer {
         Ok(())
     }
 
+    /// Uploads a probability map for `view` as bytes (0–255 for 0..1, the model's maps): a
+    /// quarter of the texture memory of [`SliceRenderer::set_prediction`] (256 MiB instead of
+    /// 1 GiB for a 16384² slice), drawn the same (the shader reads `v / 255`).
+    pub fn set_prediction_bytes(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        view: ViewId,
+        width: u32,
+        height: u32,
+        probabilities: &[u8],
+    ) -> Result<(), RenderError> {
+        let tiling = self.check_size("prediction", width, height, probabilities.len())?;
+        let format = wgpu::TextureFormat::R8Unorm;
+        self.upload_layer(device, queue, view, LayerSlot::Prediction, [width, height], tiling, format, probabilities);
+        Ok(())
+    }
+
     /// Drops the prediction of `view`.
     pub fn clear_prediction(&mut self, view: ViewId) {
         if let Some(v) = self.views.get_mut(&view) {
@@ -796,7 +828,8 @@ impl SliceRenderer {
     ) {
         let Some(v) = self.views.get_mut(&view) else { return };
         let Some(image) = &v.image else { return };
-        let uniform = Uniform::new(params, image, target_size_px, pixels_per_point);
+        let bytes = v.prediction.as_ref().is_some_and(|l| l.format == wgpu::TextureFormat::R8Unorm);
+        let uniform = Uniform::new(params, image, bytes, target_size_px, pixels_per_point);
         queue.write_buffer(&v.uniform, 0, bytemuck::bytes_of(&uniform));
         v.overlay_visible = params.overlay.visible && v.mask.as_ref().is_some_and(|m| m.size == image.size);
         v.prediction_visible = params.prediction.visible && v.prediction.as_ref().is_some_and(|p| p.size == image.size);

@@ -347,6 +347,35 @@ fn a_slice_wider_than_the_largest_texture_is_drawn() {
     }
 }
 
+/// The model's maps go up as bytes (an 8-bit texture, a quarter of the memory): drawn exactly
+/// as the same probabilities as floats, the threshold's rule (p > t) included at 102 / 255 = 0.4.
+#[test]
+fn a_prediction_as_bytes_draws_as_the_same_floats() {
+    let gpu = gpu();
+    let bytes: Vec<u8> = vec![0, 101, 102, 103, 180, 255, 40, 250];
+    let floats: Vec<f32> = bytes.iter().map(|&v| f32::from(v) / 255.0).collect();
+    let mut p = params_1to1();
+    p.prediction.threshold = 0.4;
+    p.prediction.soft = true;
+    p.prediction.opacity = 0.9;
+    let target = Offscreen::new(&gpu.device, 8, 1);
+    let mut drawn = Vec::new();
+    for as_bytes in [false, true] {
+        let mut r = SliceRenderer::new(&gpu.device, TARGET_FORMAT, 1);
+        r.set_image(&gpu.device, &gpu.queue, VIEW, 8, 1, ImagePixels::U8(&[30; 8])).unwrap();
+        if as_bytes {
+            r.set_prediction_bytes(&gpu.device, &gpu.queue, VIEW, 8, 1, &bytes).unwrap();
+        } else {
+            r.set_prediction(&gpu.device, &gpu.queue, VIEW, 8, 1, &floats).unwrap();
+        }
+        target.draw(&gpu.device, &gpu.queue, &mut r, &[(VIEW, p)], [0.0; 4]);
+        drawn.push(target.read_rgba(&gpu.device, &gpu.queue));
+    }
+    assert_eq!(drawn[0], drawn[1]);
+    assert_eq!(px(&drawn[1], 8, 2, 0), px(&drawn[1], 8, 0, 0), "102 / 255 is 0.4: not above the threshold");
+    assert_ne!(px(&drawn[1], 8, 3, 0), px(&drawn[1], 8, 0, 0), "103 / 255 is");
+}
+
 #[test]
 fn prediction_threshold_tint_and_soft_mode() {
     let gpu = gpu();

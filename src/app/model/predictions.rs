@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::heads::Heads;
-use crate::app::document::Document;
+use crate::app::document::{Document, LayerProbabilities};
 use crate::infer::{Progress, Seed};
 use crate::model::HeadIndex;
 use crate::state::bitplane::{BitPlane, PixelBox};
@@ -263,9 +263,8 @@ impl Predictions {
         let z = doc.view.cursor.z;
         match self.next_shown(active, head, z) {
             Some(Some(p)) => {
-                let probabilities: Vec<f32> = p.iter().map(|&v| f32::from(v) / 255.0).collect();
                 doc.prediction = None; // the model's layer replaces a loaded probability map
-                doc.probabilities = Some((z, Arc::new(probabilities)));
+                doc.probabilities = Some((z, LayerProbabilities::Bytes(p)));
                 doc.gpu.prediction = None;
             }
             Some(None) => {
