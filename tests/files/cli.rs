@@ -772,6 +772,57 @@ fn tiled_prediction(side: usize) {
     assert!(stderr(&o).contains("scale 0 is outside (0, 8]"), "{}", stderr(&o));
 }
 
+/// Bounded stream memory with B+ (issue 21): two 2048² slices (Lucchi++ tiled) at scale 1, 5 × 5
+/// tiles of 512², one class, a B+ with random weights: with one tile row per band the peak RSS
+/// drops by about the 20 tiles' streams (9 MiB each) and the band buffer, and the masks and
+/// probabilities are byte for byte those of one band. About 11 minutes on a 2-core machine:
+/// `.ci/extended` part `bands` runs it and the README gives its figures.
+#[test]
+#[ignore = "11 minutes: run by .ci/extended (part bands)"]
+fn bplus_in_bands_of_tile_rows_saves_the_streams_memory() {
+    use sam4em::state::SliceIndex;
+    let Some(shared) = common::shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let ckpt = tmp.path().join("bplus.safetensors");
+    let o = sam4em(&["bench", "checkpoint", "--size", "base_plus", "--out", &s(&ckpt)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let raw =
+        sam4em::io::open_stack(&shared.join("data/lucchi-pp-train-z000-049/Train_In"), &Default::default()).unwrap();
+    let (w, h, side) = (raw.width(), raw.height(), 2048);
+    let pages: Vec<Vec<u8>> = (20..22)
+        .map(|z| {
+            let p = sam4em::infer::slice_to_u8(&raw.slice(SliceIndex(z)).unwrap(), None);
+            (0..side * side).map(|i| p[(i / side % h) * w + i % side % w]).collect()
+        })
+        .collect();
+    let stack = tmp.path().join("s2048.tif");
+    sam4em::io::export::write_u8_stack(&stack, side, side, &pages).unwrap();
+    let run = |name: &str, gib: &str| {
+        let out = s(&tmp.path().join(name));
+        let args = ["predict", &s(&stack), "--checkpoint", &s(&ckpt), "--device", "cpu", "--scale", "1"];
+        let o =
+            sam4em(&[&args[..], &["--out", &out, "--json", "--probabilities", "--stream-memory-gib", gib]].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        println!("{{\"run\": \"{name}\", \"stream_memory_gib\": {gib}, \"report\": {v}}}");
+        v
+    };
+    let one = run("one-band", "4");
+    // 0.0088 GiB holds one tile's streams (9 MiB for one class), less than a row: a band is one
+    // tile row, the least there is.
+    let banded = run("banded", "0.0088");
+    assert_eq!((one["tiles"]["bands"].as_u64(), banded["tiles"]["bands"].as_u64()), (Some(1), Some(5)));
+    let peak = |v: &serde_json::Value| v["peak_rss_bytes"].as_u64().expect("Linux reports the peak") as f64;
+    let saved_mib = (peak(&one) - peak(&banded)) / f64::from(1 << 20);
+    // The formula: 20 tiles' streams (180 MiB) and 12 MiB of blend buffer.
+    assert!((120.0..=260.0).contains(&saved_mib), "bands saved {saved_mib:.0} MiB, the formula 192 MiB");
+    for name in ["mitochondria.tif", "mitochondria_probability.tif"] {
+        let [a, b] = ["one-band", "banded"].map(|d| std::fs::read(tmp.path().join(d).join(name)).unwrap());
+        assert!(a == b, "{name}: the bands differ from one band");
+    }
+}
+
 /// A stand-in for the Python that runs the original SAM4EM: it records its arguments and
 /// answers every request of `tests/bench/model_torch.py`'s protocol with 2 ms, so that the
 /// interleaving, the ratios and the report are checked without PyTorch (CI has none). With
