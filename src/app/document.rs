@@ -93,14 +93,7 @@ impl LayerProbabilities {
     pub(super) fn plane(&self, width: usize, height: usize, threshold: f32) -> crate::state::bitplane::BitPlane {
         match self {
             LayerProbabilities::Floats(p) => super::jobs::threshold_plane(width, height, p, threshold),
-            LayerProbabilities::Bytes(p) => {
-                let cut = crate::state::probability_cut(threshold);
-                let mut plane = crate::state::bitplane::BitPlane::new(width, height);
-                for (i, _) in p.iter().enumerate().filter(|(_, v)| i32::from(**v) > cut) {
-                    plane.set(i % width, i / width, true);
-                }
-                plane
-            }
+            LayerProbabilities::Bytes(p) => crate::state::view::probability_plane(width, height, p, threshold),
         }
     }
 }

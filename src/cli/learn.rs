@@ -428,7 +428,6 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
         fill: None,
     };
     let threshold = a.threshold.unwrap_or(loaded.model.config().stream.cross_batch_threshold);
-    let cut = crate::state::probability_cut(threshold as f32);
 
     let budget = (a.stream_memory_gib * f64::from(1 << 30)) as u64;
     let mut predictor = Predictor::new(&loaded.model, 4).with_stream_budget(budget);
@@ -465,11 +464,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
             if !complete {
                 continue;
             }
-            let page = page.as_deref().unwrap_or(probs);
-            let mut plane = BitPlane::new(w, h);
-            for (i, _) in page.iter().enumerate().filter(|(_, v)| i32::from(**v) > cut) {
-                plane.set(i % w, i / w, true);
-            }
+            let plane = crate::state::view::probability_plane(w, h, page.as_deref().unwrap_or(probs), threshold as f32);
             let id = table.find(&classes[c]).expect("built from these names").id;
             if let Err(e) = masks.put_model(id, p.z, &plane) {
                 failure = Some(e.into());

@@ -659,8 +659,9 @@ impl SliceRenderer {
         }
     }
 
-    /// (Re)creates the `slot` texture of `view` when its size, tiling or format changed, then
-    /// writes all of it.
+    /// Checks a `size` image of `samples` samples ([`Self::check_size`], `what` naming the
+    /// layer), (re)creates the `slot` texture of `view` when its size, tiling or format
+    /// changed, then writes all of it.
     #[allow(clippy::too_many_arguments)]
     fn upload_layer(
         &mut self,
@@ -669,10 +670,16 @@ impl SliceRenderer {
         view: ViewId,
         slot: LayerSlot,
         size: [u32; 2],
-        tiling: Tiling,
+        samples: usize,
         format: wgpu::TextureFormat,
         bytes: &[u8],
-    ) {
+    ) -> Result<(), RenderError> {
+        let what = match slot {
+            LayerSlot::Image => "image",
+            LayerSlot::Mask => "mask",
+            LayerSlot::Prediction => "prediction",
+        };
+        let tiling = self.check_size(what, size[0], size[1], samples)?;
         let (label, layout, binding) = match (slot, format) {
             (LayerSlot::Image, wgpu::TextureFormat::R32Float) => ("slice image", self.float_layout.clone(), 1),
             (LayerSlot::Image, _) => ("slice image", self.uint_layout.clone(), 0),
@@ -691,6 +698,7 @@ impl SliceRenderer {
         let whole = PixelRect { x0: 0, y0: 0, x1: size[0], y1: size[1] };
         Self::write_rect(&mut stats, queue, layer, whole, bytes, [0, 0], size[0]);
         self.stats = stats;
+        Ok(())
     }
 
     /// Uploads the EM image of `view` (its raw samples; the shader windows them).
@@ -703,10 +711,8 @@ impl SliceRenderer {
         height: u32,
         pixels: ImagePixels<'_>,
     ) -> Result<(), RenderError> {
-        let tiling = self.check_size("image", width, height, pixels.len())?;
         let (format, bytes) = (pixels.format(), pixels.bytes());
-        self.upload_layer(device, queue, view, LayerSlot::Image, [width, height], tiling, format, bytes);
-        Ok(())
+        self.upload_layer(device, queue, view, LayerSlot::Image, [width, height], pixels.len(), format, bytes)
     }
 
     /// Uploads the whole class mask of `view`: per pixel, bit `i` set where the class in slot
@@ -720,10 +726,8 @@ impl SliceRenderer {
         height: u32,
         bits: &[u16],
     ) -> Result<(), RenderError> {
-        let tiling = self.check_size("mask", width, height, bits.len())?;
         let (format, bytes) = (wgpu::TextureFormat::R16Uint, bytemuck::cast_slice(bits));
-        self.upload_layer(device, queue, view, LayerSlot::Mask, [width, height], tiling, format, bytes);
-        Ok(())
+        self.upload_layer(device, queue, view, LayerSlot::Mask, [width, height], bits.len(), format, bytes)
     }
 
     /// Uploads an edited rectangle of the mask of `view`; `bits` holds the rectangle's pixels,
@@ -771,10 +775,9 @@ impl SliceRenderer {
         height: u32,
         probabilities: &[f32],
     ) -> Result<(), RenderError> {
-        let tiling = self.check_size("prediction", width, height, probabilities.len())?;
         let (format, bytes) = (wgpu::TextureFormat::R32Float, bytemuck::cast_slice(probabilities));
-        self.upload_layer(device, queue, view, LayerSlot::Prediction, [width, height], tiling, format, bytes);
-        Ok(())
+        let samples = probabilities.len();
+        self.upload_layer(device, queue, view, LayerSlot::Prediction, [width, height], samples, format, bytes)
     }
 
     /// Uploads a probability map for `view` as bytes (0–255 for 0..1, the model's maps): a
@@ -789,10 +792,8 @@ impl SliceRenderer {
         height: u32,
         probabilities: &[u8],
     ) -> Result<(), RenderError> {
-        let tiling = self.check_size("prediction", width, height, probabilities.len())?;
-        let format = wgpu::TextureFormat::R8Unorm;
-        self.upload_layer(device, queue, view, LayerSlot::Prediction, [width, height], tiling, format, probabilities);
-        Ok(())
+        let (format, samples) = (wgpu::TextureFormat::R8Unorm, probabilities.len());
+        self.upload_layer(device, queue, view, LayerSlot::Prediction, [width, height], samples, format, probabilities)
     }
 
     /// Drops the prediction of `view`.

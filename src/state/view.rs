@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use super::bitplane::BitPlane;
 use super::classes::ClassId;
 use super::mask::MaskVolume;
 use super::volume::{DType, Slice, SliceData, SliceIndex, VoxelSize};
@@ -119,6 +120,17 @@ pub const AUTO_CONTRAST_PERCENTILES: (f64, f64) = (0.35, 99.65);
 /// is foreground when `i32::from(v) > probability_cut(threshold)`.
 pub fn probability_cut(threshold: f32) -> i32 {
     (f64::from(threshold) * 255.0).floor() as i32
+}
+
+/// The foreground of probabilities stored as `u8` (`width` per row) at `threshold`, by
+/// [`probability_cut`]'s rule.
+pub fn probability_plane(width: usize, height: usize, probabilities: &[u8], threshold: f32) -> BitPlane {
+    let cut = probability_cut(threshold);
+    let mut plane = BitPlane::new(width, height);
+    for (i, _) in probabilities.iter().enumerate().filter(|(_, v)| i32::from(**v) > cut) {
+        plane.set(i % width, i / width, true);
+    }
+    plane
 }
 
 /// The sample values at the `low_pct` and `high_pct` percentiles of `data` (NaNs ignored).

@@ -515,6 +515,21 @@ fn lucchi_quad(shared: &Path, dir: &Path) -> (std::path::PathBuf, std::path::Pat
     (img, lab, cfg)
 }
 
+/// Writes slices `zs` of the stack at `from`, each repeated across and down to `side × side`
+/// (8-bit), as the multi-page TIFF `to`: a large stack from real EM.
+fn tiled_stack(from: &Path, zs: std::ops::Range<usize>, side: usize, to: &Path) {
+    use sam4em::state::SliceIndex;
+    let raw = sam4em::io::open_stack(from, &Default::default()).unwrap();
+    let (w, h) = (raw.width(), raw.height());
+    let pages: Vec<Vec<u8>> = zs
+        .map(|z| {
+            let p = sam4em::infer::slice_to_u8(&raw.slice(SliceIndex(z)).unwrap(), None);
+            (0..side * side).map(|i| p[(i / side % h) * w + i % side % w]).collect()
+        })
+        .collect();
+    sam4em::io::export::write_u8_stack(to, side, side, &pages).unwrap();
+}
+
 /// Tiles per slice (across, down) of a `width × height` stack at scale 1 for the model input of
 /// the configuration file `cfg` (the fixture set's, reduced).
 fn native_tiles(cfg: &Path, width: usize, height: usize) -> (usize, usize) {
@@ -701,17 +716,8 @@ fn tiled_prediction(side: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let (img, _, cfg) = lucchi_quad(&shared, tmp.path());
     let Some(set) = common::fixtures() else { return };
-    let raw = sam4em::io::open_stack(&img, &Default::default()).unwrap();
-    let (w, h) = (raw.width(), raw.height());
-    let pages: Vec<Vec<u8>> = (0..4)
-        .map(|z| {
-            let s = sam4em::infer::slice_to_u8(&raw.slice(SliceIndex(z)).unwrap(), None);
-            (0..side * side).map(|i| s[(i / side % h) * w + i % side % w]).collect()
-        })
-        .collect();
     let stack = tmp.path().join("big.tif");
-    sam4em::io::export::write_u8_stack(&stack, side, side, &pages).unwrap();
-    drop(pages);
+    tiled_stack(&img, 0..4, side, &stack);
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let (stack_s, pt_s, cfg_s, out_s) =
         (s(&stack), s(&common::fixture_checkpoint(&set)), s(&cfg), s(&tmp.path().join("out")));
@@ -780,24 +786,14 @@ fn tiled_prediction(side: usize) {
 #[test]
 #[ignore = "11 minutes: run by .ci/extended (part bands)"]
 fn bplus_in_bands_of_tile_rows_saves_the_streams_memory() {
-    use sam4em::state::SliceIndex;
     let Some(shared) = common::shared() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let ckpt = tmp.path().join("bplus.safetensors");
     let o = sam4em(&["bench", "checkpoint", "--size", "base_plus", "--out", &s(&ckpt)]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let raw =
-        sam4em::io::open_stack(&shared.join("data/lucchi-pp-train-z000-049/Train_In"), &Default::default()).unwrap();
-    let (w, h, side) = (raw.width(), raw.height(), 2048);
-    let pages: Vec<Vec<u8>> = (20..22)
-        .map(|z| {
-            let p = sam4em::infer::slice_to_u8(&raw.slice(SliceIndex(z)).unwrap(), None);
-            (0..side * side).map(|i| p[(i / side % h) * w + i % side % w]).collect()
-        })
-        .collect();
     let stack = tmp.path().join("s2048.tif");
-    sam4em::io::export::write_u8_stack(&stack, side, side, &pages).unwrap();
+    tiled_stack(&shared.join("data/lucchi-pp-train-z000-049/Train_In"), 20..22, 2048, &stack);
     let run = |name: &str, gib: &str| {
         let out = s(&tmp.path().join(name));
         let args = ["predict", &s(&stack), "--checkpoint", &s(&ckpt), "--device", "cpu", "--scale", "1"];

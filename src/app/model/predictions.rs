@@ -125,17 +125,12 @@ impl Predictions {
         threshold: f32,
         width: usize,
     ) -> Vec<(SliceIndex, BitPlane)> {
-        let cut = crate::state::probability_cut(threshold);
         slices
             .iter()
             .filter_map(|&z| {
                 let p = self.get(head, z)?;
                 let height = p.len() / width.max(1);
-                let mut plane = BitPlane::new(width, height);
-                for (i, _) in p.iter().enumerate().filter(|(_, v)| i32::from(**v) > cut) {
-                    plane.set(i % width, i / width, true);
-                }
-                Some((z, plane))
+                Some((z, crate::state::view::probability_plane(width, height, &p, threshold)))
             })
             .collect()
     }
