@@ -24,7 +24,7 @@ use crate::model::metrics::{Overlap, StackMetrics};
 use crate::model::multi::MultiModel;
 use crate::model::source::{ModelSource, load};
 use crate::state::bitplane::BitPlane;
-use crate::state::{ClassTable, MaskVolume, SliceIndex, Volume};
+use crate::state::{ClassTable, SliceIndex, Volume};
 use crate::train::memory::{self as train_memory, ActivationsChoice, Available, gib};
 use crate::train::{Control, Ended, Schedule, TrainConfig, TrainEvent, TrainSample, train};
 
@@ -100,51 +100,105 @@ pub struct PredictArgs {
     pub stream_memory_gib: f64,
 }
 
-/// Probabilities as they are predicted, kept in an unnamed temporary file beside the output
-/// (page `z` of class `c` at `(c · depth + z) · width · height`), so neither a stack of them nor
-/// a slice in bands has to be held in memory: written as slices (or bands of their rows)
-/// come, read back page by page for the masks of slices that came in bands and for the
-/// probability TIFFs.
-struct Spool {
+/// Pages of one size in an unnamed temporary file beside the output folder (page `i` at byte
+/// `i · page_bytes`), so that `predict` holds one slice of its results in memory rather than
+/// the stack's: the probabilities (a byte per pixel) of slices that come in bands of tile rows
+/// or that `--probabilities` asks for, written as slices or bands of their rows come and read
+/// back page by page; and the masks of every slice ([`SpooledMasks`]).
+struct PageFile {
     file: std::fs::File,
     dir: PathBuf,
     page_bytes: u64,
-    depth: u64,
+    /// What the pages hold, for messages.
+    what: &'static str,
 }
 
-impl Spool {
-    fn new(out: &Path, classes: usize, width: usize, height: usize, depth: usize) -> Result<Self> {
+impl PageFile {
+    fn new(out: &Path, pages: usize, page_bytes: usize, what: &'static str) -> Result<Self> {
         let dir = out.parent().filter(|p| p.is_dir()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        let page_bytes = (width * height) as u64;
+        let page_bytes = page_bytes as u64;
+        // Sparse where the file system allows: pages never written read back as zeros.
         let file = tempfile::tempfile_in(&dir)
-            .and_then(|f| f.set_len(page_bytes * (classes * depth) as u64).map(|()| f))
-            .with_context(|| {
-                format!("cannot keep the predicted probabilities in a temporary file in {}", dir.display())
-            })?;
-        Ok(Spool { file, dir, page_bytes, depth: depth as u64 })
+            .and_then(|f| f.set_len(page_bytes * pages as u64).map(|()| f))
+            .with_context(|| format!("cannot keep the predicted {what} in a temporary file in {}", dir.display()))?;
+        Ok(PageFile { file, dir, page_bytes, what })
     }
 
-    fn offset(&self, class: usize, z: usize, row: usize, width: usize) -> u64 {
-        (class as u64 * self.depth + z as u64) * self.page_bytes + (row * width) as u64
-    }
-
-    fn write(&mut self, class: usize, z: usize, first_row: usize, width: usize, values: &[u8]) -> Result<()> {
+    /// Writes `bytes` into page `page` from byte `offset` of the page on.
+    fn write(&self, page: usize, offset: usize, bytes: &[u8]) -> Result<()> {
         use std::io::{Seek, SeekFrom, Write};
-        let at = self.offset(class, z, first_row, width);
-        self.file.seek(SeekFrom::Start(at)).and_then(|_| self.file.write_all(values)).with_context(|| {
-            format!("cannot write predicted probabilities to a temporary file in {}", self.dir.display())
+        let at = page as u64 * self.page_bytes + offset as u64;
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(at)).and_then(|_| file.write_all(bytes)).with_context(|| {
+            format!("cannot write the predicted {} to a temporary file in {}", self.what, self.dir.display())
         })
     }
 
-    fn page(&mut self, class: usize, z: usize) -> Result<Vec<u8>> {
+    /// Page `page`, whole.
+    fn read(&self, page: usize) -> Result<Vec<u8>> {
         use std::io::{Read, Seek, SeekFrom};
-        let mut page = vec![0u8; self.page_bytes as usize];
-        let at = self.offset(class, z, 0, 0);
-        self.file
-            .seek(SeekFrom::Start(at))
-            .and_then(|_| self.file.read_exact(&mut page))
-            .with_context(|| format!("cannot read predicted probabilities back from {}", self.dir.display()))?;
-        Ok(page)
+        let mut bytes = vec![0u8; self.page_bytes as usize];
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(page as u64 * self.page_bytes))
+            .and_then(|_| file.read_exact(&mut bytes))
+            .with_context(|| format!("cannot read the predicted {} back from {}", self.what, self.dir.display()))?;
+        Ok(bytes)
+    }
+}
+
+/// The masks `predict` writes, a bit per pixel in a [`PageFile`] (class `c`'s slice `z` is page
+/// `c · depth + z`, its rows whole little-endian `u64` words as in [`BitPlane`]), read back one
+/// slice at a time by the export: the masks of a deep stack of large slices are not held in
+/// memory (a 16384² slice is 32 MiB per class at one bit per pixel).
+struct SpooledMasks {
+    file: PageFile,
+    /// The class of each page row, in the order of the model's heads.
+    classes: Vec<crate::state::ClassId>,
+    size: (usize, usize, usize),
+    /// Pages written; the others are all background.
+    written: Vec<bool>,
+}
+
+impl SpooledMasks {
+    fn new(out: &Path, classes: Vec<crate::state::ClassId>, width: usize, height: usize, depth: usize) -> Result<Self> {
+        let page_bytes = width.div_ceil(64) * 8 * height;
+        let file = PageFile::new(out, classes.len() * depth, page_bytes, "masks")?;
+        let written = vec![false; classes.len() * depth];
+        Ok(SpooledMasks { file, classes, size: (width, height, depth), written })
+    }
+
+    /// Stores head `c`'s mask of slice `z`.
+    fn put(&mut self, c: usize, z: SliceIndex, mask: &BitPlane) -> Result<()> {
+        let page = c * self.size.2 + z.0;
+        let bytes: Vec<u8> = mask.words().iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.file.write(page, 0, &bytes)?;
+        self.written[page] = true;
+        Ok(())
+    }
+}
+
+impl io::export::MaskPages for SpooledMasks {
+    fn size(&self) -> (usize, usize, usize) {
+        self.size
+    }
+
+    fn page(
+        &self,
+        class: crate::state::ClassId,
+        z: SliceIndex,
+    ) -> Result<Option<std::borrow::Cow<'_, crate::state::mask::SliceMask>>, String> {
+        let (w, h, d) = self.size;
+        let Some(c) = self.classes.iter().position(|&id| id == class) else {
+            return Ok(None);
+        };
+        let page = c * d + z.0;
+        if !self.written[page] {
+            return Ok(None);
+        }
+        let bytes = self.file.read(page).map_err(|e| format!("{e:#}"))?;
+        let words = bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
+        let plane = BitPlane::from_words(w, h, words);
+        Ok(Some(std::borrow::Cow::Owned(crate::state::mask::SliceMask::from_plane(&plane))))
     }
 }
 
@@ -432,12 +486,15 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
     let budget = (a.stream_memory_gib * f64::from(1 << 30)) as u64;
     let mut predictor = Predictor::new(&loaded.model, 4).with_stream_budget(budget);
     let bands = predictor.bands(&grid).len();
-    let mut masks = MaskVolume::new(w, h, stack.depth());
-    let mut spool = match a.probabilities || bands > 1 {
-        true => Some(Spool::new(&a.out, classes.len(), w, h, stack.depth())?),
+    let table = ClassTable::from_names(&classes)?;
+    let ids: Vec<_> = classes.iter().map(|n| table.find(n).expect("built from these names").id).collect();
+    let mut masks = SpooledMasks::new(&a.out, ids, w, h, stack.depth())?;
+    let depth = stack.depth();
+    let spool = match a.probabilities || bands > 1 {
+        true => Some(PageFile::new(&a.out, classes.len() * depth, w * h, "probabilities")?),
         false => None,
     };
-    let table = ClassTable::from_names(&classes)?;
+    let mut foreground = vec![0u64; classes.len()];
     let progress = bar(range.len() as u64, "predict");
     let started = Instant::now();
     let mut fetch = |z: SliceIndex| images.image(z);
@@ -445,29 +502,27 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
     predictor.predict(&request, &mut fetch, &mut |p, prog| {
         let complete = p.rows.end == h;
         for (c, probs) in p.probabilities.iter().enumerate() {
-            let page = match &mut spool {
-                Some(spool) => spool.write(c, p.z.0, p.rows.start, w, probs).and_then(|()| match p.rows == (0..h) {
+            let page = c * depth + p.z.0;
+            let result = match &spool {
+                Some(spool) => spool.write(page, p.rows.start * w, probs).and_then(|()| match p.rows == (0..h) {
                     true => Ok(None),
                     // The last band of a slice: its whole page is in the spool now.
-                    false if complete => spool.page(c, p.z.0).map(Some),
+                    false if complete => spool.read(page).map(Some),
                     false => Ok(None),
                 }),
                 None => Ok(None),
-            };
-            let page = match page {
-                Ok(page) => page,
-                Err(e) => {
-                    failure = Some(e);
-                    return Flow::Stop;
-                }
-            };
-            if !complete {
-                continue;
             }
-            let plane = crate::state::view::probability_plane(w, h, page.as_deref().unwrap_or(probs), threshold as f32);
-            let id = table.find(&classes[c]).expect("built from these names").id;
-            if let Err(e) = masks.put_model(id, p.z, &plane) {
-                failure = Some(e.into());
+            .and_then(|whole| {
+                if !complete {
+                    return Ok(());
+                }
+                let plane =
+                    crate::state::view::probability_plane(w, h, whole.as_deref().unwrap_or(probs), threshold as f32);
+                foreground[c] += plane.count_ones();
+                masks.put(c, p.z, &plane)
+            });
+            if let Err(e) = result {
+                failure = Some(e);
                 return Flow::Stop;
             }
         }
@@ -482,11 +537,11 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let report = io::export_masks(&masks, &table, &a.out, &[ExportFormat::Tiff], &ExportOptions::default())?;
     let mut written: Vec<PathBuf> = Vec::new();
-    if let (true, Some(spool)) = (a.probabilities, &mut spool) {
+    if let (true, Some(spool)) = (a.probabilities, &spool) {
         for (c, name) in classes.iter().enumerate() {
             let path = a.out.join(format!("{}_probability.tif", table.find(name).expect("known").export_name));
-            io::export::write_u8_stack_with(&path, w, h, stack.depth(), |z| {
-                spool.page(c, z.0).map_err(|e| format!("{e:#}"))
+            io::export::write_u8_stack_with(&path, w, h, depth, |z| {
+                spool.read(c * depth + z.0).map_err(|e| format!("{e:#}"))
             })?;
             written.push(path);
         }
@@ -494,10 +549,8 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
     written.extend(report.outputs.iter().cloned());
     if a.json {
         let (columns, rows) = grid.columns_rows();
-        let foreground: serde_json::Map<String, serde_json::Value> = table
-            .iter()
-            .map(|c| (c.name.clone(), masks.slices(c.id).map(|(_, e)| e.mask.count_ones()).sum::<u64>().into()))
-            .collect();
+        let foreground: serde_json::Map<String, serde_json::Value> =
+            classes.iter().zip(&foreground).map(|(name, &px)| (name.clone(), px.into())).collect();
         let v = serde_json::json!({
             "stack": a.stack, "width": w, "height": h, "slices": range.len(), "seconds": seconds,
             "scale": scale, "model_input_px": input_px,
@@ -525,9 +578,8 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
             n => format!("{n} tiles"),
         }
     );
-    for c in table.iter() {
-        let px: u64 = masks.slices(c.id).map(|(_, e)| e.mask.count_ones()).sum();
-        println!("{:<24} {px} foreground voxels", c.name);
+    for (name, px) in classes.iter().zip(&foreground) {
+        println!("{name:<24} {px} foreground voxels");
     }
     for out in &report.outputs {
         println!("wrote {}", out.display());

@@ -3,6 +3,7 @@
 //! `.classes.json` sidecar naming them. All outputs of one export are staged and renamed into
 //! place together (see [`super::atomic`]).
 
+use std::borrow::Cow;
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,30 @@ use tiff::tags::{ResolutionUnit, Tag};
 
 use super::atomic::StagedWrites;
 use super::error::{IoError, describe_io};
+use crate::state::mask::SliceMask;
 use crate::state::{ClassDef, ClassId, ClassTable, MaskVolume, SliceIndex, VoxelSize};
+
+/// The binary masks an export writes, read one slice at a time: a [`MaskVolume`] in memory, or
+/// pages kept elsewhere (`sam4em predict` keeps its masks in a temporary file, so that a deep
+/// stack of large slices needs one slice's masks in memory rather than the stack's).
+pub trait MaskPages {
+    /// Slice width and height in pixels, and the number of slices.
+    fn size(&self) -> (usize, usize, usize);
+
+    /// The mask of `class` on slice `z`, `None` where nothing is stored (all background); an
+    /// error says why the page could not be read.
+    fn page(&self, class: ClassId, z: SliceIndex) -> Result<Option<Cow<'_, SliceMask>>, String>;
+}
+
+impl MaskPages for MaskVolume {
+    fn size(&self) -> (usize, usize, usize) {
+        (self.width(), self.height(), self.depth())
+    }
+
+    fn page(&self, class: ClassId, z: SliceIndex) -> Result<Option<Cow<'_, SliceMask>>, String> {
+        Ok(self.mask(class, z).map(Cow::Borrowed))
+    }
+}
 
 /// TIFF compression for exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -199,7 +223,7 @@ fn write_pages<W, K, C>(
     height: usize,
     depth: usize,
     opts: &ExportOptions,
-    mut page: impl FnMut(SliceIndex) -> Vec<C::Inner>,
+    mut page: impl FnMut(SliceIndex) -> Result<Vec<C::Inner>, String>,
 ) -> Result<(), String>
 where
     W: Write + Seek,
@@ -209,7 +233,7 @@ where
 {
     let description = imagej_description(depth, opts.voxel_size.as_ref());
     for z in 0..depth {
-        let data = page(SliceIndex(z));
+        let data = page(SliceIndex(z)).map_err(|e| format!("slice {z}: {e}"))?;
         let mut img = enc.new_image::<C>(width as u32, height as u32).map_err(|e| e.to_string())?;
         let dir = img.encoder();
         if z == 0 {
@@ -233,7 +257,7 @@ fn write_stack<W: Write + Seek, C: ColorType>(
     height: usize,
     depth: usize,
     opts: &ExportOptions,
-    page: impl FnMut(SliceIndex) -> Vec<C::Inner>,
+    page: impl FnMut(SliceIndex) -> Result<Vec<C::Inner>, String>,
 ) -> Result<(), String>
 where
     [C::Inner]: TiffValue,
@@ -250,22 +274,23 @@ where
 }
 
 /// One class as 0/255 bytes for slice `z` (zeros where nothing is stored).
-fn binary_page(masks: &MaskVolume, class: ClassId, z: SliceIndex) -> Vec<u8> {
-    match masks.mask(class, z) {
+fn binary_page<M: MaskPages + ?Sized>(masks: &M, class: ClassId, z: SliceIndex) -> Result<Vec<u8>, String> {
+    let (w, h, _) = masks.size();
+    Ok(match masks.page(class, z)? {
         Some(m) => m.to_dense(255),
-        None => vec![0; masks.width() * masks.height()],
-    }
+        None => vec![0; w * h],
+    })
 }
 
 /// Stages one class as a binary multi-page TIFF.
-pub fn stage_class_tiff(
+pub fn stage_class_tiff<M: MaskPages + ?Sized>(
     staged: &mut StagedWrites,
-    masks: &MaskVolume,
+    masks: &M,
     class: ClassId,
     target: &Path,
     opts: &ExportOptions,
 ) -> Result<(), IoError> {
-    let (w, h, d) = (masks.width(), masks.height(), masks.depth());
+    let (w, h, d) = masks.size();
     staged.file(target, |out| write_stack::<_, Gray8>(out, w, h, d, opts, |z| binary_page(masks, class, z)))
 }
 
@@ -274,7 +299,9 @@ pub fn stage_class_tiff(
 pub fn write_u8_stack(path: &Path, width: usize, height: usize, pages: &[Vec<u8>]) -> Result<(), IoError> {
     let mut staged = StagedWrites::new();
     let opts = ExportOptions::default();
-    staged.file(path, |out| write_stack::<_, Gray8>(out, width, height, pages.len(), &opts, |z| pages[z.0].clone()))?;
+    staged.file(path, |out| {
+        write_stack::<_, Gray8>(out, width, height, pages.len(), &opts, |z| Ok(pages[z.0].clone()))
+    })?;
     staged.commit()?;
     Ok(())
 }
@@ -287,45 +314,36 @@ pub fn write_u8_stack_with(
     width: usize,
     height: usize,
     depth: usize,
-    mut page: impl FnMut(SliceIndex) -> Result<Vec<u8>, String>,
+    page: impl FnMut(SliceIndex) -> Result<Vec<u8>, String>,
 ) -> Result<(), IoError> {
     let mut staged = StagedWrites::new();
     let opts = ExportOptions::default();
-    staged.file(path, |out| {
-        let mut failed = None;
-        write_stack::<_, Gray8>(out, width, height, depth, &opts, |z| {
-            if failed.is_none() {
-                match page(z) {
-                    Ok(p) => return p,
-                    Err(e) => failed = Some(format!("page {}: {e}", z.0)),
-                }
-            }
-            vec![0; width * height]
-        })?;
-        failed.map_or(Ok(()), Err)
-    })?;
+    staged.file(path, |out| write_stack::<_, Gray8>(out, width, height, depth, &opts, page))?;
     staged.commit()?;
     Ok(())
 }
 
 /// Stages one class as a folder of binary PNGs named `<export name>_<z>.png`, z zero-padded
 /// to at least four digits.
-pub fn stage_class_pngs(
+pub fn stage_class_pngs<M: MaskPages + ?Sized>(
     staged: &mut StagedWrites,
-    masks: &MaskVolume,
+    masks: &M,
     class: &ClassDef,
     target: &Path,
 ) -> Result<(), IoError> {
-    let digits = masks.depth().saturating_sub(1).to_string().len().max(4);
+    let (w, h, d) = masks.size();
+    let digits = d.saturating_sub(1).to_string().len().max(4);
     staged.dir(target, |dir| {
-        for z in 0..masks.depth() {
-            let path = dir.join(format!("{}_{z:0digits$}.png", class.export_name));
-            let page = binary_page(masks, class.id, SliceIndex(z));
+        for z in 0..d {
+            let name = format!("{}_{z:0digits$}.png", class.export_name);
+            let path = dir.join(&name);
+            let page =
+                binary_page(masks, class.id, SliceIndex(z)).map_err(|e| IoError::write(&target.join(&name), e))?;
             image::save_buffer_with_format(
                 &path,
                 &page,
-                masks.width() as u32,
-                masks.height() as u32,
+                w as u32,
+                h as u32,
                 image::ExtendedColorType::L8,
                 image::ImageFormat::Png,
             )
@@ -343,25 +361,26 @@ pub fn stage_class_pngs(
 
 /// Stages the label map (class ids; 0 = background; uint8, or uint16 past id 255) and its
 /// class sidecar. Returns how many pixels more than one class claimed.
-pub fn stage_label_map(
+pub fn stage_label_map<M: MaskPages + ?Sized>(
     staged: &mut StagedWrites,
-    masks: &MaskVolume,
+    masks: &M,
     classes: &ClassTable,
     target: &Path,
     opts: &ExportOptions,
 ) -> Result<u64, IoError> {
-    let (w, h, d) = (masks.width(), masks.height(), masks.depth());
+    let (w, h, d) = masks.size();
     let mut overlapping_px = 0u64;
-    fn compose<T: Copy + Default + PartialEq>(
-        masks: &MaskVolume,
+    fn compose<T: Copy + Default + PartialEq, M: MaskPages + ?Sized>(
+        masks: &M,
         classes: &ClassTable,
         z: SliceIndex,
         id: impl Fn(ClassId) -> T,
         overlaps: &mut u64,
-    ) -> Vec<T> {
-        let mut page = vec![T::default(); masks.width() * masks.height()];
+    ) -> Result<Vec<T>, String> {
+        let (w, h, _) = masks.size();
+        let mut page = vec![T::default(); w * h];
         for class in classes.iter() {
-            let Some(m) = masks.mask(class.id, z) else {
+            let Some(m) = masks.page(class.id, z)? else {
                 continue;
             };
             let value = id(class.id);
@@ -372,7 +391,7 @@ pub fn stage_label_map(
                 page[i] = value;
             });
         }
-        page
+        Ok(page)
     }
     if classes.max_id() <= u16::from(u8::MAX) {
         staged.file(target, |out| {
@@ -448,8 +467,8 @@ fn parent_dir(path: &Path) -> &Path {
 /// manifest goes, every output replaces its old file atomically, and the new manifest comes
 /// last: a reader that finds no manifest, or files that differ from it
 /// ([`Manifest::verify`]), is looking at a torn export. The folder is synced at the end.
-pub fn export_masks(
-    masks: &MaskVolume,
+pub fn export_masks<M: MaskPages + ?Sized>(
+    masks: &M,
     classes: &ClassTable,
     out_dir: &Path,
     formats: &[ExportFormat],
@@ -509,8 +528,8 @@ fn write_manifest(dir: &Path, outputs: &[PathBuf], opts: &ExportOptions) -> Resu
 
 /// Writes every output of the export into temporaries in `out_dir`, to be renamed into place
 /// by the caller once all are written.
-fn stage_outputs(
-    masks: &MaskVolume,
+fn stage_outputs<M: MaskPages + ?Sized>(
+    masks: &M,
     classes: &ClassTable,
     out_dir: &Path,
     formats: &[ExportFormat],

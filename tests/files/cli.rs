@@ -765,6 +765,35 @@ fn tiled_prediction(side: usize) {
                 assert!(pa == pb, "{name}, slice {z}: the bands differ from one band");
             }
         }
+        // The masks are written from a temporary file page by page: each page is its slice's
+        // probabilities at the threshold, also for a seeded range streamed backwards from its
+        // seed (pages out of order), and the slices outside the range are empty.
+        let cut = sam4em::state::view::probability_cut(v["threshold"].as_f64().unwrap() as f32);
+        let seed = format!("mitochondria={}", s(&Path::new(&out_s).join("mitochondria.tif")));
+        let seeded = s(&tmp.path().join("seeded"));
+        let w = run_into(&seeded, &["--probabilities", "--slices", "1..4", "--seed-slice", "2", "--seed-mask", &seed]);
+        assert_eq!(w["slices"], 3, "{w}");
+        for (dir, range) in [(&out_s, 0..4), (&banded, 0..4), (&seeded, 1..4)] {
+            let [masks, probs] = ["mitochondria.tif", "mitochondria_probability.tif"]
+                .map(|name| sam4em::io::open_stack(&Path::new(dir).join(name), &Default::default()).unwrap());
+            let mut foreground = 0;
+            for z in 0..4 {
+                let [m, p] = [&masks, &probs].map(|v| v.slice(SliceIndex(z)).unwrap().data.clone());
+                let (sam4em::state::SliceData::U8(m), sam4em::state::SliceData::U8(p)) = (m, p) else {
+                    panic!("8-bit pages expected")
+                };
+                let expected: Vec<u8> = match range.contains(&z) {
+                    true => p.iter().map(|&v| if i32::from(v) > cut { 255 } else { 0 }).collect(),
+                    false => vec![0; side * side],
+                };
+                assert!(m == expected, "{dir}, slice {z}: the mask is not the probabilities at the threshold");
+                foreground += m.iter().filter(|&&v| v != 0).count() as u64;
+            }
+            let report = if dir == &seeded { &w } else { &v };
+            if dir != &out_s {
+                assert_eq!(report["foreground_voxels"]["mitochondria"].as_u64(), Some(foreground), "{report}");
+            }
+        }
         let o = sam4em(&["predict", &stack_s, "--checkpoint", &pt_s, "--out", &banded, "--stream-memory-gib", "0"]);
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         assert!(stderr(&o).contains("--stream-memory-gib 0 is not a positive number"), "{}", stderr(&o));

@@ -285,3 +285,48 @@ fn a_torn_or_changed_export_is_told_from_a_complete_one() {
     let err = Manifest::verify(out.path()).unwrap_err().to_string();
     assert!(err.contains("no complete export here"), "{err}");
 }
+
+/// Masks kept outside a [`MaskVolume`] and read one slice at a time (as `sam4em predict` keeps
+/// its masks in a temporary file); `fail_at` makes reading that slice fail.
+struct PagedMasks {
+    volume: MaskVolume,
+    fail_at: Option<SliceIndex>,
+    reads: std::cell::Cell<usize>,
+}
+
+impl sam4em::io::export::MaskPages for PagedMasks {
+    fn size(&self) -> (usize, usize, usize) {
+        (self.volume.width(), self.volume.height(), self.volume.depth())
+    }
+
+    fn page(&self, class: ClassId, z: SliceIndex) -> Result<Option<std::borrow::Cow<'_, SliceMask>>, String> {
+        self.reads.set(self.reads.get() + 1);
+        if Some(z) == self.fail_at {
+            return Err("the disk went away".into());
+        }
+        // An owned copy, as a page read from a file is.
+        Ok(self.volume.mask(class, z).cloned().map(std::borrow::Cow::Owned))
+    }
+}
+
+#[test]
+fn masks_read_page_by_page_export_the_same_files_and_a_failed_read_replaces_nothing() {
+    let classes = ClassTable::default();
+    let formats = [ExportFormat::Tiff, ExportFormat::Png, ExportFormat::Labels];
+    let [from_volume, paged] = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    export_masks(&sample_masks(), &classes, from_volume.path(), &formats, &ExportOptions::default()).unwrap();
+    let pages = PagedMasks { volume: sample_masks(), fail_at: None, reads: Default::default() };
+    export_masks(&pages, &classes, paged.path(), &formats, &ExportOptions::default()).unwrap();
+    // Every page of every class, once per format that writes it (the label map reads all).
+    assert_eq!(pages.reads.get(), 3 * 5 * formats.len());
+    let [a, b] = [&from_volume, &paged].map(|d| Manifest::verify(d.path()).unwrap().files);
+    assert_eq!(a, b, "the same files, byte for byte");
+
+    // A page that cannot be read: the error names the output and the slice, the earlier
+    // export stays as it was.
+    let failing = PagedMasks { volume: sample_masks(), fail_at: Some(SliceIndex(2)), reads: Default::default() };
+    let err = export_masks(&failing, &classes, paged.path(), &formats, &ExportOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("cannot write: slice 2: the disk went away") && msg.ends_with("glia.tif"), "{msg}");
+    assert_eq!(Manifest::verify(paged.path()).unwrap().files, b);
+}
