@@ -500,7 +500,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
     let mut fetch = |z: SliceIndex| images.image(z);
     let mut failure: Option<anyhow::Error> = None;
     predictor.predict(&request, &mut fetch, &mut |p, prog| {
-        let complete = p.rows.end == h;
+        let complete = p.complete;
         for (c, probs) in p.probabilities.iter().enumerate() {
             let page = c * depth + p.z.0;
             let result = match &spool {

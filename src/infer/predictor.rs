@@ -18,7 +18,9 @@
 //!
 //! With [`StackRequest::fill`] (the app) a slice's tiles go in the order of the view on screen
 //! and the slice so far is reported while they are decoded ([`SlicePrediction::partial`]), so
-//! the part a person looks at comes first.
+//! the part a person looks at comes first; bands go from the one under the view outwards
+//! (without a view, top to bottom), whichever of two neighbouring bands goes first leaving the
+//! sums of the rows they share for the other.
 
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -65,8 +67,9 @@ pub struct StackRequest {
     pub max_warmup_slices: usize,
     /// How slices map to the model's input: the whole slice resized, or tiles at a scale.
     pub scale: Scale,
-    /// Report tiled slices while their tiles are decoded, the tiles on screen first (the app);
-    /// `None`: each slice once, complete (the command line).
+    /// Report tiled slices while their tiles are decoded, the tiles on screen first and, for
+    /// bands of tile rows, the band under the view first (the app); `None`: each slice once,
+    /// complete, or band by band from the top (the command line).
     pub fill: Option<FillIn>,
 }
 
@@ -95,6 +98,9 @@ pub struct SlicePrediction {
     /// The rows of the slice `probabilities` cover (`0..height` but for a band of tile rows,
     /// [`Predictor::with_stream_budget`]); their values are final.
     pub rows: Range<usize>,
+    /// The slice's last report: every row of it has now been reported final (always, but for
+    /// bands of tile rows and partial reports).
+    pub complete: bool,
     /// `None`: the rows are complete. `Some(tiles)`: a report while the slice's tiles are
     /// decoded ([`StackRequest::fill`]): only pixels inside these tiles (those decoded so far)
     /// hold probabilities, the weighted mean of the decoded tiles covering them (final where
@@ -299,12 +305,13 @@ impl Predictor {
     /// indexed from the band's first tile), the tiles embedded `encoder_batch` at a time from
     /// one fetch of the slice (only if some are not cached), and, unless `report` is
     /// [`Report::Nothing`], blends their probabilities into one map per class of the band's
-    /// rows ([`TileGrid::blend_rows`], on the host), on top of `carried` (the sums the band
-    /// above left in the rows it shares with this one). Each tile's outputs are blended and
-    /// dropped before the next batch of tiles is embedded, so a slice of any size holds one
-    /// batch of tile embeddings and outputs at a time, besides the streams and the blend. With
-    /// [`Report::Progressive`] (one band: the whole slice) the tiles go in the view's order and
-    /// the slice so far is sent to `on_partial` (with its tiles decoded and in all) once the
+    /// rows ([`TileGrid::blend_rows`], on the host), on top of what the bands next to it left in
+    /// the rows they share when they went first (`neighbours`; bands going top to bottom so sum
+    /// every pixel's tiles in the order one band would, bit for bit). Each tile's
+    /// outputs are blended and dropped before the next batch of tiles is embedded, so a slice of
+    /// any size holds one batch of tile embeddings and outputs at a time, besides the streams
+    /// and the blend. With [`Report::Progressive`] the band's tiles go in the view's order and
+    /// the band so far is sent to `on_partial` (with its tiles decoded and in all) once the
     /// tiles on screen are done and then at the fill-in interval; this keeps one more `f32`
     /// map, the decoded tiles' weights.
     #[allow(clippy::too_many_arguments)]
@@ -315,7 +322,7 @@ impl Predictor {
         band: &Band,
         states: &mut [Vec<StreamState>],
         report: Report<'_>,
-        carried: Option<Vec<Vec<f32>>>,
+        neighbours: Neighbours,
         fetch: &mut ImageFetch<'_>,
         on_partial: &mut dyn FnMut(SlicePrediction, (usize, usize)) -> Flow,
     ) -> Result<TiledSlice, InferError> {
@@ -325,21 +332,36 @@ impl Predictor {
         let reported = !matches!(report, Report::Nothing);
         let rows = band.rows.len();
         let mut acc = if reported { vec![vec![0.0f32; width * rows]; classes] } else { Vec::new() };
-        if reported && let Some(carried) = carried {
-            for (a, c) in acc.iter_mut().zip(carried) {
-                a[..c.len()].copy_from_slice(&c);
+        let (above_done, below_done) = (neighbours.above.is_some(), neighbours.below.is_some());
+        // Added rather than copied: with tiles overlapping by more than half, the rows shared
+        // with the band above and with the band below can overlap.
+        let neighbour_sums = [(neighbours.above, &band.above), (neighbours.below, &band.below)];
+        for (sums, (shared, _)) in neighbour_sums.into_iter().filter_map(|(s, n)| s.zip(n.as_ref())) {
+            for (a, c) in acc.iter_mut().zip(sums) {
+                for (v, s) in a[(shared.start - band.rows.start) * width..].iter_mut().zip(c) {
+                    *v += s;
+                }
             }
         }
         let fill = match report {
-            Report::Progressive(fill) if band.tiles.len() > 1 && band.rows == (0..grid.size().1) => Some(fill),
+            Report::Progressive(fill) if band.tiles.len() > 1 => Some(fill),
             _ => None,
         };
         let (order, in_view) = match fill {
-            Some(f) => grid.order_from(f.view),
+            Some(f) => grid.order_among(f.view, band.tiles.clone()),
             None => (band.tiles.clone().collect(), 0),
         };
-        // The decoded tiles' summed weights: what the partial maps are normalised by.
+        // The decoded tiles' summed weights: what the partial maps are normalised by (the tiles
+        // of the bands next to it included where their sums are in the blend).
         let mut weights = if fill.is_some() { vec![0.0f32; width * rows] } else { Vec::new() };
+        if fill.is_some() {
+            let decoded = [band.above.as_ref().filter(|_| above_done), band.below.as_ref().filter(|_| below_done)];
+            for (_, tiles) in decoded.into_iter().flatten() {
+                for t in tiles.clone() {
+                    grid.add_weights_in(t, &mut weights, band.rows.clone());
+                }
+            }
+        }
         let mut last_sent = Instant::now();
         let mut view_sent = false;
         let mut done = 0;
@@ -372,7 +394,7 @@ impl Predictor {
                     self.blend_tile(grid, t, &outs, &mut acc, band.rows.start);
                 }
                 if fill.is_some() {
-                    grid.add_weights(t, &mut weights);
+                    grid.add_weights_in(t, &mut weights, band.rows.clone());
                 }
             }
             done += chunk.len();
@@ -381,8 +403,13 @@ impl Predictor {
             if done < order.len() && due {
                 let probabilities = acc.iter().map(|a| partial_map(a, &weights)).collect();
                 let tiles = order[..done].iter().map(|&t| grid.tile_box(t)).collect();
-                let partial =
-                    SlicePrediction { z: SliceIndex(z), probabilities, rows: band.rows.clone(), partial: Some(tiles) };
+                let partial = SlicePrediction {
+                    z: SliceIndex(z),
+                    probabilities,
+                    rows: band.rows.clone(),
+                    complete: false,
+                    partial: Some(tiles),
+                };
                 if on_partial(partial, (done, order.len())) == Flow::Stop {
                     return Ok(TiledSlice::Stopped);
                 }
@@ -393,15 +420,20 @@ impl Predictor {
         if !reported {
             return Ok(TiledSlice::Unreported);
         }
-        // Rows below the next band's first are final; the rest goes on to that band.
-        let split = (band.final_end - band.rows.start) * width;
-        let mut carry = Vec::with_capacity(classes);
-        let mut maps = Vec::with_capacity(classes);
-        for mut a in acc {
-            carry.push(a.split_off(split));
-            maps.push(a.into_iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect());
-        }
-        Ok(TiledSlice::Rows { maps, carry })
+        // The rows shared with a band still to come go on to it; the rest is final.
+        let start = band.rows.start;
+        let top = band.above.as_ref().map(|(shared, _)| shared.clone()).filter(|_| !above_done);
+        let bottom = band.below.as_ref().map(|(shared, _)| shared.clone()).filter(|_| !below_done);
+        let last = top.as_ref().map_or(start, |r| r.end)..bottom.as_ref().map_or(band.rows.end, |r| r.start);
+        let rows_of = |a: &Vec<f32>, r: &Range<usize>| a[(r.start - start) * width..(r.end - start) * width].to_vec();
+        let above = top.map(|r| acc.iter().map(|a| rows_of(a, &r)).collect());
+        let below = bottom.map(|r| acc.iter().map(|a| rows_of(a, &r)).collect());
+        let to_byte = |v: &f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+        let maps = acc
+            .iter()
+            .map(|a| a[(last.start - start) * width..(last.end - start) * width].iter().map(to_byte).collect())
+            .collect();
+        Ok(TiledSlice::Rows { maps, rows: last, above, below })
     }
 
     /// The embedding of `upcoming[0]` on a one-tile grid, from the cache or from one encoder
@@ -539,7 +571,7 @@ impl Predictor {
         let (mut done, mut decoded) = (0, 0);
         for pass in &passes {
             if !self.run_pass(pass, request, fetch, &mut decoded, &mut |prediction, slice_tiles, decoded| {
-                if prediction.partial.is_none() && prediction.rows.end == request.height {
+                if prediction.complete {
                     done += 1;
                 }
                 let elapsed_s = start.elapsed().as_secs_f64();
@@ -582,36 +614,48 @@ impl Predictor {
             return self.untiled_pass(pass, request, &grid, fetch, decoded, on_slice);
         }
         let bands = self.bands(&grid);
-        // What a band leaves to the next, per slice: the sums of the rows they share.
-        let mut carried = Spill::default();
-        for (b, rows) in bands.iter().enumerate() {
-            let band = Band {
-                tiles: grid.tiles_in_rows(rows.clone()),
-                rows: grid.pixel_rows(rows.clone()),
-                final_end: grid.row_start(rows.end),
-            };
+        let order = band_order(&grid, &bands, request.fill.as_ref());
+        let mut decoded_bands = vec![false; bands.len()];
+        // Per pair of neighbouring bands (`b`, `b + 1`), per slice: the sums of the rows they
+        // share, left by the one decoded first for the other.
+        let mut shared: Vec<Spill> = (1..bands.len()).map(|_| Spill::default()).collect();
+        for (n, &b) in order.iter().enumerate() {
+            let band = Band::new(&grid, &bands, b);
+            let above_done = b > 0 && decoded_bands[b - 1];
+            let below_done = decoded_bands.get(b + 1).copied().unwrap_or(false);
             let mut states = self.band_streams(pass, request, &grid, &band);
-            let mut carry = Spill::default();
             for (i, &z) in pass.order.iter().enumerate() {
                 let report = match (i >= pass.warmup, &request.fill) {
                     (false, _) => Report::Nothing,
                     (true, None) => Report::Complete,
                     (true, Some(fill)) => Report::Progressive(fill),
                 };
-                let from_above = if b > 0 && i >= pass.warmup { Some(carried.take(z)?) } else { None };
+                let mut neighbours = Neighbours::default();
+                if i >= pass.warmup {
+                    if above_done {
+                        neighbours.above = Some(shared[b - 1].take(z)?);
+                    }
+                    if below_done {
+                        neighbours.below = Some(shared[b].take(z)?);
+                    }
+                }
                 let at = *decoded;
                 let mut on_partial = |p: SlicePrediction, tiles: (usize, usize)| on_slice(p, Some(tiles), at + tiles.0);
                 let outcome =
-                    self.tiled_slice(z, &grid, &band, &mut states, report, from_above, fetch, &mut on_partial)?;
+                    self.tiled_slice(z, &grid, &band, &mut states, report, neighbours, fetch, &mut on_partial)?;
                 *decoded += band.tiles.len();
                 match outcome {
                     TiledSlice::Stopped => return Ok(false),
-                    TiledSlice::Rows { maps, carry: rest } => {
-                        if b + 1 < bands.len() {
-                            carry.put(z, &rest)?;
+                    TiledSlice::Rows { maps, rows, above, below } => {
+                        if let Some(sums) = above {
+                            shared[b - 1].put(z, &sums)?;
                         }
-                        let rows = band.rows.start..band.final_end;
-                        let slice = SlicePrediction { z: SliceIndex(z), probabilities: maps, rows, partial: None };
+                        if let Some(sums) = below {
+                            shared[b].put(z, &sums)?;
+                        }
+                        let complete = n + 1 == order.len();
+                        let slice =
+                            SlicePrediction { z: SliceIndex(z), probabilities: maps, rows, complete, partial: None };
                         if on_slice(slice, None, *decoded) == Flow::Stop {
                             return Ok(false);
                         }
@@ -619,7 +663,14 @@ impl Predictor {
                     TiledSlice::Unreported => {}
                 }
             }
-            carried = carry;
+            decoded_bands[b] = true;
+            // Rows both of whose bands are decoded need their sums no more.
+            if above_done {
+                shared[b - 1] = Spill::default();
+            }
+            if below_done {
+                shared[b] = Spill::default();
+            }
         }
         Ok(true)
     }
@@ -650,12 +701,13 @@ impl Predictor {
         decoded: &mut usize,
         on_slice: &mut dyn FnMut(SlicePrediction, Option<(usize, usize)>, usize) -> Flow,
     ) -> Result<bool, InferError> {
-        let whole = Band { tiles: 0..1, rows: 0..request.height, final_end: request.height };
+        let whole = Band { tiles: 0..1, rows: 0..request.height, above: None, below: None };
         let mut states = self.band_streams(pass, request, grid, &whole);
         let slice = |z: usize, probabilities| SlicePrediction {
             z: SliceIndex(z),
             probabilities,
             rows: 0..request.height,
+            complete: true,
             partial: None,
         };
         // A slice whose probabilities are still being read back: reported once the next slice's
@@ -802,12 +854,16 @@ enum Report<'a> {
 /// What [`Predictor::tiled_slice`] ended with.
 enum TiledSlice {
     /// The band's final rows, one map per class, and the sums of the rows it shares with the
-    /// next band (empty for the last), one per class.
+    /// bands next to it that are still to come, one per class.
     Rows {
-        /// Probabilities 0–255 of the rows from the band's first to its `final_end`.
+        /// Probabilities 0–255 of `rows`.
         maps: Vec<Vec<u8>>,
-        /// Weighted sums of the rows from `final_end` to the band's last.
-        carry: Vec<Vec<f32>>,
+        /// The final rows: all the band's but those it shares with a band still to come.
+        rows: Range<usize>,
+        /// Weighted sums of the rows shared with the band above, if that band is to come.
+        above: Option<Vec<Vec<f32>>>,
+        /// Weighted sums of the rows shared with the band below, if that band is to come.
+        below: Option<Vec<Vec<f32>>>,
     },
     /// Decoded, not reported.
     Unreported,
@@ -822,9 +878,53 @@ struct Band {
     tiles: Range<usize>,
     /// The stack rows they cover.
     rows: Range<usize>,
-    /// Rows above this are final once the band is decoded: the next band's first row (the
-    /// slice's height for the last band).
-    final_end: usize,
+    /// The band above (none for the first): the rows the two share (this band's first rows) and
+    /// that band's tiles.
+    above: Option<(Range<usize>, Range<usize>)>,
+    /// The band below (none for the last): the rows the two share (this band's last rows) and
+    /// that band's tiles.
+    below: Option<(Range<usize>, Range<usize>)>,
+}
+
+impl Band {
+    /// Band `b` of `bands` (tile rows) on `grid`.
+    fn new(grid: &TileGrid, bands: &[Range<usize>], b: usize) -> Self {
+        let rows = grid.pixel_rows(bands[b].clone());
+        let above = b.checked_sub(1).map(|a| {
+            let end = grid.pixel_rows(bands[a].clone()).end.max(rows.start);
+            (rows.start..end, grid.tiles_in_rows(bands[a].clone()))
+        });
+        let below = bands
+            .get(b + 1)
+            .map(|next| (grid.row_start(next.start).min(rows.end)..rows.end, grid.tiles_in_rows(next.clone())));
+        Band { tiles: grid.tiles_in_rows(bands[b].clone()), rows, above, below }
+    }
+}
+
+/// The order the bands of a pass go in: top to bottom; with a view to fill in from
+/// ([`StackRequest::fill`], the app), the band holding the view's centre first and the others
+/// by their distance from it, so that what a person looks at does not wait for the bands above
+/// it to go through the whole stack.
+fn band_order(grid: &TileGrid, bands: &[Range<usize>], fill: Option<&FillIn>) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..bands.len()).collect();
+    if let Some(view) = fill.map(|f| f.view).filter(|v| !v.is_empty()) {
+        let centre = (view.y0 + view.y1) as f64 / 2.0;
+        let distance = |b: &usize| {
+            let rows = grid.pixel_rows(bands[*b].clone());
+            (rows.start as f64 - centre).max(centre - rows.end as f64).max(0.0)
+        };
+        // Ties (a centre in the rows two bands share) keep the upper band first.
+        order.sort_by(|a, b| distance(a).total_cmp(&distance(b)));
+    }
+    order
+}
+
+/// What the bands next to one being decoded left in the rows they share with it, for one
+/// slice: their weighted sums, one per class (present when that band went first).
+#[derive(Default)]
+struct Neighbours {
+    above: Option<Vec<Vec<f32>>>,
+    below: Option<Vec<Vec<f32>>>,
 }
 
 /// Per-slice row sums one band hands to the next, kept in an unnamed temporary file (for a

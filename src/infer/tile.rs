@@ -194,10 +194,16 @@ impl TileGrid {
     /// Adds tile `i`'s blend weights into `acc` (`width × height`): after every tile is added,
     /// `acc` is 1 everywhere; before, it is what a partial blend is normalised by.
     pub fn add_weights(&self, i: usize, acc: &mut [f32]) {
-        assert_eq!(acc.len(), self.width * self.height, "weight buffer is not {}×{}", self.width, self.height);
+        self.add_weights_in(i, acc, 0..self.height);
+    }
+
+    /// As [`TileGrid::add_weights`] for the stack rows `rows` only: `acc` is `width ×
+    /// rows.len()`, its first row stack row `rows.start` (a band's weights).
+    pub fn add_weights_in(&self, i: usize, acc: &mut [f32], rows: std::ops::Range<usize>) {
+        assert_eq!(acc.len(), self.width * rows.len(), "weight buffer is not {}×{}", self.width, rows.len());
         let (sx, sy) = (&self.xs[i % self.xs.len()], &self.ys[i / self.xs.len()]);
-        for (ly, &wy) in sy.weights.iter().enumerate() {
-            let row = &mut acc[(sy.start + ly) * self.width + sx.start..][..sx.len];
+        for (ly, &wy) in sy.weights.iter().enumerate().filter(|(ly, _)| rows.contains(&(sy.start + ly))) {
+            let row = &mut acc[(sy.start + ly - rows.start) * self.width + sx.start..][..sx.len];
             for (a, &wx) in row.iter_mut().zip(&sx.weights) {
                 *a += wx * wy;
             }
@@ -233,6 +239,11 @@ impl TileGrid {
     /// fills in from the middle of the view outwards; and how many overlap `view`. An empty
     /// `view` overlaps nothing: all tiles by distance from its corner.
     pub fn order_from(&self, view: PixelBox) -> (Vec<usize>, usize) {
+        self.order_among(view, 0..self.len())
+    }
+
+    /// As [`TileGrid::order_from`] for the tiles `tiles` only (a band's).
+    pub fn order_among(&self, view: PixelBox, tiles: std::ops::Range<usize>) -> (Vec<usize>, usize) {
         let (cx, cy) = ((view.x0 + view.x1) as f64 / 2.0, (view.y0 + view.y1) as f64 / 2.0);
         let key = |i: &usize| {
             let t = self.tile(*i);
@@ -244,7 +255,7 @@ impl TileGrid {
             let (tx, ty) = (t.x0 as f64 + t.width as f64 / 2.0, t.y0 as f64 + t.height as f64 / 2.0);
             (!overlaps, (tx - cx).powi(2) + (ty - cy).powi(2))
         };
-        let mut order: Vec<usize> = (0..self.len()).collect();
+        let mut order: Vec<usize> = tiles.collect();
         // Ties keep row-major order (a stable sort).
         order.sort_by(|a, b| {
             let (ka, kb) = (key(a), key(b));
@@ -452,6 +463,24 @@ mod tests {
         // The whole slice as the view: every tile is in it.
         let all = PixelBox { x0: 0, y0: 0, x1: 1000, y1: 700 };
         assert_eq!(grid.order_from(all).1, grid.len());
+        // Among a band's tiles only, the same order restricted to them; a band's weights are
+        // the whole slice's in its rows, its neighbours' tiles included.
+        let band = grid.tiles_in_rows(1..3);
+        let (among, in_band_view) = grid.order_among(view, band.clone());
+        let expected: Vec<usize> = order.iter().copied().filter(|t| band.contains(t)).collect();
+        assert_eq!(among, expected);
+        assert_eq!(in_band_view, among.iter().filter(|&&i| overlaps(i)).count());
+        let rows = grid.pixel_rows(1..3);
+        let mut band_weights = vec![0.0f32; 1000 * rows.len()];
+        for i in grid.tiles_in_rows(0..4) {
+            grid.add_weights_in(i, &mut band_weights, rows.clone());
+        }
+        assert!(band_weights.iter().all(|w| (w - 1.0).abs() < 1e-6), "tile rows 0–3 cover rows {rows:?} whole");
+        let mut own = vec![0.0f32; 1000 * rows.len()];
+        for i in band {
+            grid.add_weights_in(i, &mut own, rows.clone());
+        }
+        assert!(own[..1000].iter().all(|&w| w < 1.0) && own[..1000].iter().any(|&w| w > 0.0), "shared with row 0");
     }
 
     #[test]

@@ -297,6 +297,110 @@ fn bands_of_tile_rows_stream_through_z_and_give_the_same_maps() {
     assert_eq!(last, (last.1, images.len() * grid.len()));
 }
 
+/// Bands in the app (issue 21): with a view to fill in from, the band under the view goes
+/// first and the others by their distance from it (from the bottom up for a view at the
+/// bottom; top down for one at the top), each filling in tile by tile. Every row of every slice
+/// still comes final exactly once, at most a rounding tie from the one-band maps; and every
+/// partial report is final wherever every tile covering a pixel is decoded, rows shared with a
+/// band already done included.
+#[test]
+fn bands_go_from_the_view_outwards_and_fill_in_as_their_tiles_come() {
+    let Some(model) = model() else { return };
+    let s = model.config().image_size;
+    let (w, h) = (s + s / 2, 2 * s + s / 3);
+    let Some((images, seed)) = lucchi_crop(0, 0, w, h, 2) else { return };
+    let grid = TileGrid::new(w, h, s, Scale::NATIVE);
+    let (columns, rows) = grid.columns_rows();
+    let plain = predict(&model, &images, &seed, Scale::NATIVE);
+    let tile_of = |b: &PixelBox| (0..grid.len()).find(|&t| grid.tile_box(t) == *b).expect("a tile's box");
+    let bottom = PixelBox { x0: 0, y0: h - s / 4, x1: w / 2, y1: h };
+    let top = PixelBox { x0: w / 2, y0: 0, x1: w, y1: s / 4 };
+    for (view, first_band) in [(bottom, rows - 1), (top, 0)] {
+        let request = StackRequest {
+            width: w,
+            height: h,
+            range: 0..images.len(),
+            visible: SliceIndex(0),
+            seeds: vec![Seed { z: SliceIndex(0), masks: vec![Some(seed.clone())] }],
+            max_warmup_slices: 8,
+            scale: Scale::NATIVE,
+            fill: Some(FillIn { view, interval_s: 0.0 }),
+        };
+        let predictor = Predictor::new(&model, 4);
+        let budget = predictor.tile_stream_bytes() * columns as u64;
+        let mut predictor = predictor.with_stream_budget(budget);
+        let bands = predictor.bands(&grid);
+        assert_eq!(bands.len(), rows, "one tile row per band");
+        let mut reports = Vec::new();
+        let done = predictor
+            .predict(&request, &mut |z| Ok(images[z.0].clone()), &mut |p, prog| {
+                reports.push((p, prog));
+                Flow::Continue
+            })
+            .unwrap();
+        assert!(done);
+        // The first report: the view's band, its tiles under the view first.
+        let (first, _) = &reports[0];
+        let first_tiles = first.partial.as_ref().expect("a partial report first");
+        assert_eq!(tile_of(&first_tiles[0]) / columns, first_band, "{view:?}");
+        assert_eq!(first_tiles[0], grid.tile_box(grid.order_from(view).0[0]));
+        // Final rows: each once; the maps at most a rounding tie from one band's.
+        let mut maps = vec![vec![0u8; w * h]; images.len()];
+        let mut covered = vec![vec![0usize; h]; images.len()];
+        let mut finals = Vec::new();
+        for (p, prog) in reports.iter().filter(|(p, _)| p.partial.is_none()) {
+            let z = p.z.0;
+            maps[z][p.rows.start * w..p.rows.end * w].copy_from_slice(&p.probabilities[0]);
+            for y in p.rows.clone() {
+                covered[z][y] += 1;
+            }
+            finals.push((z, p.rows.clone(), p.complete, prog.done));
+        }
+        assert!(covered.iter().flatten().all(|&n| n == 1), "every row of every slice exactly once: {covered:?}");
+        for (z, (m, p)) in maps.iter().zip(&plain).enumerate() {
+            let apart = m.iter().zip(p).filter(|(a, b)| a != b).count();
+            let worst = m.iter().zip(p).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+            assert!(worst <= 1 && apart * 10_000 <= w * h, "slice {z}: {apart} pixels differ, by up to {worst}");
+        }
+        // A slice is done with its last band only: the last band in order, every slice's
+        // reports of a band before any of the next band's.
+        let completes: Vec<usize> = finals.iter().filter(|r| r.2).map(|r| r.0).collect();
+        assert_eq!(completes, (0..images.len()).collect::<Vec<_>>(), "{finals:?}");
+        assert!(finals[finals.len() - images.len()..].iter().all(|r| r.2), "{finals:?}");
+        assert_eq!(finals.last().unwrap().3, images.len());
+        // Every partial report is final where every tile covering a pixel is decoded: per slice,
+        // the tiles of the bands done and those of the band under way decoded so far.
+        let mut decoded: Vec<Vec<usize>> = vec![Vec::new(); images.len()];
+        let mut under_way = vec![0usize; images.len()];
+        let mut checked = 0usize;
+        for (p, _) in &reports {
+            let z = p.z.0;
+            let Some(tiles) = &p.partial else {
+                // Its band is done: all of its tiles are decoded.
+                let band = under_way[z];
+                decoded[z].retain(|t| t / columns != band);
+                decoded[z].extend(band * columns..(band + 1) * columns);
+                continue;
+            };
+            let now: Vec<usize> = tiles.iter().map(tile_of).collect();
+            under_way[z] = now[0] / columns;
+            decoded[z].retain(|t| t / columns != under_way[z]);
+            decoded[z].extend(&now);
+            for y in p.rows.clone() {
+                for x in 0..w {
+                    let covering = (0..grid.len()).filter(|&t| grid.weight(t, x, y) > 0.0);
+                    if covering.clone().all(|t| decoded[z].contains(&t)) {
+                        let (a, b) = (p.probabilities[0][(y - p.rows.start) * w + x], maps[z][y * w + x]);
+                        assert!(a.abs_diff(b) <= 1, "slice {z} ({x}, {y}): partial {a}, final {b}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(2 * checked > w * h, "{checked} pixels checked on {w} × {h} slices");
+    }
+}
+
 /// A synthetic stack of `depth` slices of `side²`: noisy grey with dark lines two pixels wide
 /// (membrane-like structures at every angle, drifting slowly through z), and the lines as labels.
 fn thin_lines(side: usize, depth: usize) -> (Vec<Vec<u8>>, Vec<BitPlane>) {
