@@ -904,10 +904,13 @@ impl Band {
 /// The order the bands of a pass go in: top to bottom; with a view to fill in from
 /// ([`StackRequest::fill`], the app), the band holding the view's centre first and the others
 /// by their distance from it, so that what a person looks at does not wait for the bands above
-/// it to go through the whole stack.
+/// it to go through the whole stack. Top to bottom also when a band's tiles reach past the
+/// next band into the one after (tile rows overlapping by more than half, on slices less than
+/// two tiles tall): only going down hands such rows on through the band between.
 fn band_order(grid: &TileGrid, bands: &[Range<usize>], fill: Option<&FillIn>) -> Vec<usize> {
     let mut order: Vec<usize> = (0..bands.len()).collect();
-    if let Some(view) = fill.map(|f| f.view).filter(|v| !v.is_empty()) {
+    let chained = bands.windows(3).any(|b| grid.pixel_rows(b[0].clone()).end > grid.row_start(b[2].start));
+    if let Some(view) = fill.map(|f| f.view).filter(|v| !v.is_empty() && !chained) {
         let centre = (view.y0 + view.y1) as f64 / 2.0;
         let distance = |b: &usize| {
             let rows = grid.pixel_rows(bands[*b].clone());

@@ -399,6 +399,44 @@ fn bands_go_from_the_view_outwards_and_fill_in_as_their_tiles_come() {
         }
         assert!(2 * checked > w * h, "{checked} pixels checked on {w} × {h} slices");
     }
+    // A slice less than two tiles tall in three tile rows: the first and the third overlap, so
+    // the bands go top to bottom whatever the view (rows reach the third band through the
+    // second), and the maps are the one-band maps bit for bit.
+    let h = 2 * s - s / 8;
+    let Some((images, seed)) = lucchi_crop(0, 0, w, h, 2) else { return };
+    let grid = TileGrid::new(w, h, s, Scale::NATIVE);
+    let (columns, rows) = grid.columns_rows();
+    assert_eq!(rows, 3);
+    assert!(grid.tile_box(0).y1 > grid.tile_box(2 * columns).y0, "tile rows 0 and 2 overlap");
+    // A view below the first tile row, in the second and third: nearest the second band.
+    let centre = (grid.tile_box(0).y1 + grid.tile_box(columns).y1) / 2;
+    let plain = predict(&model, &images, &seed, Scale::NATIVE);
+    let request = StackRequest {
+        width: w,
+        height: h,
+        range: 0..images.len(),
+        visible: SliceIndex(0),
+        seeds: vec![Seed { z: SliceIndex(0), masks: vec![Some(seed.clone())] }],
+        max_warmup_slices: 8,
+        scale: Scale::NATIVE,
+        fill: Some(FillIn { view: PixelBox { x0: 0, y0: centre - 2, x1: w, y1: centre + 2 }, interval_s: 0.0 }),
+    };
+    let predictor = Predictor::new(&model, 4);
+    let budget = predictor.tile_stream_bytes() * columns as u64;
+    let mut maps = vec![vec![0u8; w * h]; images.len()];
+    let mut firsts = Vec::new();
+    predictor
+        .with_stream_budget(budget)
+        .predict(&request, &mut |z| Ok(images[z.0].clone()), &mut |p, _| {
+            if p.partial.is_none() {
+                firsts.push(p.rows.start);
+                maps[p.z.0][p.rows.start * w..p.rows.end * w].copy_from_slice(&p.probabilities[0]);
+            }
+            Flow::Continue
+        })
+        .unwrap();
+    assert_eq!(firsts[0], 0, "top to bottom: {firsts:?}");
+    assert_eq!(maps, plain, "bit for bit");
 }
 
 /// A synthetic stack of `depth` slices of `side²`: noisy grey with dark lines two pixels wide
