@@ -488,8 +488,8 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
     let bands = predictor.bands(&grid).len();
     let table = ClassTable::from_names(&classes)?;
     let ids: Vec<_> = classes.iter().map(|n| table.find(n).expect("built from these names").id).collect();
-    let mut masks = SpooledMasks::new(&a.out, ids, w, h, stack.depth())?;
     let depth = stack.depth();
+    let mut masks = SpooledMasks::new(&a.out, ids, w, h, depth)?;
     let spool = match a.probabilities || bands > 1 {
         true => Some(PageFile::new(&a.out, classes.len() * depth, w * h, "probabilities")?),
         false => None,

@@ -425,14 +425,12 @@ impl Predictor {
         let top = band.above.as_ref().map(|(shared, _)| shared.clone()).filter(|_| !above_done);
         let bottom = band.below.as_ref().map(|(shared, _)| shared.clone()).filter(|_| !below_done);
         let last = top.as_ref().map_or(start, |r| r.end)..bottom.as_ref().map_or(band.rows.end, |r| r.start);
-        let rows_of = |a: &Vec<f32>, r: &Range<usize>| a[(r.start - start) * width..(r.end - start) * width].to_vec();
-        let above = top.map(|r| acc.iter().map(|a| rows_of(a, &r)).collect());
-        let below = bottom.map(|r| acc.iter().map(|a| rows_of(a, &r)).collect());
+        // Stack rows `r` in the band's buffers.
+        let at = |r: &Range<usize>| (r.start - start) * width..(r.end - start) * width;
+        let above = top.map(|r| acc.iter().map(|a| a[at(&r)].to_vec()).collect());
+        let below = bottom.map(|r| acc.iter().map(|a| a[at(&r)].to_vec()).collect());
         let to_byte = |v: &f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-        let maps = acc
-            .iter()
-            .map(|a| a[(last.start - start) * width..(last.end - start) * width].iter().map(to_byte).collect())
-            .collect();
+        let maps = acc.iter().map(|a| a[at(&last)].iter().map(to_byte).collect()).collect();
         Ok(TiledSlice::Rows { maps, rows: last, above, below })
     }
 

@@ -45,20 +45,32 @@ fn model() -> Option<MultiModel> {
     Some(MultiModel::new(sam, &["mitochondria".to_string()]))
 }
 
-/// The probabilities (0–255) of every slice of `images` (`width × height`) at `scale`,
-/// streaming from slice 0 prompted with `seed`.
-fn predict(model: &MultiModel, images: &[Vec<u8>], seed: &BitPlane, scale: Scale) -> Vec<Vec<u8>> {
-    let (width, height) = (seed.width(), seed.height());
-    let request = StackRequest {
-        width,
-        height,
+/// A request for every slice of `images`, streaming from slice 0 prompted with `seed` (the
+/// slices' size).
+fn seeded_request(images: &[Vec<u8>], seed: &BitPlane, scale: Scale, fill: Option<FillIn>) -> StackRequest {
+    StackRequest {
+        width: seed.width(),
+        height: seed.height(),
         range: 0..images.len(),
         visible: SliceIndex(0),
         seeds: vec![Seed { z: SliceIndex(0), masks: vec![Some(seed.clone())] }],
         max_warmup_slices: 8,
         scale,
-        fill: None,
-    };
+        fill,
+    }
+}
+
+/// A predictor whose stream budget holds one row of `columns` tiles: a band per tile row.
+fn one_row_per_band(model: &MultiModel, columns: usize) -> Predictor {
+    let predictor = Predictor::new(model, 4);
+    let budget = predictor.tile_stream_bytes() * columns as u64;
+    predictor.with_stream_budget(budget)
+}
+
+/// The probabilities (0–255) of every slice of `images` (`width × height`) at `scale`,
+/// streaming from slice 0 prompted with `seed`.
+fn predict(model: &MultiModel, images: &[Vec<u8>], seed: &BitPlane, scale: Scale) -> Vec<Vec<u8>> {
+    let request = seeded_request(images, seed, scale, None);
     let mut out = vec![Vec::new(); images.len()];
     let mut fetches = 0;
     let done = Predictor::new(model, 4)
@@ -160,16 +172,7 @@ fn every_tile_streams_along_z_as_its_crop_would_on_its_own() {
 type Report = (usize, Vec<u8>, Option<Vec<PixelBox>>, Progress);
 
 fn reports(model: &MultiModel, images: &[Vec<u8>], seed: &BitPlane, fill: Option<FillIn>) -> Vec<Report> {
-    let request = StackRequest {
-        width: seed.width(),
-        height: seed.height(),
-        range: 0..images.len(),
-        visible: SliceIndex(0),
-        seeds: vec![Seed { z: SliceIndex(0), masks: vec![Some(seed.clone())] }],
-        max_warmup_slices: 8,
-        scale: Scale::NATIVE,
-        fill,
-    };
+    let request = seeded_request(images, seed, Scale::NATIVE, fill);
     let mut out = Vec::new();
     let done = Predictor::new(model, 4)
         .predict(&request, &mut |z| Ok(images[z.0].clone()), &mut |s, progress| {
@@ -252,19 +255,8 @@ fn bands_of_tile_rows_stream_through_z_and_give_the_same_maps() {
     let (columns, rows) = grid.columns_rows();
     assert!(rows >= 3, "{columns} × {rows} tiles");
     let plain = predict(&model, &images, &seed, Scale::NATIVE);
-    let request = StackRequest {
-        width: w,
-        height: h,
-        range: 0..images.len(),
-        visible: SliceIndex(0),
-        seeds: vec![Seed { z: SliceIndex(0), masks: vec![Some(seed.clone())] }],
-        max_warmup_slices: 8,
-        scale: Scale::NATIVE,
-        fill: None,
-    };
-    let mut predictor = Predictor::new(&model, 4);
-    let budget = predictor.tile_stream_bytes() * columns as u64;
-    predictor = predictor.with_stream_budget(budget);
+    let request = seeded_request(&images, &seed, Scale::NATIVE, None);
+    let mut predictor = one_row_per_band(&model, columns);
     assert_eq!(predictor.bands(&grid).len(), rows, "one tile row per band");
     let mut maps = vec![vec![0u8; w * h]; images.len()];
     let mut covered = vec![vec![0usize; h]; images.len()];
@@ -316,19 +308,8 @@ fn bands_go_from_the_view_outwards_and_fill_in_as_their_tiles_come() {
     let bottom = PixelBox { x0: 0, y0: h - s / 4, x1: w / 2, y1: h };
     let top = PixelBox { x0: w / 2, y0: 0, x1: w, y1: s / 4 };
     for (view, first_band) in [(bottom, rows - 1), (top, 0)] {
-        let request = StackRequest {
-            width: w,
-            height: h,
-            range: 0..images.len(),
-            visible: SliceIndex(0),
-            seeds: vec![Seed { z: SliceIndex(0), masks: vec![Some(seed.clone())] }],
-            max_warmup_slices: 8,
-            scale: Scale::NATIVE,
-            fill: Some(FillIn { view, interval_s: 0.0 }),
-        };
-        let predictor = Predictor::new(&model, 4);
-        let budget = predictor.tile_stream_bytes() * columns as u64;
-        let mut predictor = predictor.with_stream_budget(budget);
+        let request = seeded_request(&images, &seed, Scale::NATIVE, Some(FillIn { view, interval_s: 0.0 }));
+        let mut predictor = one_row_per_band(&model, columns);
         let bands = predictor.bands(&grid);
         assert_eq!(bands.len(), rows, "one tile row per band");
         let mut reports = Vec::new();
@@ -411,22 +392,11 @@ fn bands_go_from_the_view_outwards_and_fill_in_as_their_tiles_come() {
     // A view below the first tile row, in the second and third: nearest the second band.
     let centre = (grid.tile_box(0).y1 + grid.tile_box(columns).y1) / 2;
     let plain = predict(&model, &images, &seed, Scale::NATIVE);
-    let request = StackRequest {
-        width: w,
-        height: h,
-        range: 0..images.len(),
-        visible: SliceIndex(0),
-        seeds: vec![Seed { z: SliceIndex(0), masks: vec![Some(seed.clone())] }],
-        max_warmup_slices: 8,
-        scale: Scale::NATIVE,
-        fill: Some(FillIn { view: PixelBox { x0: 0, y0: centre - 2, x1: w, y1: centre + 2 }, interval_s: 0.0 }),
-    };
-    let predictor = Predictor::new(&model, 4);
-    let budget = predictor.tile_stream_bytes() * columns as u64;
+    let view = PixelBox { x0: 0, y0: centre - 2, x1: w, y1: centre + 2 };
+    let request = seeded_request(&images, &seed, Scale::NATIVE, Some(FillIn { view, interval_s: 0.0 }));
     let mut maps = vec![vec![0u8; w * h]; images.len()];
     let mut firsts = Vec::new();
-    predictor
-        .with_stream_budget(budget)
+    one_row_per_band(&model, columns)
         .predict(&request, &mut |z| Ok(images[z.0].clone()), &mut |p, _| {
             if p.partial.is_none() {
                 firsts.push(p.rows.start);
